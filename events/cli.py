@@ -1,0 +1,368 @@
+"""The ``synclife`` command line: run the service, manage tenants, send commands, watch events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from events.errors import SynclifeError
+from events.settings import Settings
+
+__all__ = ["main"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _run(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """Run an async click command; our errors become a clear message and exit code 1."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except SynclifeError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def _echo_err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _print(obj: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, default=str))
+    else:
+        for k, v in obj.items():
+            click.echo(f"{k}: {v}")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+def main(verbose: bool) -> None:
+    """synclife: the lifecycle service for sync configurations."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+# --- stack ---------------------------------------------------------------------------------
+
+
+@main.group()
+def stack() -> None:
+    """The local Kafka (KRaft) and Postgres used by the demo and the tests."""
+
+
+@stack.command("up")
+@_run
+async def stack_up() -> None:
+    """Start (or reuse) Kafka and Postgres; print the SYNCLIFE_* lines to export."""
+    from events import stack as local_stack
+
+    env = await local_stack.up(_settings(), _echo_err)
+    for name, value in env.items():
+        click.echo(f"{name}={value}")
+
+
+@stack.command("down")
+@_run
+async def stack_down() -> None:
+    """Stop the Kafka and Postgres that `stack up` started (their data is kept)."""
+    from events import stack as local_stack
+
+    await local_stack.down(_settings(), _echo_err)
+
+
+@stack.command("status")
+@_run
+async def stack_status() -> None:
+    """Say whether each service is up."""
+    from events import stack as local_stack
+
+    for name, state in (await local_stack.status(_settings())).items():
+        click.echo(f"{name}: {state}")
+
+
+# --- database ------------------------------------------------------------------------------
+
+
+@main.command()
+@_run
+async def migrate() -> None:
+    """Apply the SQL migrations not yet applied (idempotent)."""
+    from events.db import connect
+    from events.db import migrate as apply
+
+    conn = await connect(_settings())
+    try:
+        applied = await apply(conn)
+    finally:
+        await conn.close()
+    click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+async def _admin(action: Callable[[Any], Awaitable[T]]) -> T:
+    from events.db import connect
+
+    conn = await connect(_settings())
+    try:
+        return await action(conn)
+    finally:
+        await conn.close()
+
+
+@main.group()
+def orgs() -> None:
+    """Organizations (the tenancy scope of keys and syncs)."""
+
+
+@orgs.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_run
+async def orgs_create(name: str, as_json: bool) -> None:
+    from events.tenancy import create_org
+
+    _print(await _admin(lambda c: create_org(c, name)), as_json)
+
+
+@main.group()
+def namespaces() -> None:
+    """Namespaces within an organization."""
+
+
+@namespaces.command("create")
+@click.argument("name")
+@click.option("--org", required=True, help="Organization id or name.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_run
+async def namespaces_create(name: str, org: str, as_json: bool) -> None:
+    from events.tenancy import create_namespace
+
+    _print(await _admin(lambda c: create_namespace(c, org, name)), as_json)
+
+
+@main.group()
+def keys() -> None:
+    """API keys: created once (the key is shown only then), listed, revoked."""
+
+
+@keys.command("create")
+@click.option("--org", required=True, help="Organization id or name.")
+@click.option("--scope", "scopes", multiple=True, required=True, help="syncs:write or syncs:run.")
+@click.option("--namespace", "namespaces_", multiple=True, help="Limit the key to a namespace.")
+@click.option("--expires-in", type=int, default=None, help="Seconds until the key expires.")
+@click.option("--name", default=None, help="A label for people.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_run
+async def keys_create(
+    org: str,
+    scopes: tuple[str, ...],
+    namespaces_: tuple[str, ...],
+    expires_in: int | None,
+    name: str | None,
+    as_json: bool,
+) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from events.tenancy import create_key
+
+    expiry = timedelta(seconds=expires_in) if expires_in is not None else None
+    created = await _admin(
+        lambda c: create_key(c, org, list(scopes), list(namespaces_) or None, expiry, name)
+    )
+    _print(created, as_json)
+    if not as_json:
+        _echo_err("store this key now: it is not shown again")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_run
+async def keys_revoke(key_id: str, as_json: bool) -> None:
+    from events.tenancy import revoke_key
+
+    _print(await _admin(lambda c: revoke_key(c, key_id)), as_json)
+
+
+@keys.command("list")
+@click.option("--org", default=None, help="Only this organization's keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@_run
+async def keys_list(org: str | None, as_json: bool) -> None:
+    """Key ids, scopes and status; never the key."""
+    from events.tenancy import list_keys
+
+    for row in await _admin(lambda c: list_keys(c, org)):
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                f"{row['id']}  {row['org']}  {','.join(row['scopes'])}  {row['status']}"
+                f"  last used {row['last_used_at'] or 'never'}"
+            )
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+@main.command()
+@_run
+async def serve() -> None:
+    """Consume commands, apply them, relay lifecycle events and results (until SIGTERM)."""
+    from events.service import serve as run_service
+
+    await run_service(_settings())
+
+
+# --- send and tail -------------------------------------------------------------------------
+
+_SEND_TYPES = {
+    "create": "sync.create",
+    "update": "sync.update",
+    "activate": "sync.activate",
+    "pause": "sync.pause",
+    "resume": "sync.resume",
+    "trigger": "sync.trigger",
+    "cancel": "sync.cancel",
+    "archive": "sync.archive",
+}
+
+
+@main.command()
+@click.argument("verb", type=click.Choice(sorted(_SEND_TYPES)))
+@click.argument("sync_id", required=False)
+@click.option("--data", "data_json", default="{}", help="The command's data as a JSON object.")
+@click.option(
+    "--set", "pairs", multiple=True, help="A data field, KEY=VALUE (VALUE as JSON or text)."
+)
+@click.option("--api-key", envvar="SYNCLIFE_API_KEY", help="Defaults to $SYNCLIFE_API_KEY.")
+@click.option("--namespace", envvar="SYNCLIFE_NAMESPACE", help="Defaults to $SYNCLIFE_NAMESPACE.")
+@click.option("--command-id", default=None, help="Idempotency key (default: a new UUID).")
+@click.option("--expected-version", type=int, default=None)
+@click.option("--timeout", type=float, default=30.0, help="Seconds to wait for the result.")
+@_run
+async def send(
+    verb: str,
+    sync_id: str | None,
+    data_json: str,
+    pairs: tuple[str, ...],
+    api_key: str | None,
+    namespace: str | None,
+    command_id: str | None,
+    expected_version: int | None,
+    timeout: float,
+) -> None:
+    """Publish a command and print its result as JSON (create makes a new id if none is given)."""
+    from events.client import SynclifeClient, new_sync_id
+
+    if not api_key or not namespace:
+        raise click.UsageError("an API key and a namespace are needed (flags or environment)")
+    try:
+        data = json.loads(data_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"--data is not JSON: {exc}") from exc
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        try:
+            data[name] = json.loads(text)
+        except ValueError:
+            data[name] = text
+    if sync_id is None:
+        if verb != "create":
+            raise click.UsageError(f"{verb} needs a SYNC_ID")
+        sync_id = new_sync_id()
+    async with SynclifeClient(_settings(), api_key=api_key, namespace=namespace) as client:
+        result = await client.send(
+            _SEND_TYPES[verb],
+            sync_id,
+            data,
+            command_id=command_id,
+            expected_version=expected_version,
+            timeout=timeout,
+        )
+    assert result is not None  # noqa: S101 - waited for
+    click.echo(result.model_dump_json(exclude_none=True))
+    if result.outcome.value == "rejected":
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--sync", "sync_ids", multiple=True, help="Only these syncs.")
+@click.option("--type", "types", multiple=True, help="Only these event types.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest event.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@click.option("--limit", type=int, default=None, help="Stop after this many events.")
+@_run
+async def tail(
+    sync_ids: tuple[str, ...],
+    types: tuple[str, ...],
+    from_beginning: bool,
+    as_json: bool,
+    limit: int | None,
+) -> None:
+    """Print lifecycle events as they arrive."""
+    from events.client import lifecycle_events
+
+    count = 0
+    async for event in lifecycle_events(
+        _settings(), from_beginning=from_beginning, types=types or None, sync_ids=sync_ids or None
+    ):
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {"id": event.id, "type": event.type, "data": event.data.model_dump(mode="json")}
+                )
+            )
+        else:
+            d = event.data
+            change = f"{d.from_status} -> {d.to_status}" if d.from_status else f"{d.to_status}"
+            click.echo(
+                f"{d.occurred_at:%H:%M:%S}  {event.type:<22} {d.sync_config_id}  v{d.version}"
+                f"  {change}  by {d.actor}"
+            )
+        count += 1
+        if limit is not None and count >= limit:
+            return
+
+
+# --- docs ----------------------------------------------------------------------------------
+
+
+@main.command()
+def diagram() -> None:
+    """Print the lifecycle state diagram (Mermaid), generated from the transition table."""
+    from statemachine.machine import mermaid
+
+    click.echo(mermaid())
+
+
+@main.command()
+@_run
+async def demo() -> None:
+    """Start everything and walk one sync through create, pause, resume, printing what happens."""
+    from events.demo import run_demo
+
+    await run_demo(_settings(), click.echo, _echo_err)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

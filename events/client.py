@@ -1,0 +1,241 @@
+"""A typed async client for other services: publish commands, await results, read events.
+
+async with SynclifeClient(settings, api_key="sk_...", namespace="production") as client:
+    result = await client.pause("sync_01J...", paused_by_user_id="u_1", reason="audit")
+    async for event in lifecycle_events(settings, group_id="my-service"):
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from ulid import ULID
+
+from events.envelope import ce_headers, header
+from events.kafka import idempotent_producer
+from events.messages import CommandResult, LifecycleEvent
+from events.settings import Settings
+from statemachine import CommandType
+
+__all__ = ["Event", "SynclifeClient", "lifecycle_events", "new_sync_id"]
+
+
+def new_sync_id() -> str:
+    """``sync_`` + a ULID: sortable by creation time, unique without coordination."""
+    return f"sync_{ULID()}"
+
+
+class SynclifeClient:
+    """Publishes commands with the caller's key and namespace; awaits their results."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        api_key: str,
+        namespace: str,
+        source: str = "synclife-client",
+    ) -> None:
+        self.settings = settings
+        self._api_key = api_key
+        self._namespace = namespace
+        self._source = source
+        self._producer: AIOKafkaProducer | None = None
+        self._results: AIOKafkaConsumer | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
+
+    def __repr__(self) -> str:  # the key stays out of logs and tracebacks
+        return f"SynclifeClient(namespace={self._namespace!r})"
+
+    async def __aenter__(self) -> SynclifeClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._producer = idempotent_producer(self.settings, client_id=f"{self._source}")
+        await self._producer.start()
+        # Results are read from the end of every partition, fixed before anything is sent.
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False
+        )
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(self.settings.results_topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(self.settings.results_topic) or set()
+        tps = [TopicPartition(self.settings.results_topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        self._results = consumer
+        self._reader = asyncio.create_task(self._read_results())
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for consumer in (self._results,):
+            if consumer is not None:
+                await consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def _read_results(self) -> None:
+        assert self._results is not None  # noqa: S101 - started
+        async for message in self._results:
+            if message.value is None:
+                continue
+            result = CommandResult.model_validate_json(message.value)
+            future = self._waiting.pop(result.command_id, None)
+            if future is not None and not future.done():
+                future.set_result(result)
+
+    async def send(
+        self,
+        command_type: CommandType | str,
+        sync_config_id: str,
+        data: dict[str, Any] | None = None,
+        *,
+        command_id: str | None = None,
+        expected_version: int | None = None,
+        wait: bool = True,
+        timeout: float = 30.0,
+    ) -> CommandResult | None:
+        """Publish one command; return its result (or None with ``wait=False``).
+
+        Re-sending with the same ``command_id`` is safe: it has one effect and the same result.
+        """
+        assert self._producer is not None, "use 'async with SynclifeClient(...)'"  # noqa: S101
+        command_id = command_id or str(uuid.uuid4())
+        kind = CommandType(command_type)
+        extra = {"authorization": f"Bearer {self._api_key}", "x-namespace": self._namespace}
+        if expected_version is not None:
+            extra["ce_expectedversion"] = str(expected_version)
+        headers = ce_headers(
+            event_id=command_id,
+            event_type=kind.value,
+            source=self._source,
+            subject=sync_config_id,
+            time=datetime.now(UTC),
+            extra=extra,
+        )
+        future: asyncio.Future[CommandResult] | None = None
+        if wait:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting[command_id] = future
+        await self._producer.send_and_wait(
+            self.settings.commands_topic,
+            key=sync_config_id.encode(),
+            value=json.dumps(data or {}).encode(),
+            headers=headers,
+        )
+        if future is None:
+            return None
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiting.pop(command_id, None)
+
+    # Typed shortcuts, one per lifecycle command.
+    async def create(self, sync_config_id: str | None = None, **data: Any) -> CommandResult:
+        return await self._must(CommandType.CREATE, sync_config_id or new_sync_id(), data)
+
+    async def update(self, sync_config_id: str, **data: Any) -> CommandResult:
+        return await self._must(CommandType.UPDATE, sync_config_id, data)
+
+    async def pause(self, sync_config_id: str, **data: Any) -> CommandResult:
+        return await self._must(CommandType.PAUSE, sync_config_id, data)
+
+    async def resume(self, sync_config_id: str, **data: Any) -> CommandResult:
+        return await self._must(CommandType.RESUME, sync_config_id, data)
+
+    async def activate(self, sync_config_id: str, **data: Any) -> CommandResult:
+        return await self._must(CommandType.ACTIVATE, sync_config_id, data)
+
+    async def cancel(self, sync_config_id: str, **data: Any) -> CommandResult:
+        return await self._must(CommandType.CANCEL, sync_config_id, data)
+
+    async def archive(self, sync_config_id: str, **data: Any) -> CommandResult:
+        return await self._must(CommandType.ARCHIVE, sync_config_id, data)
+
+    async def _must(self, kind: CommandType, sync_id: str, data: dict[str, Any]) -> CommandResult:
+        result = await self.send(kind, sync_id, data)
+        assert result is not None  # noqa: S101 - wait=True
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One lifecycle event: its CloudEvents id and type, and its typed data."""
+
+    id: str
+    type: str
+    data: LifecycleEvent
+    partition: int
+    offset: int
+
+
+async def lifecycle_events(
+    settings: Settings,
+    *,
+    group_id: str | None = None,
+    from_beginning: bool = False,
+    types: Iterable[str] | None = None,
+    sync_ids: Iterable[str] | None = None,
+    namespace_ids: Iterable[str] | None = None,
+    dedupe_window: int = 100_000,
+) -> AsyncIterator[Event]:
+    """Lifecycle events as they arrive, each id once (a redelivered event is skipped).
+
+    With ``group_id`` offsets are committed after each event is yielded and the caller
+    returns to the loop; without one the stream starts at the end (or the beginning).
+    """
+    consumer = AIOKafkaConsumer(
+        settings.lifecycle_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    type_set = set(types) if types else None
+    sync_set = set(sync_ids) if sync_ids else None
+    ns_set = set(namespace_ids) if namespace_ids else None
+    seen: OrderedDict[str, None] = OrderedDict()
+    await consumer.start()
+    try:
+        async for message in consumer:
+            event_id = (header(message.headers, "ce_id") or b"").decode()
+            event_type = (header(message.headers, "ce_type") or b"").decode()
+            if event_id in seen or message.value is None:
+                continue
+            seen[event_id] = None
+            if len(seen) > dedupe_window:
+                seen.popitem(last=False)
+            if type_set and event_type not in type_set:
+                continue
+            data = LifecycleEvent.model_validate_json(message.value)
+            if sync_set and data.sync_config_id not in sync_set:
+                continue
+            if ns_set and data.namespace_id not in ns_set:
+                continue
+            yield Event(event_id, event_type, data, message.partition, message.offset)
+            if group_id is not None:
+                await consumer.commit()
+    finally:
+        await consumer.stop()

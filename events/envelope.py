@@ -1,0 +1,187 @@
+"""CloudEvents 1.0 over Kafka, binary content mode: attributes in ``ce_*`` headers, data as value.
+
+``decode_command`` turns a consumed record into either a ``RawCommand`` (well-formed envelope,
+JSON data not yet validated) or an ``Undecodable`` with the reason it goes to the dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from statemachine import CommandType, ErrorCode
+
+__all__ = [
+    "CONTENT_TYPE",
+    "RawCommand",
+    "Undecodable",
+    "ce_headers",
+    "decode_command",
+    "header",
+    "rfc3339",
+]
+
+CONTENT_TYPE: Final = "application/json"
+SPECVERSION: Final = "1.0"
+MAX_ID_CHARS: Final = 256
+
+Headers = list[tuple[str, bytes]]
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def ce_headers(
+    *,
+    event_id: str,
+    event_type: str,
+    source: str,
+    subject: str | None,
+    time: datetime,
+    extra: dict[str, str] | None = None,
+) -> Headers:
+    """Headers of a binary-mode CloudEvent, UTF-8 encoded."""
+    out: Headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event_id.encode()),
+        ("ce_type", event_type.encode()),
+        ("ce_source", source.encode()),
+        ("ce_time", rfc3339(time).encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    if subject is not None:
+        out.append(("ce_subject", subject.encode()))
+    for name, value in (extra or {}).items():
+        out.append((name, value.encode()))
+    return out
+
+
+def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    """The last value of header ``name`` (header names are case-insensitive here)."""
+    found: bytes | None = None
+    for key, value in headers or ():
+        if key.lower() == name:
+            found = value
+    return found
+
+
+def _text(headers: Any, name: str) -> str | None:
+    raw = header(headers, name)
+    if raw is None:
+        return None
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    return text or None
+
+
+@dataclass(frozen=True, slots=True)
+class RawCommand:
+    """A command whose envelope is valid; ``data`` is parsed JSON, not yet validated."""
+
+    command_id: str
+    type: CommandType
+    sync_config_id: str
+    data: Any
+    authorization: bytes | None
+    namespace: str | None
+    expected_version: int | None
+    expected_version_error: str | None
+    time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A message for the dead letters; ``command_id``/``sync_config_id`` when readable."""
+
+    reason: str
+    code: ErrorCode
+    message: str
+    command_id: str | None
+    sync_config_id: str | None
+
+
+def decode_command(
+    key: bytes | None, value: bytes | None, headers: Any, max_bytes: int
+) -> RawCommand | Undecodable:
+    """Decode one record of the commands topic (never raises)."""
+    command_id = _text(headers, "ce_id")
+    if command_id is not None and len(command_id) > MAX_ID_CHARS:
+        command_id = None
+    subject = _text(headers, "ce_subject")
+    key_text: str | None = None
+    if key:
+        try:
+            key_text = key.decode("utf-8") or None
+        except UnicodeDecodeError:
+            key_text = None
+    sync_id = subject or key_text
+    if sync_id is not None and len(sync_id) > MAX_ID_CHARS:
+        sync_id = None
+
+    def bad(reason: str, code: ErrorCode, message: str) -> Undecodable:
+        return Undecodable(reason, code, message, command_id, sync_id)
+
+    size = len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
+    if size > max_bytes:
+        return bad("too_large", ErrorCode.TOO_LARGE, f"message is {size} bytes; limit {max_bytes}")
+    if _text(headers, "ce_specversion") != SPECVERSION:
+        return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "ce_specversion must be 1.0")
+    missing = [h for h in ("ce_id", "ce_type", "ce_source") if _text(headers, h) is None]
+    if missing:
+        return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, f"missing headers: {missing}")
+    if command_id is None:
+        return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "ce_id is too long")
+    content_type = _text(headers, "content-type")
+    if content_type is not None and content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
+        return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "content-type must be JSON")
+    if sync_id is None:
+        return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "no sync id (key or ce_subject)")
+    if subject and key_text and subject != key_text:
+        return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "ce_subject differs from the key")
+    type_text = _text(headers, "ce_type") or ""
+    try:
+        command_type = CommandType(type_text)
+    except ValueError:
+        return bad(
+            "unsupported_type", ErrorCode.UNSUPPORTED_TYPE, f"unknown command type {type_text!r}"
+        )
+    try:
+        data = json.loads(value) if value else {}
+    except (ValueError, UnicodeDecodeError):
+        return bad("invalid_json", ErrorCode.VALIDATION_ERROR, "the value is not valid JSON")
+
+    expected: int | None = None
+    expected_error: str | None = None
+    raw_expected = _text(headers, "ce_expectedversion")
+    if raw_expected is not None:
+        try:
+            expected = int(raw_expected)
+        except ValueError:
+            expected_error = "ce_expectedversion must be an integer"
+        else:
+            if expected < 0:
+                expected, expected_error = None, "ce_expectedversion must be >= 0"
+    time: datetime | None = None
+    raw_time = _text(headers, "ce_time")
+    if raw_time is not None:
+        try:
+            time = datetime.fromisoformat(raw_time)
+        except ValueError:
+            time = None
+    return RawCommand(
+        command_id=command_id,
+        type=command_type,
+        sync_config_id=sync_id,
+        data=data,
+        authorization=header(headers, "authorization"),
+        namespace=_text(headers, "x-namespace"),
+        expected_version=expected,
+        expected_version_error=expected_error,
+        time=time,
+    )

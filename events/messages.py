@@ -1,0 +1,64 @@
+"""The wire contract's outgoing messages: lifecycle events and command results (data only).
+
+Headers follow CloudEvents 1.0's Kafka binding, binary mode (see ``events.envelope``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from statemachine import CommandError, Outcome, SyncConfiguration, SyncStatus
+
+__all__ = ["RESULT_TYPE", "CommandResult", "LifecycleEvent"]
+
+RESULT_TYPE = "sync.command_result"
+
+
+class LifecycleEvent(BaseModel):
+    """Data of every event on ``sync.lifecycle``: one per persisted change of a sync."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    sync_config_id: str
+    bucket_id: str
+    namespace_id: str
+    internal_id: str
+    version: int
+    occurred_at: datetime
+    command_id: str | None
+    actor: str
+    reason: str | None
+    trigger: str
+    sync: SyncConfiguration
+    from_status: SyncStatus | None = None
+    to_status: SyncStatus | None = None
+
+
+class CommandResult(BaseModel):
+    """Data of ``sync.command_result``: exactly one per command id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command_id: str
+    command_type: str
+    sync_config_id: str | None
+    outcome: Outcome
+    version: int | None = None
+    status: SyncStatus | None = None
+    sync: SyncConfiguration | None = None
+    error: CommandError | None = None
+    events: list[str] = []
+
+    def summary(self) -> dict[str, Any]:
+        """A one-line view for people (the CLI)."""
+        out: dict[str, Any] = {"outcome": self.outcome.value, "command_type": self.command_type}
+        if self.status is not None:
+            out["status"] = self.status.value
+            out["version"] = self.version
+        if self.error is not None:
+            out["error"] = self.error.code.value
+            out["message"] = self.error.message
+        return out

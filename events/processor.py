@@ -1,0 +1,575 @@
+"""Apply one batch of consumed commands in one Postgres transaction.
+
+For a batch: decode every record; in one transaction read what is already known (dead letters,
+processed command ids, keys, namespaces, the syncs, locked ``FOR UPDATE`` in id order), decide
+each command in offset order against the in-memory state, then write the changed syncs, their
+history, the processed command ids with their results, and the outbox rows, set-based. The
+caller commits Kafka offsets only after this commits: a redelivered command finds its recorded
+result and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+import asyncpg
+
+from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
+from events.envelope import RawCommand, Undecodable, ce_headers, decode_command, header
+from events.errors import TransientError
+from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
+from events.settings import Settings
+from events.tenancy import ApiKey, find_keys, find_namespaces, touch_keys
+from statemachine import (
+    Change,
+    Command,
+    CommandError,
+    ErrorCode,
+    Outcome,
+    SyncConfiguration,
+    decide,
+    parse_data,
+)
+
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "BatchStats",
+    "Record",
+    "apply_batch",
+    "dead_letter_one",
+    "event_id",
+    "result_id",
+]
+
+log = logging.getLogger("synclife.processor")
+
+NOTIFY_CHANNEL: Final = "synclife_outbox"
+SOURCE: Final = "synclife"
+REDACTED: Final = b"[redacted]"
+
+
+class Record(Protocol):
+    """The parts of a Kafka ``ConsumerRecord`` the processor reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass
+class BatchStats:
+    records: int = 0
+    applied: int = 0
+    noop: int = 0
+    rejected: int = 0
+    replayed: int = 0
+    dead_lettered: int = 0
+    events: int = 0
+
+
+@dataclass
+class _Writes:
+    inserts: dict[str, SyncConfiguration] = field(default_factory=dict)
+    updates: dict[str, tuple[int, SyncConfiguration]] = field(default_factory=dict)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    processed: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    keys_used: set[str] = field(default_factory=set)
+
+
+def result_id(command_id: str) -> str:
+    """The result's event id is fixed by its command id: resending it is a duplicate."""
+    return f"result:{command_id}"
+
+
+def event_id(sync_config_id: str, version: int) -> str:
+    """One event per version: the id is fixed by the sync and version."""
+    return f"{sync_config_id}:v{version}"
+
+
+def _outbox_row(
+    topic: str, key: str | bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+) -> tuple[Any, ...]:
+    raw_key = key.encode() if isinstance(key, str) else key
+    return (topic, raw_key, value, [h for h, _ in headers], [v for _, v in headers])
+
+
+def _result_row(
+    settings: Settings, result: bytes, command_id: str, key: str, at: datetime
+) -> tuple[Any, ...]:
+    headers = ce_headers(
+        event_id=result_id(command_id), event_type=RESULT_TYPE, source=SOURCE, subject=key, time=at
+    )
+    return _outbox_row(settings.results_topic, key, result, headers)
+
+
+class _Batch:
+    """The state of one batch while it is decided."""
+
+    def __init__(self, settings: Settings, now: datetime) -> None:
+        self.settings = settings
+        self.now = now
+        self.syncs: dict[str, SyncConfiguration] = {}
+        self.loaded_versions: dict[str, int] = {}
+        self.processed: dict[str, tuple[str | None, bytes]] = {}  # id -> (key_id, result json)
+        self.keys: dict[str, ApiKey] = {}
+        self.namespaces: dict[tuple[str, str], str] = {}
+        self.writes = _Writes()
+        self.stats = BatchStats()
+
+    # --- results -------------------------------------------------------------------------
+
+    def _record_result(
+        self,
+        command_id: str,
+        command_type: str,
+        sync_config_id: str | None,
+        key_id: str | None,
+        result: CommandResult,
+    ) -> None:
+        payload = result.model_dump_json().encode()
+        self.processed[command_id] = (key_id, payload)
+        self.writes.processed.append(
+            (
+                command_id,
+                command_type,
+                sync_config_id,
+                key_id,
+                result.outcome.value,
+                payload.decode(),
+                self.now,
+            )
+        )
+        key = sync_config_id or command_id
+        self.writes.outbox.append(_result_row(self.settings, payload, command_id, key, self.now))
+        match result.outcome:
+            case Outcome.APPLIED:
+                self.stats.applied += 1
+            case Outcome.NOOP:
+                self.stats.noop += 1
+            case Outcome.REJECTED:
+                self.stats.rejected += 1
+
+    def _rejected(
+        self,
+        raw: RawCommand | Undecodable,
+        command_type: str,
+        error: CommandError,
+        key_id: str | None,
+        sync: SyncConfiguration | None = None,
+    ) -> None:
+        assert raw.command_id is not None  # noqa: S101 - callers check
+        result = CommandResult(
+            command_id=raw.command_id,
+            command_type=command_type,
+            sync_config_id=raw.sync_config_id,
+            outcome=Outcome.REJECTED,
+            version=sync.version if sync else None,
+            status=sync.status if sync else None,
+            sync=sync,
+            error=error,
+        )
+        self._record_result(raw.command_id, command_type, raw.sync_config_id, key_id, result)
+
+    def _replay(self, command_id: str, key: str) -> None:
+        _, payload = self.processed[command_id]
+        self.writes.outbox.append(_result_row(self.settings, payload, command_id, key, self.now))
+        self.stats.replayed += 1
+
+    # --- dead letters --------------------------------------------------------------------
+
+    def dead_letter(self, record: Record, reason: str) -> None:
+        headers = [
+            (k, REDACTED if k.lower() == "authorization" else v) for k, v in record.headers or ()
+        ]
+        headers += [
+            ("dlq_reason", reason.encode()),
+            ("dlq_source_topic", record.topic.encode()),
+            ("dlq_source_partition", str(record.partition).encode()),
+            ("dlq_source_offset", str(record.offset).encode()),
+        ]
+        self.writes.outbox.append(
+            _outbox_row(self.settings.dlq_topic, record.key, record.value, headers)
+        )
+        self.stats.dead_lettered += 1
+
+    def undecodable(self, record: Record, bad: Undecodable, fresh: bool) -> None:
+        if not fresh:  # this offset was dead-lettered by an earlier delivery of the batch
+            return
+        self.dead_letter(record, bad.reason)
+        if bad.command_id is None or bad.sync_config_id is None:
+            return
+        if bad.command_id in self.processed:
+            self._replay(bad.command_id, bad.sync_config_id)
+            return
+        type_text = (header(record.headers, "ce_type") or b"").decode("utf-8", "replace")[:128]
+        error = CommandError(code=bad.code, message=bad.message)
+        self._rejected(bad, type_text or "unknown", error, None)
+
+    # --- commands ------------------------------------------------------------------------
+
+    def authenticate(self, raw: RawCommand) -> tuple[ApiKey | None, str | CommandError]:
+        """The caller's key and namespace id, or the error that rejects the command."""
+        token = parse_authorization(raw.authorization)
+        if token is None:
+            return None, CommandError(
+                code=ErrorCode.UNAUTHENTICATED,
+                message="missing or malformed authorization header: expected 'Bearer sk_...'",
+            )
+        key = self.keys.get(token)
+        if key is None:
+            return None, CommandError(code=ErrorCode.UNAUTHENTICATED, message="unknown API key")
+        problem = key.problem(self.now)
+        if problem is not None:
+            return key, CommandError(code=ErrorCode.UNAUTHENTICATED, message=problem)
+        needed = SCOPE_RUN if raw.type.is_run else SCOPE_WRITE
+        if needed not in key.scopes:
+            return key, CommandError(
+                code=ErrorCode.FORBIDDEN,
+                message=f"{raw.type.value} needs the {needed} scope",
+                details={"required_scope": needed},
+            )
+        if raw.namespace is None:
+            return key, CommandError(
+                code=ErrorCode.VALIDATION_ERROR,
+                message="the x-namespace header is required",
+                details={"errors": [{"field": "x-namespace", "problem": "missing header"}]},
+            )
+        namespace_id = self.namespaces.get((key.internal_id, raw.namespace))
+        if namespace_id is None or (
+            key.namespaces is not None and namespace_id not in key.namespaces
+        ):
+            return key, CommandError(
+                code=ErrorCode.FORBIDDEN,
+                message=f"namespace {raw.namespace!r} is not available to this key",
+            )
+        return key, namespace_id
+
+    def command(self, record: Record, raw: RawCommand) -> None:
+        if raw.command_id in self.processed:
+            stored_key_id, _ = self.processed[raw.command_id]
+            token = parse_authorization(raw.authorization)
+            presented = self.keys.get(token) if token else None
+            if (presented.key_id if presented else None) == stored_key_id:
+                self._replay(raw.command_id, raw.sync_config_id)
+            else:
+                # Another caller reusing a command id gets neither its result nor a second
+                # result under that id: the message is dead-lettered.
+                self.dead_letter(record, "command_id_reused")
+            return
+        key, auth = self.authenticate(raw)
+        key_id = key.key_id if key else None
+        if key_id is not None:
+            self.writes.keys_used.add(key_id)
+        if isinstance(auth, CommandError):
+            self._rejected(raw, raw.type.value, auth, key_id)
+            return
+        assert key is not None  # noqa: S101 - authenticate returns a key with a namespace
+        namespace_id = auth
+        sync = self.syncs.get(raw.sync_config_id)
+        visible = (
+            sync
+            if sync is not None
+            and sync.internal_id == key.internal_id
+            and sync.namespace_id == namespace_id
+            else None
+        )
+        if raw.expected_version_error is not None:
+            error = CommandError(
+                code=ErrorCode.VALIDATION_ERROR,
+                message=raw.expected_version_error,
+                details={
+                    "errors": [
+                        {"field": "ce_expectedversion", "problem": raw.expected_version_error}
+                    ]
+                },
+            )
+            self._rejected(raw, raw.type.value, error, key_id, visible)
+            return
+        data = parse_data(raw.type, raw.sync_config_id, raw.data)
+        if isinstance(data, CommandError):
+            self._rejected(raw, raw.type.value, data, key_id, visible)
+            return
+        command = Command(
+            command_id=raw.command_id,
+            type=raw.type,
+            sync_config_id=raw.sync_config_id,
+            internal_id=key.internal_id,
+            namespace_id=namespace_id,
+            data=data,
+            expected_version=raw.expected_version,
+            key_id=key_id,
+            issued_at=raw.time,
+        )
+        decision = decide(sync, command, self.now)
+        for change in decision.changes:
+            self._persist(command, change)
+        final = decision.final if decision.visible else None
+        if final is not None and (
+            final.internal_id != key.internal_id or final.namespace_id != namespace_id
+        ):
+            final = None
+        result = CommandResult(
+            command_id=raw.command_id,
+            command_type=raw.type.value,
+            sync_config_id=raw.sync_config_id,
+            outcome=decision.outcome,
+            version=final.version if final else None,
+            status=final.status if final else None,
+            sync=final,
+            error=decision.error,
+            events=[event_id(c.sync.sync_config_id, c.sync.version) for c in decision.changes],
+        )
+        self._record_result(raw.command_id, raw.type.value, raw.sync_config_id, key_id, result)
+
+    def _persist(self, command: Command | None, change: Change) -> None:
+        sync = change.sync
+        sid = sync.sync_config_id
+        if sid in self.loaded_versions:
+            self.writes.updates[sid] = (self.loaded_versions[sid], sync)
+        else:
+            self.writes.inserts[sid] = sync
+        self.syncs[sid] = sync
+        command_id = command.command_id if command else None
+        self.writes.history.append(
+            (
+                sid,
+                sync.version,
+                change.event_type.value,
+                change.from_status.value if change.from_status else None,
+                change.to_status.value if change.to_status else None,
+                change.trigger,
+                command_id,
+                change.actor,
+                change.reason,
+                sync.updated_at,
+            )
+        )
+        event = LifecycleEvent(
+            sync_config_id=sid,
+            bucket_id=sync.bucket_id,
+            namespace_id=sync.namespace_id,
+            internal_id=sync.internal_id,
+            version=sync.version,
+            occurred_at=sync.updated_at,
+            command_id=command_id,
+            actor=change.actor,
+            reason=change.reason,
+            trigger=change.trigger,
+            sync=sync,
+            from_status=change.from_status,
+            to_status=change.to_status,
+            **dict(change.extra),
+        )
+        headers = ce_headers(
+            event_id=event_id(sid, sync.version),
+            event_type=change.event_type.value,
+            source=SOURCE,
+            subject=sid,
+            time=sync.updated_at,
+        )
+        self.writes.outbox.append(
+            _outbox_row(
+                self.settings.lifecycle_topic, sid, event.model_dump_json().encode(), headers
+            )
+        )
+        self.stats.events += 1
+
+
+async def _load(
+    conn: asyncpg.Connection, batch: _Batch, decoded: list[tuple[Record, RawCommand | Undecodable]]
+) -> set[tuple[int, int]]:
+    """Read everything the batch needs; returns the offsets newly dead-lettered."""
+    bad = [(r, d) for r, d in decoded if isinstance(d, Undecodable)]
+    fresh: set[tuple[int, int]] = set()
+    if bad:
+        rows = await conn.fetch(
+            """INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason)
+               SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[])
+               ON CONFLICT DO NOTHING RETURNING source_partition, source_offset""",
+            [r.topic for r, _ in bad],
+            [r.partition for r, _ in bad],
+            [r.offset for r, _ in bad],
+            [d.reason for _, d in bad],
+        )
+        fresh = {(row["source_partition"], row["source_offset"]) for row in rows}
+
+    command_ids = sorted({d.command_id for _, d in decoded if d.command_id is not None})
+    if command_ids:
+        rows = await conn.fetch(
+            "SELECT command_id, key_id, result FROM processed_commands WHERE command_id = ANY($1::text[])",
+            command_ids,
+        )
+        batch.processed = {r["command_id"]: (r["key_id"], r["result"].encode()) for r in rows}
+
+    commands = [d for _, d in decoded if isinstance(d, RawCommand)]
+    tokens = {t for t in (parse_authorization(c.authorization) for c in commands) if t}
+    batch.keys = await find_keys(conn, tokens)
+    wanted = set()
+    for c in commands:
+        token = parse_authorization(c.authorization)
+        key = batch.keys.get(token) if token else None
+        if key is not None and c.namespace is not None:
+            wanted.add((key.internal_id, c.namespace))
+    batch.namespaces = await find_namespaces(conn, wanted)
+
+    sync_ids = sorted({c.sync_config_id for c in commands})
+    if sync_ids:
+        # Lock in id order, so two batches that share syncs never deadlock.
+        rows = await conn.fetch(
+            """SELECT sync_config_id, data FROM syncs WHERE sync_config_id = ANY($1::text[])
+               ORDER BY sync_config_id FOR UPDATE""",
+            sync_ids,
+        )
+        for r in rows:
+            sync = SyncConfiguration.model_validate_json(r["data"])
+            batch.syncs[r["sync_config_id"]] = sync
+            batch.loaded_versions[r["sync_config_id"]] = sync.version
+    return fresh
+
+
+def _sync_columns(sync: SyncConfiguration) -> tuple[Any, ...]:
+    return (
+        sync.sync_config_id,
+        sync.internal_id,
+        sync.namespace_id,
+        sync.status.value,
+        sync.version,
+        sync.next_sync_at,
+        sync.lock_expires_at,
+        sync.model_dump_json(),
+        sync.updated_at,
+    )
+
+
+async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
+    """Write the batch's effects set-based: COPY for inserts, one UPDATE from arrays."""
+    if writes.inserts:
+        await conn.copy_records_to_table(
+            "syncs",
+            records=[_sync_columns(s) for s in writes.inserts.values()],
+            columns=[
+                "sync_config_id",
+                "internal_id",
+                "namespace_id",
+                "status",
+                "version",
+                "next_sync_at",
+                "lock_expires_at",
+                "data",
+                "updated_at",
+            ],
+        )
+    if writes.updates:
+        cols = list(
+            zip(*((*_sync_columns(s), prev) for prev, s in writes.updates.values()), strict=True)
+        )
+        status = await conn.execute(
+            """UPDATE syncs AS s SET status = u.status, version = u.version,
+                   next_sync_at = u.next_sync_at, lock_expires_at = u.lock_expires_at,
+                   data = u.data::jsonb, updated_at = u.updated_at
+               FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[],
+                           $5::timestamptz[], $6::text[], $7::timestamptz[], $8::int[])
+                    AS u(id, status, version, next_sync_at, lock_expires_at, data, updated_at, prev)
+               WHERE s.sync_config_id = u.id AND s.version = u.prev""",
+            list(cols[0]),
+            list(cols[3]),
+            list(cols[4]),
+            list(cols[5]),
+            list(cols[6]),
+            list(cols[7]),
+            list(cols[8]),
+            list(cols[9]),
+        )
+        if int(status.split()[-1]) != len(writes.updates):
+            # The rows are locked FOR UPDATE, so this means someone wrote without the lock.
+            raise TransientError("a sync changed under the batch: version fence")
+    if writes.history:
+        await conn.copy_records_to_table(
+            "sync_history",
+            records=writes.history,
+            columns=[
+                "sync_config_id",
+                "version",
+                "event_type",
+                "from_status",
+                "to_status",
+                "trigger",
+                "command_id",
+                "actor",
+                "reason",
+                "occurred_at",
+            ],
+        )
+    if writes.processed:
+        await conn.copy_records_to_table(
+            "processed_commands",
+            records=writes.processed,
+            columns=[
+                "command_id",
+                "command_type",
+                "sync_config_id",
+                "key_id",
+                "outcome",
+                "result",
+                "processed_at",
+            ],
+        )
+    if writes.outbox:
+        await conn.copy_records_to_table(
+            "outbox",
+            records=writes.outbox,
+            columns=["topic", "key", "value", "header_keys", "header_values"],
+        )
+        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    await touch_keys(conn, writes.keys_used)
+
+
+async def apply_batch(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    records: Sequence[Record],
+    now: datetime | None = None,
+) -> BatchStats:
+    """Decide and persist ``records`` (in their order) in one transaction on ``conn``."""
+    batch = _Batch(settings, now or datetime.now(UTC))
+    decoded = [
+        (r, decode_command(r.key, r.value, r.headers, settings.max_message_bytes)) for r in records
+    ]
+    batch.stats.records = len(records)
+    async with conn.transaction():
+        fresh = await _load(conn, batch, decoded)
+        for record, item in decoded:
+            if isinstance(item, Undecodable):
+                batch.undecodable(record, item, (record.partition, record.offset) in fresh)
+            else:
+                batch.command(record, item)
+        await _write(conn, batch.writes)
+    return batch.stats
+
+
+async def dead_letter_one(
+    conn: asyncpg.Connection, settings: Settings, record: Record, reason: str
+) -> bool:
+    """Dead-letter one record whose processing keeps failing (once per offset)."""
+    batch = _Batch(settings, datetime.now(UTC))
+    async with conn.transaction():
+        inserted = await conn.fetchval(
+            """INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
+        if inserted:
+            batch.dead_letter(record, reason)
+            await _write(conn, batch.writes)
+    return bool(inserted)

@@ -1,0 +1,1299 @@
+"""The local stack behind ``synclife stack up|down|status``: Kafka and Postgres without Docker.
+
+``up`` either checks the services named by the environment (when both
+``SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS`` and ``SYNCLIFE_DATABASE_URL`` are set) or starts, or
+reuses, a single-node Apache Kafka in KRaft mode and a PostgreSQL server, all kept under
+``settings.stack_dir`` (default ``.cache/stack``). Either way it creates the topics and returns
+the two environment variables that point synclife at the services.
+
+Layout of the stack dir (absolute, resolved against the working directory)::
+
+    kafka-<version>/pom.xml, libs/     the broker's jars, fetched once with Maven
+    kafka/server.properties, cluster-id, kafka.pid, kafka.out, logs/, data/
+    postgres/                          the data dir (or under /var/tmp, see ``postgres-location``)
+    postgres-run/                      the Unix socket directory
+    postgres.log
+    postgres-password                  0600, generated once; only ever shown in the returned URL
+    .lock                              serialises concurrent ``up``/``down`` calls
+
+``down`` stops only what this stack started (the pid file, the data dir's postmaster) and keeps
+all data, so the next ``up`` is fast. Progress goes to ``echo``; the database password never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import hashlib
+import importlib.resources
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+from events.settings import Settings
+
+__all__ = [
+    "ENV_DATABASE_URL",
+    "ENV_KAFKA_BOOTSTRAP_SERVERS",
+    "Echo",
+    "StackError",
+    "StackPaths",
+    "down",
+    "ensure_topics",
+    "external_env",
+    "local_env",
+    "status",
+    "up",
+]
+
+ENV_KAFKA_BOOTSTRAP_SERVERS = "SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS"
+ENV_DATABASE_URL = "SYNCLIFE_DATABASE_URL"
+
+Echo = Callable[[str], None]
+
+# The role and database the local Postgres is initialised with.
+DB_USER = "synclife"
+DB_NAME = "synclife"
+
+KAFKA_READY_TIMEOUT = 90.0
+POSTGRES_READY_TIMEOUT = 60.0
+MAVEN_TIMEOUT = 900.0
+APT_TIMEOUT = 900.0
+LOCK_TIMEOUT = 900.0
+KAFKA_STOP_TIMEOUT = 30.0
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost"})
+_LOG_TAIL_LINES = 40
+
+
+class StackError(Exception):
+    """The stack could not be brought up, inspected or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    """Where the local stack keeps its files (all absolute)."""
+
+    root: Path
+    kafka_version: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StackPaths:
+        root = Path(os.path.abspath(os.path.expanduser(settings.stack_dir)))
+        return cls(root=root, kafka_version=settings.kafka_version)
+
+    @property
+    def kafka_dist(self) -> Path:
+        return self.root / f"kafka-{self.kafka_version}"
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.kafka_dist / "libs"
+
+    @property
+    def kafka_home(self) -> Path:
+        return self.root / "kafka"
+
+    @property
+    def kafka_data(self) -> Path:
+        return self.kafka_home / "data"
+
+    @property
+    def kafka_logs(self) -> Path:
+        return self.kafka_home / "logs"
+
+    @property
+    def kafka_pid_file(self) -> Path:
+        return self.kafka_home / "kafka.pid"
+
+    @property
+    def kafka_out(self) -> Path:
+        return self.kafka_home / "kafka.out"
+
+    @property
+    def kafka_properties(self) -> Path:
+        return self.kafka_home / "server.properties"
+
+    @property
+    def kafka_log4j(self) -> Path:
+        return self.kafka_home / "log4j2.xml"
+
+    @property
+    def kafka_cluster_id(self) -> Path:
+        return self.kafka_home / "cluster-id"
+
+    @property
+    def pg_password_file(self) -> Path:
+        return self.root / "postgres-password"
+
+    @property
+    def pg_location_file(self) -> Path:
+        return self.root / "postgres-location"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+
+@dataclass(frozen=True)
+class _PgLayout:
+    """The Postgres directories; ``base`` is the stack dir or a /var/tmp fallback."""
+
+    base: Path
+
+    @property
+    def data(self) -> Path:
+        return self.base / "postgres"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.base / "postgres-run"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "postgres.log"
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    """The OS user Postgres runs as when we are root (initdb and postgres refuse root)."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def external_env() -> dict[str, str] | None:
+    """Both service variables when both are set in the environment, else ``None``."""
+    kafka = os.environ.get(ENV_KAFKA_BOOTSTRAP_SERVERS, "").strip()
+    database = os.environ.get(ENV_DATABASE_URL, "").strip()
+    if kafka and database:
+        return {ENV_KAFKA_BOOTSTRAP_SERVERS: kafka, ENV_DATABASE_URL: database}
+    return None
+
+
+def local_env(settings: Settings) -> dict[str, str]:
+    """The environment that points synclife at the local stack (needs its password file)."""
+    paths = StackPaths.from_settings(settings)
+    kafka_port = _kafka_port(settings)
+    pg_port = _postgres_port(settings)
+    password = _read_password(paths)
+    if password is None:
+        raise StackError(
+            f"no Postgres password file at {paths.pg_password_file}: run `synclife stack up`"
+        )
+    return _local_env(kafka_port, pg_port, password)
+
+
+async def up(settings: Settings, echo: Echo) -> dict[str, str]:
+    """Make Kafka and Postgres answer, create the topics, return the env that points at them.
+
+    With both ``SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS`` and ``SYNCLIFE_DATABASE_URL`` set, nothing
+    is started: the function waits for those services and returns them. Otherwise it starts,
+    or reuses, the local single-node Kafka and Postgres. Safe to call again and concurrently.
+    """
+    external = external_env()
+    if external is not None:
+        return await _up_external(settings, external, echo)
+    return await _up_local(settings, echo)
+
+
+async def down(settings: Settings, echo: Echo) -> None:
+    """Stop the Kafka and Postgres that this stack started; their data stays for the next up."""
+    paths = StackPaths.from_settings(settings)
+    if not paths.root.is_dir():
+        echo(f"nothing to stop: no stack dir at {paths.root}")
+        return
+    async with _stack_lock(paths, echo):
+        await asyncio.gather(_stop_kafka(paths, echo), _stop_postgres(paths, echo))
+
+
+async def status(settings: Settings) -> dict[str, str]:
+    """``{"kafka": ..., "postgres": ...}``: "up (pid N, 127.0.0.1:port)", "down" or "external"."""
+    paths = StackPaths.from_settings(settings)
+    external = external_env()
+    result: dict[str, str] = {}
+
+    kafka_port = _kafka_port(settings, strict=False)
+    kafka_pid = _kafka_pid(paths)
+    if kafka_pid is not None:
+        result["kafka"] = f"up (pid {kafka_pid}, 127.0.0.1:{kafka_port})"
+    elif external is not None:
+        bootstrap = external[ENV_KAFKA_BOOTSTRAP_SERVERS]
+        host, port = _first_host_port(bootstrap, default_port=9092)
+        reachable = "reachable" if await _port_open(host, port) else "not reachable"
+        result["kafka"] = f"external ({bootstrap}, {reachable})"
+    elif await _port_open("127.0.0.1", kafka_port):
+        result["kafka"] = f"up (not started by this stack, 127.0.0.1:{kafka_port})"
+    else:
+        result["kafka"] = "down"
+
+    pg_port = _postgres_port(settings, strict=False)
+    layout = _known_pg_layout(paths)
+    pg_pid = _postgres_pid(layout.data) if layout is not None else None
+    if pg_pid is not None:
+        result["postgres"] = f"up (pid {pg_pid}, 127.0.0.1:{pg_port})"
+    elif external is not None:
+        url = external[ENV_DATABASE_URL]
+        parts = urlsplit(url)
+        host, port = parts.hostname or "localhost", parts.port or 5432
+        reachable = "reachable" if await _port_open(host, port) else "not reachable"
+        result["postgres"] = f"external ({redact_url(url)}, {reachable})"
+    elif await _port_open("127.0.0.1", pg_port):
+        result["postgres"] = f"up (not started by this stack, 127.0.0.1:{pg_port})"
+    else:
+        result["postgres"] = "down"
+    return result
+
+
+async def ensure_topics(
+    settings: Settings, bootstrap_servers: str, echo: Echo, within: float = 60.0
+) -> None:
+    """Create the four synclife topics (``topic_partitions`` partitions, replication 1).
+
+    Existing topics are left as they are; a partition count that differs from the settings is
+    reported, not changed.
+    """
+    names = [
+        settings.commands_topic,
+        settings.lifecycle_topic,
+        settings.results_topic,
+        settings.dlq_topic,
+    ]
+    wanted = settings.topic_partitions
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        client_id=f"{settings.client_id}-stack",
+        request_timeout_ms=30_000,
+    )
+    await admin.start()
+    try:
+        created: list[str] = []
+        while True:
+            existing = await _topic_partitions(admin)
+            missing = [name for name in names if name not in existing]
+            if not missing:
+                break
+            response = await admin.create_topics(
+                [NewTopic(name, wanted, 1) for name in missing], timeout_ms=30_000
+            )
+            retry: list[str] = []
+            for topic, code, *rest in response.topic_errors:
+                if code == 0:
+                    created.append(str(topic))
+                    continue
+                error_type = for_code(code)
+                if issubclass(error_type, TopicAlreadyExistsError):
+                    continue
+                if getattr(error_type, "retriable", False) and loop.time() < deadline:
+                    retry.append(str(topic))
+                    continue
+                detail = rest[0] if rest and rest[0] else error_type.__name__
+                raise StackError(f"could not create topic {topic}: {detail}")
+            if loop.time() >= deadline:
+                raise StackError(f"topics {missing} did not appear within {within:.0f}s")
+            # Metadata lags creation a little; look again before deciding anything.
+            await asyncio.sleep(0.2 if not retry else 1.0)
+    finally:
+        await admin.close()
+    for name in created:
+        echo(f"created topic {name} ({wanted} partitions)")
+    for name in names:
+        if existing[name] != wanted:
+            echo(
+                f"note: topic {name} has {existing[name]} partitions, settings say {wanted}; "
+                "left as it is"
+            )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    userinfo = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[2]}"))
+
+
+# --------------------------------------------------------------------------------------------
+# up: external services
+# --------------------------------------------------------------------------------------------
+
+
+async def _up_external(settings: Settings, env: dict[str, str], echo: Echo) -> dict[str, str]:
+    bootstrap = env[ENV_KAFKA_BOOTSTRAP_SERVERS]
+    database_url = env[ENV_DATABASE_URL]
+    echo(
+        f"{ENV_KAFKA_BOOTSTRAP_SERVERS} and {ENV_DATABASE_URL} are set: starting nothing, "
+        f"waiting for Kafka at {bootstrap} and Postgres at {redact_url(database_url)}..."
+    )
+    started = time.monotonic()
+    await asyncio.gather(
+        _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT),
+        _wait_postgres(database_url, POSTGRES_READY_TIMEOUT),
+    )
+    echo(f"Kafka and Postgres answer ({time.monotonic() - started:.1f}s)")
+    await ensure_topics(settings, bootstrap, echo)
+    return dict(env)
+
+
+# --------------------------------------------------------------------------------------------
+# up: the local stack
+# --------------------------------------------------------------------------------------------
+
+
+async def _up_local(settings: Settings, echo: Echo) -> dict[str, str]:
+    paths = StackPaths.from_settings(settings)
+    kafka_port = _kafka_port(settings)
+    pg_port = _postgres_port(settings)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    async with _stack_lock(paths, echo):
+        results = await asyncio.gather(
+            _ensure_kafka(settings, paths, kafka_port, echo),
+            _ensure_postgres(paths, pg_port, echo),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            for extra in errors[1:]:
+                echo(f"also failed: {extra}")
+            raise errors[0]
+        password = _read_password(paths)
+        if password is None:  # _ensure_postgres guarantees the file; be explicit anyway
+            raise StackError(f"no Postgres password file at {paths.pg_password_file}")
+        await ensure_topics(settings, f"127.0.0.1:{kafka_port}", echo)
+    return _local_env(kafka_port, pg_port, password)
+
+
+def _local_env(kafka_port: int, pg_port: int, password: str) -> dict[str, str]:
+    return {
+        ENV_KAFKA_BOOTSTRAP_SERVERS: f"127.0.0.1:{kafka_port}",
+        ENV_DATABASE_URL: (
+            f"postgresql://{DB_USER}:{quote(password, safe='')}@127.0.0.1:{pg_port}/{DB_NAME}"
+        ),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka
+# --------------------------------------------------------------------------------------------
+
+
+async def _ensure_kafka(settings: Settings, paths: StackPaths, port: int, echo: Echo) -> None:
+    bootstrap = f"127.0.0.1:{port}"
+    started = time.monotonic()
+    pid = _kafka_pid(paths)
+    if pid is None and await _port_open("127.0.0.1", port):
+        echo(f"something already answers at {bootstrap} (not started by this stack): reusing it")
+        await _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT)
+        echo(f"Kafka ready at {bootstrap}")
+        return
+    if pid is not None:
+        await _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT, pid=pid, paths=paths)
+        echo(f"Kafka already up at {bootstrap} (pid {pid})")
+        return
+
+    java = await _require_tool("java", "default-jre-headless", echo)
+    await _fetch_kafka_jars(paths, echo)
+    _write_kafka_config(paths, port)
+    await _format_kafka_storage(paths, java, echo)
+    echo(f"starting Kafka {paths.kafka_version}...")
+    pid = _spawn_kafka(paths, java, settings.kafka_heap)
+    await _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT, pid=pid, paths=paths)
+    echo(f"Kafka ready at {bootstrap} (pid {pid}, {time.monotonic() - started:.1f}s)")
+
+
+async def _fetch_kafka_jars(paths: StackPaths, echo: Echo) -> None:
+    version = paths.kafka_version
+    marker = paths.kafka_libs / f"kafka_2.13-{version}.jar"
+    if marker.is_file():
+        return
+    mvn = await _require_tool("mvn", "maven", echo)
+    echo(f"downloading Kafka {version} jars (once) with Maven into {paths.kafka_libs}...")
+    started = time.monotonic()
+    paths.kafka_dist.mkdir(parents=True, exist_ok=True)
+    pom = paths.kafka_dist / "pom.xml"
+    pom.write_text(_resource_text("kafka-pom.xml"), encoding="utf-8")
+    staging = paths.kafka_dist / "libs.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    await _run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-Dkafka.version={version}",
+            f"-Dlibs.dir={staging}",
+        ],
+        what=f"mvn dependency:copy-dependencies (Kafka {version})",
+        within=MAVEN_TIMEOUT,
+        cwd=paths.kafka_dist,
+    )
+    if not (staging / marker.name).is_file():
+        raise StackError(f"Maven finished but {marker.name} is not in {staging}")
+    shutil.rmtree(paths.kafka_libs, ignore_errors=True)
+    staging.rename(paths.kafka_libs)  # atomic: a half-finished download is never used
+    count = sum(1 for _ in paths.kafka_libs.glob("*.jar"))
+    echo(f"Kafka {version}: {count} jars ({time.monotonic() - started:.1f}s)")
+
+
+def _write_kafka_config(paths: StackPaths, port: int) -> None:
+    """(Re)write server.properties and the log4j2 config; the ports follow the settings."""
+    controller_port = port + 1
+    paths.kafka_home.mkdir(parents=True, exist_ok=True)
+    paths.kafka_logs.mkdir(parents=True, exist_ok=True)
+    properties = f"""\
+# Written by `synclife stack up` before every start: change the settings, not this file.
+process.roles=broker,controller
+node.id=1
+# A static single-voter quorum: the controller endpoint comes from this file at every start,
+# so a changed port needs no reformat (the dynamic form records it in the log at format time).
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={paths.kafka_data}
+
+# One broker: every internal topic has one replica.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Fewer internal partitions than the default 50: this runs on small CI machines.
+offsets.topic.num.partitions=10
+transaction.state.log.num.partitions=10
+
+# Tests start consumer groups all the time; don't wait 3 s for more members.
+group.initial.rebalance.delay.ms=0
+# Topics are created explicitly (`synclife stack up`), never by a typo.
+auto.create.topics.enable=false
+num.partitions=1
+
+# A development broker: small threads, short retention, small segments.
+num.network.threads=2
+num.io.threads=4
+log.retention.hours=24
+log.segment.bytes=67108864
+log.retention.check.interval.ms=300000
+"""
+    _write_if_changed(paths.kafka_properties, properties)
+    _write_if_changed(paths.kafka_log4j, _resource_text("log4j2.xml"))
+
+
+def _cluster_id(paths: StackPaths) -> str:
+    """The cluster id, generated once (Kafka's Uuid: 16 random bytes, base64url, no padding)."""
+    try:
+        stored = paths.kafka_cluster_id.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        stored = ""
+    if stored:
+        return stored
+    while True:
+        candidate = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        if not candidate.startswith("-"):  # Kafka's own generator avoids these too
+            break
+    paths.kafka_cluster_id.write_text(candidate + "\n", encoding="utf-8")
+    return candidate
+
+
+async def _format_kafka_storage(paths: StackPaths, java: str, echo: Echo) -> None:
+    if (paths.kafka_data / "meta.properties").is_file():
+        return
+    cluster_id = _cluster_id(paths)
+    echo(f"formatting the Kafka log dir (once), cluster id {cluster_id}...")
+    await _run(
+        [
+            java,
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            *_kafka_jvm_properties(paths),
+            "-cp",
+            f"{paths.kafka_libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(paths.kafka_properties),
+            "--ignore-formatted",
+        ],
+        what="kafka.tools.StorageTool format",
+        within=180,
+    )
+
+
+def _kafka_jvm_properties(paths: StackPaths) -> list[str]:
+    return [
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={paths.kafka_log4j}",
+        f"-Dkafka.logs.dir={paths.kafka_logs}",
+        f"-XX:ErrorFile={paths.kafka_home}/hs_err_pid%p.log",
+    ]
+
+
+def _spawn_kafka(paths: StackPaths, java: str, heap: str) -> int:
+    """Start the broker detached (own session, output to kafka.out) and record its pid.
+
+    ``posix_spawn`` rather than ``asyncio``/``subprocess``: their process objects kill or warn
+    about a child that outlives them, and this one must outlive the CLI.
+    """
+    argv = [
+        java,
+        f"-Xmx{heap}",
+        "-Xms128m",
+        "-XX:+UseSerialGC",
+        "-XX:+ExitOnOutOfMemoryError",
+        *_kafka_jvm_properties(paths),
+        "-cp",
+        f"{paths.kafka_libs}/*",
+        "kafka.Kafka",
+        str(paths.kafka_properties),
+    ]
+    with paths.kafka_out.open("a", encoding="utf-8") as out:
+        out.write(f"\n--- synclife stack up {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    file_actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(paths.kafka_out), os.O_WRONLY | os.O_APPEND, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    pid = os.posix_spawn(java, argv, dict(os.environ), file_actions=file_actions, setsid=True)
+    paths.kafka_pid_file.write_text(f"{pid}\n", encoding="utf-8")
+    return pid
+
+
+def _kafka_pid(paths: StackPaths) -> int | None:
+    """The pid of the broker this stack started, if it still runs."""
+    pid = _read_pid(paths.kafka_pid_file)
+    if pid is None or not _pid_alive(pid):
+        return None
+    cmdline = _cmdline(pid)
+    if cmdline is not None and (
+        "kafka.Kafka" not in cmdline or str(paths.kafka_properties) not in cmdline
+    ):
+        return None  # the pid was recycled by something else
+    return pid
+
+
+async def _wait_kafka(
+    bootstrap: str,
+    within: float,
+    *,
+    pid: int | None = None,
+    paths: StackPaths | None = None,
+) -> None:
+    """Wait until the broker answers a metadata request with at least one broker."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    host, port = _first_host_port(bootstrap, default_port=9092)
+    last_error = "nothing listens yet"
+    while True:
+        if pid is not None and not _pid_alive(pid):
+            raise StackError(f"Kafka (pid {pid}) exited while starting.{_kafka_log_tail(paths)}")
+        # Probe the port first: aiokafka logs an ERROR for every refused bootstrap.
+        if await _port_open(host, port):
+            try:
+                async with asyncio.timeout(max(1.0, min(10.0, deadline - loop.time()))):
+                    brokers = await _kafka_broker_count(bootstrap)
+                if brokers > 0:
+                    return
+                last_error = "metadata lists no brokers yet"
+            except (KafkaError, OSError, TimeoutError) as e:
+                last_error = f"{type(e).__name__}: {e}"
+        if loop.time() >= deadline:
+            raise StackError(
+                f"Kafka did not answer at {bootstrap} within {within:.0f}s "
+                f"(last: {last_error}).{_kafka_log_tail(paths)}"
+            )
+        await asyncio.sleep(0.5)
+
+
+async def _kafka_broker_count(bootstrap: str) -> int:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="synclife-stack", request_timeout_ms=5000
+    )
+    try:
+        await admin.start()
+        cluster: dict[str, Any] = await admin.describe_cluster()
+        return len(cluster.get("brokers") or [])
+    finally:
+        await admin.close()
+
+
+async def _topic_partitions(admin: Any) -> dict[str, int]:
+    """Partition count of every existing topic (metadata for all topics creates nothing)."""
+    topics: list[dict[str, Any]] = await admin.describe_topics()
+    return {str(t["topic"]): len(t["partitions"]) for t in topics if t.get("error_code", 0) == 0}
+
+
+def _kafka_log_tail(paths: StackPaths | None) -> str:
+    if paths is None:
+        return ""
+    parts = [
+        _tail(paths.kafka_logs / "server.log", f"last lines of {paths.kafka_logs}/server.log"),
+        _tail(paths.kafka_out, f"last lines of {paths.kafka_out}"),
+    ]
+    return "".join(p for p in parts if p)
+
+
+async def _stop_kafka(paths: StackPaths, echo: Echo) -> None:
+    pid = _kafka_pid(paths)
+    if pid is None:
+        echo("Kafka: not running (nothing this stack started)")
+        paths.kafka_pid_file.unlink(missing_ok=True)
+        return
+    echo(f"stopping Kafka (pid {pid})...")
+    os.kill(pid, signal.SIGTERM)
+    if not await _wait_exit(pid, KAFKA_STOP_TIMEOUT):
+        echo(f"Kafka did not stop within {KAFKA_STOP_TIMEOUT:.0f}s: SIGKILL")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if not await _wait_exit(pid, 10.0):
+            raise StackError(f"Kafka (pid {pid}) survived SIGKILL")
+    paths.kafka_pid_file.unlink(missing_ok=True)
+    echo("Kafka stopped")
+
+
+# --------------------------------------------------------------------------------------------
+# Postgres
+# --------------------------------------------------------------------------------------------
+
+
+async def _ensure_postgres(paths: StackPaths, port: int, echo: Echo) -> None:
+    started = time.monotonic()
+    password = _read_password(paths)
+    layout = _known_pg_layout(paths)
+    pid = _postgres_pid(layout.data) if layout is not None else None
+    if pid is None and await _port_open("127.0.0.1", port):
+        if password is None:
+            raise StackError(
+                f"something else already listens on 127.0.0.1:{port} and this stack has no "
+                f"password for it ({paths.pg_password_file} is missing): stop it, or set both "
+                f"{ENV_KAFKA_BOOTSTRAP_SERVERS} and {ENV_DATABASE_URL} to use running services"
+            )
+        echo(
+            f"something already answers at 127.0.0.1:{port} (not started by this stack): "
+            "reusing it with the stack's password"
+        )
+        await _wait_postgres(_pg_url(port, password, "postgres"), POSTGRES_READY_TIMEOUT)
+        await _ensure_database(port, password, echo)
+        echo(f"Postgres ready at 127.0.0.1:{port}")
+        return
+
+    bin_dir = await _postgres_bin_dir(echo)
+    run_as = _postgres_run_as()
+    if layout is None:
+        layout = await _choose_pg_layout(paths, run_as, echo)
+    if password is None:
+        if (layout.data / "PG_VERSION").is_file():
+            raise StackError(
+                f"the Postgres data dir {layout.data} exists but its password file "
+                f"{paths.pg_password_file} is gone: remove {layout.data} to start afresh"
+            )
+        password = _create_password(paths)
+
+    _prepare_pg_dirs(layout, run_as)
+    if not (layout.data / "PG_VERSION").is_file():
+        await _initdb(bin_dir, layout, run_as, password, echo)
+    _write_pg_config(layout, port, run_as)
+
+    if pid is None:
+        echo(f"starting Postgres ({bin_dir.parent.name}) on 127.0.0.1:{port}...")
+        await _run(
+            [
+                str(bin_dir / "pg_ctl"),
+                "start",
+                "-D",
+                str(layout.data),
+                "-l",
+                str(layout.log),
+                "-w",
+                "-t",
+                str(int(POSTGRES_READY_TIMEOUT)),
+            ],
+            what="pg_ctl start",
+            within=POSTGRES_READY_TIMEOUT + 30,
+            run_as=run_as,
+            cwd=layout.base,
+            new_session=True,
+            log_for_errors=layout.log,
+        )
+        pid = _postgres_pid(layout.data)
+        await _wait_postgres(
+            _pg_url(port, password, "postgres"), POSTGRES_READY_TIMEOUT, log=layout.log
+        )
+        await _ensure_database(port, password, echo)
+        echo(f"Postgres ready at 127.0.0.1:{port} (pid {pid}, {time.monotonic() - started:.1f}s)")
+    else:
+        await _wait_postgres(
+            _pg_url(port, password, "postgres"), POSTGRES_READY_TIMEOUT, log=layout.log
+        )
+        await _ensure_database(port, password, echo)
+        echo(f"Postgres already up at 127.0.0.1:{port} (pid {pid})")
+
+
+def _pg_url(port: int, password: str, database: str = DB_NAME) -> str:
+    return f"postgresql://{DB_USER}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
+
+
+async def _postgres_bin_dir(echo: Echo) -> Path:
+    found = _find_postgres_bin_dir()
+    if found is not None:
+        return found
+    await _apt_install_postgres(echo)
+    found = _find_postgres_bin_dir()
+    if found is None:
+        raise StackError("apt-get installed postgresql but no /usr/lib/postgresql/*/bin/pg_ctl")
+    return found
+
+
+def _find_postgres_bin_dir() -> Path | None:
+    """The Debian install with the highest major version, else whatever pg_ctl is on PATH."""
+    candidates: list[tuple[int, Path]] = []
+    for pg_ctl in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"):
+        version = pg_ctl.parent.parent.name
+        if version.isdigit() and (pg_ctl.parent / "initdb").is_file():
+            candidates.append((int(version), pg_ctl.parent))
+    if candidates:
+        return max(candidates)[1]
+    on_path = shutil.which("pg_ctl")
+    if on_path is not None:
+        bin_dir = Path(os.path.realpath(on_path)).parent
+        if (bin_dir / "initdb").is_file() and (bin_dir / "postgres").is_file():
+            return bin_dir
+    return None
+
+
+async def _apt_install_postgres(echo: Echo) -> None:
+    _require_root_for_apt("PostgreSQL server binaries (/usr/lib/postgresql/*/bin)", "postgresql")
+    echo("PostgreSQL is not installed: installing it with apt-get (once)...")
+    await _apt_get(["update"])
+    await _apt_get(["install", "-y", "--no-install-recommends", "postgresql-common"])
+    # The Debian package creates and starts a "main" cluster on port 5432; this stack runs
+    # its own data dir, so turn that off before installing the server (as the official
+    # postgres Docker image does).
+    conf = _disable_main_cluster()
+    if conf is not None:
+        echo(f"set create_main_cluster = false in {conf}")
+    await _apt_get(["install", "-y", "--no-install-recommends", "postgresql"])
+
+
+def _disable_main_cluster() -> Path | None:
+    conf = Path("/etc/postgresql-common/createcluster.conf")
+    if not conf.is_file():
+        return None
+    text = conf.read_text(encoding="utf-8")
+    new, n = re.subn(
+        r"^\s*#?\s*create_main_cluster\s*=.*$", "create_main_cluster = false", text, flags=re.M
+    )
+    conf.write_text(new if n else text + "\ncreate_main_cluster = false\n", encoding="utf-8")
+    return conf
+
+
+def _postgres_run_as() -> _RunAs | None:
+    """``postgres`` when we are root (initdb and postgres refuse to run as root), else None."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("postgres")
+    except KeyError:
+        raise StackError(
+            "running as root, but there is no `postgres` OS user to run PostgreSQL as "
+            "(the Debian postgresql package creates it)"
+        ) from None
+    return _RunAs(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
+
+
+def _known_pg_layout(paths: StackPaths) -> _PgLayout | None:
+    """The Postgres layout chosen by an earlier ``up``, if any."""
+    try:
+        base = paths.pg_location_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return _PgLayout(Path(base)) if base else None
+
+
+async def _choose_pg_layout(paths: StackPaths, run_as: _RunAs | None, echo: Echo) -> _PgLayout:
+    """Keep Postgres in the stack dir if its OS user can reach it, else under /var/tmp."""
+    base = paths.root
+    if run_as is not None and not await _user_can_traverse(run_as, paths.root):
+        digest = hashlib.sha256(str(paths.root).encode()).hexdigest()[:12]
+        base = Path("/var/tmp") / f"synclife-{digest}"  # noqa: S108 - root-owned, checked below
+        _make_private_root_dir(base)
+        echo(
+            f"the `{run_as.name}` OS user cannot reach {paths.root}: keeping the Postgres data "
+            f"dir under {base} instead"
+        )
+    layout = _PgLayout(base)
+    paths.pg_location_file.write_text(f"{base}\n", encoding="utf-8")
+    return layout
+
+
+async def _user_can_traverse(run_as: _RunAs, directory: Path) -> bool:
+    """Whether ``run_as`` may search ``directory`` and every parent (asks the kernel)."""
+    proc = await asyncio.create_subprocess_exec(
+        "test",
+        "-x",
+        str(directory),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        cwd="/",
+        user=run_as.uid,
+        group=run_as.gid,
+        extra_groups=_supplementary_groups(run_as),
+    )
+    return await proc.wait() == 0
+
+
+def _make_private_root_dir(path: Path) -> None:
+    """Create ``path`` (0755, owned by us); refuse a pre-existing one we do not own."""
+    path.mkdir(mode=0o755, exist_ok=True)
+    st = path.lstat()
+    if not path.is_dir() or path.is_symlink() or st.st_uid != os.geteuid():
+        raise StackError(f"{path} exists and is not a directory owned by us: remove it")
+
+
+def _prepare_pg_dirs(layout: _PgLayout, run_as: _RunAs | None) -> None:
+    layout.base.mkdir(parents=True, exist_ok=True)
+    layout.data.mkdir(mode=0o700, exist_ok=True)
+    layout.socket_dir.mkdir(mode=0o700, exist_ok=True)
+    layout.log.touch(mode=0o600, exist_ok=True)
+    for path in (layout.data, layout.socket_dir, layout.log):
+        if run_as is not None:
+            os.chown(path, run_as.uid, run_as.gid)
+    layout.data.chmod(0o700)
+
+
+async def _initdb(
+    bin_dir: Path, layout: _PgLayout, run_as: _RunAs | None, password: str, echo: Echo
+) -> None:
+    echo(f"initialising a Postgres data dir at {layout.data} (once)...")
+    # initdb reads the superuser password from a file; it must be readable by the user
+    # initdb runs as, so it lives briefly in the (0700) socket dir and is removed at once.
+    pwfile = layout.socket_dir / ".initdb-pw"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{password}\n".encode())
+        if run_as is not None:
+            os.fchown(fd, run_as.uid, run_as.gid)
+    finally:
+        os.close(fd)
+    try:
+        await _run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(layout.data),
+                "-U",
+                DB_USER,
+                f"--pwfile={pwfile}",
+                # Local (socket) connections: the socket dir is 0700, so only the postgres
+                # OS user and root can reach it. TCP needs the password.
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+            what="initdb",
+            within=300,
+            run_as=run_as,
+            cwd=layout.base,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def _write_pg_config(layout: _PgLayout, port: int, run_as: _RunAs | None) -> None:
+    """Our settings live in synclife.conf, included once from postgresql.conf."""
+    socket_dir = str(layout.socket_dir)
+    # A Unix socket path is limited to 107 bytes; without one, TCP still works.
+    if len(socket_dir) + len(f"/.s.PGSQL.{port}.lock") > 100:
+        socket_dir = ""
+    conf = f"""\
+# Written by `synclife stack up` before every start: change the settings, not this file.
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = '{socket_dir}'
+unix_socket_permissions = 0700
+max_connections = 200
+shared_buffers = 128MB
+password_encryption = 'scram-sha-256'
+fsync = on
+log_timezone = 'UTC'
+timezone = 'UTC'
+"""
+    target = layout.data / "synclife.conf"
+    _write_if_changed(target, conf)
+    main = layout.data / "postgresql.conf"
+    text = main.read_text(encoding="utf-8")
+    include = "include_if_exists = 'synclife.conf'"
+    if include not in text:
+        main.write_text(f"{text.rstrip()}\n\n# synclife stack\n{include}\n", encoding="utf-8")
+    if run_as is not None:
+        for path in (target, main):
+            os.chown(path, run_as.uid, run_as.gid)
+
+
+def _postgres_pid(data: Path) -> int | None:
+    """The postmaster's pid from ``postmaster.pid``, if it runs."""
+    pid = _read_pid(data / "postmaster.pid")
+    if pid is None or not _pid_alive(pid):
+        return None
+    cmdline = _cmdline(pid)
+    if cmdline is not None and "postgres" not in cmdline:
+        return None
+    return pid
+
+
+async def _wait_postgres(url: str, within: float, *, log: Path | None = None) -> None:
+    """Wait until ``url`` accepts a connection and answers ``SELECT 1``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last_error = "no attempt yet"
+    while True:
+        try:
+            conn = await asyncpg.connect(url, timeout=5)
+            try:
+                if await conn.fetchval("SELECT 1") == 1:
+                    return
+            finally:
+                await conn.close()
+        except (
+            asyncpg.InvalidPasswordError,
+            asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.InvalidCatalogNameError,
+        ) as e:
+            raise StackError(f"Postgres at {redact_url(url)} refused us: {e}") from e
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            last_error = f"{type(e).__name__}: {e}"
+        if loop.time() >= deadline:
+            tail = _tail(log, f"last lines of {log}") if log is not None else ""
+            raise StackError(
+                f"Postgres did not answer at {redact_url(url)} within {within:.0f}s "
+                f"(last: {last_error}).{tail}"
+            )
+        await asyncio.sleep(0.5)
+
+
+async def _ensure_database(port: int, password: str, echo: Echo) -> None:
+    conn = await asyncpg.connect(_pg_url(port, password, "postgres"), timeout=10)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME)
+        if not exists:
+            # DB_NAME is a constant identifier; CREATE DATABASE takes no parameters.
+            await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+            echo(f"created database {DB_NAME}")
+    finally:
+        await conn.close()
+
+
+async def _stop_postgres(paths: StackPaths, echo: Echo) -> None:
+    layout = _known_pg_layout(paths)
+    pid = _postgres_pid(layout.data) if layout is not None else None
+    if layout is None or pid is None:
+        echo("Postgres: not running (nothing this stack started)")
+        return
+    bin_dir = _find_postgres_bin_dir()
+    if bin_dir is None:
+        raise StackError("cannot find pg_ctl to stop Postgres")
+    echo(f"stopping Postgres (pid {pid})...")
+    await _run(
+        [str(bin_dir / "pg_ctl"), "stop", "-D", str(layout.data), "-m", "fast", "-w", "-t", "60"],
+        what="pg_ctl stop",
+        within=90,
+        run_as=_postgres_run_as(),
+        cwd=layout.base,
+    )
+    echo("Postgres stopped")
+
+
+def _read_password(paths: StackPaths) -> str | None:
+    try:
+        text = paths.pg_password_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def _create_password(paths: StackPaths) -> str:
+    password = secrets.token_urlsafe(24)
+    fd = os.open(paths.pg_password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(password + "\n")
+    return password
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _kafka_port(settings: Settings, *, strict: bool = True) -> int:
+    host, port = _first_host_port(settings.kafka_bootstrap_servers, default_port=9092)
+    if strict and host not in _LOOPBACK:
+        raise StackError(
+            f"kafka_bootstrap_servers is {settings.kafka_bootstrap_servers!r}, which the local "
+            f"stack cannot serve (it listens on 127.0.0.1): set both "
+            f"{ENV_KAFKA_BOOTSTRAP_SERVERS} and {ENV_DATABASE_URL} to use running services, "
+            "or neither to use the local stack"
+        )
+    return port
+
+
+def _postgres_port(settings: Settings, *, strict: bool = True) -> int:
+    url = settings.database_url.get_secret_value()
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    if strict and host not in _LOOPBACK:
+        raise StackError(
+            f"database_url points at {redact_url(url)}, which the local stack cannot serve (it "
+            f"listens on 127.0.0.1): set both {ENV_KAFKA_BOOTSTRAP_SERVERS} and "
+            f"{ENV_DATABASE_URL} to use running services, or neither to use the local stack"
+        )
+    try:
+        return parts.port or 5432
+    except ValueError as e:
+        raise StackError(f"database_url has an invalid port: {redact_url(url)}") from e
+
+
+def _first_host_port(servers: str, *, default_port: int) -> tuple[str, int]:
+    first = servers.split(",")[0].strip()
+    host, sep, port = first.rpartition(":")
+    if not sep:
+        return first, default_port
+    host = host.strip("[]")
+    if not port.isdigit():
+        raise StackError(f"invalid host:port {first!r}")
+    return host, int(port)
+
+
+async def _port_open(host: str, port: int, within: float = 1.0) -> bool:
+    try:
+        async with asyncio.timeout(within):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        first = path.read_text(encoding="utf-8").split("\n", 1)[0].strip()
+    except (FileNotFoundError, PermissionError):
+        return None
+    return int(first) if first.isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    # The broker is our own child when `up` and `down` run in one process (tests): reap it,
+    # or it lingers as a zombie that still answers kill(pid, 0).
+    with contextlib.suppress(ChildProcessError):
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _tail(path: Path | None, title: str, lines: int = _LOG_TAIL_LINES) -> str:
+    if path is None:
+        return ""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    kept = text.splitlines()[-lines:]
+    if not kept:
+        return ""
+    return f"\n--- {title}:\n" + "\n".join(kept)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _resource_text(name: str) -> str:
+    return (
+        importlib.resources.files("events")
+        .joinpath("stack_resources", name)
+        .read_text(encoding="utf-8")
+    )
+
+
+def _supplementary_groups(run_as: _RunAs) -> list[int]:
+    # Drop root's supplementary groups; keep the user's own (e.g. ssl-cert for postgres).
+    return os.getgrouplist(run_as.name, run_as.gid)
+
+
+async def _wait_exit(pid: int, within: float) -> bool:
+    """Whether ``pid`` exited within ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        if not _pid_alive(pid):
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.2)
+
+
+async def _run(
+    argv: Sequence[str],
+    *,
+    what: str,
+    within: float,
+    cwd: Path | None = None,
+    run_as: _RunAs | None = None,
+    env: dict[str, str] | None = None,
+    new_session: bool = False,
+    log_for_errors: Path | None = None,
+) -> str:
+    """Run a command to completion; its combined output, or StackError with the tail of it."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=str(cwd) if cwd is not None else None,
+        env={**os.environ, "LC_ALL": "C", **(env or {})},
+        start_new_session=new_session,
+        user=run_as.uid if run_as is not None else None,
+        group=run_as.gid if run_as is not None else None,
+        extra_groups=_supplementary_groups(run_as) if run_as is not None else None,
+    )
+    try:
+        async with asyncio.timeout(within):
+            output, _ = await proc.communicate()
+    except BaseException as e:  # timeout or cancellation: never leave the child behind
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        if isinstance(e, TimeoutError):
+            raise StackError(f"{what} did not finish within {within:.0f}s") from e
+        raise
+    text = output.decode(errors="replace")
+    if proc.returncode != 0:
+        tail = "\n".join(text.strip().splitlines()[-_LOG_TAIL_LINES:])
+        extra = _tail(log_for_errors, f"last lines of {log_for_errors}") if log_for_errors else ""
+        raise StackError(f"{what} failed (exit {proc.returncode}):\n{tail}{extra}")
+    return text
+
+
+async def _require_tool(name: str, apt_package: str, echo: Echo) -> str:
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    _require_root_for_apt(f"`{name}`", apt_package)
+    echo(f"`{name}` is not installed: installing {apt_package} with apt-get (once)...")
+    await _apt_get(["update"])
+    await _apt_get(["install", "-y", "--no-install-recommends", apt_package])
+    found = shutil.which(name)
+    if found is None:
+        raise StackError(f"installed {apt_package} but `{name}` is still not on PATH")
+    return found
+
+
+def _require_root_for_apt(what: str, package: str) -> None:
+    if os.geteuid() != 0:
+        raise StackError(
+            f"{what} is not installed and we are not root, so cannot install it: "
+            f"run `sudo apt-get install -y {package}`, or set both "
+            f"{ENV_KAFKA_BOOTSTRAP_SERVERS} and {ENV_DATABASE_URL} to use running services"
+        )
+    if shutil.which("apt-get") is None:
+        raise StackError(f"{what} is not installed and there is no apt-get: install {package}")
+
+
+async def _apt_get(args: list[str]) -> None:
+    await _run(
+        ["apt-get", "-q", "-o", "Dpkg::Options::=--force-confold", *args],
+        what=f"apt-get {' '.join(args)}",
+        within=APT_TIMEOUT,
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
+@contextlib.asynccontextmanager
+async def _stack_lock(paths: StackPaths, echo: Echo) -> AsyncIterator[None]:
+    """An exclusive flock on ``{stack_dir}/.lock`` (another ``up``/``down`` may be running)."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_TIMEOUT
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    echo(f"waiting for another `synclife stack` command ({paths.lock_file})...")
+                    told = True
+                if loop.time() >= deadline:
+                    raise StackError(
+                        f"{paths.lock_file} stayed locked for {LOCK_TIMEOUT:.0f}s"
+                    ) from None
+                await asyncio.sleep(0.25)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -1,0 +1,245 @@
+"""Organizations, namespaces and API keys: the admin operations and the per-batch look-up."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from ulid import ULID
+
+from events.auth import SCOPES, generate_key, hash_key
+from events.errors import AdminError
+
+__all__ = [
+    "ApiKey",
+    "create_key",
+    "create_namespace",
+    "create_org",
+    "find_keys",
+    "find_namespaces",
+    "list_keys",
+    "revoke_key",
+]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,62}$")
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise AdminError(
+            f"{kind} name {name!r} must be 1-63 characters of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit"
+        )
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{str(ULID()).lower()}"
+
+
+async def _org_id(conn: asyncpg.Connection, org: str) -> str:
+    row = await conn.fetchrow(
+        "SELECT internal_id FROM organizations WHERE internal_id = $1 OR name = $1", org
+    )
+    if row is None:
+        raise AdminError(f"organization {org!r} not found")
+    return str(row["internal_id"])
+
+
+async def create_org(conn: asyncpg.Connection, name: str) -> dict[str, Any]:
+    _check_name("organization", name)
+    internal_id = _new_id("org")
+    try:
+        await conn.execute(
+            "INSERT INTO organizations (internal_id, name) VALUES ($1, $2)", internal_id, name
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise AdminError(f"organization {name!r} already exists") from exc
+    return {"id": internal_id, "name": name}
+
+
+async def create_namespace(conn: asyncpg.Connection, org: str, name: str) -> dict[str, Any]:
+    _check_name("namespace", name)
+    internal_id = await _org_id(conn, org)
+    namespace_id = _new_id("ns")
+    try:
+        await conn.execute(
+            "INSERT INTO namespaces (namespace_id, internal_id, name) VALUES ($1, $2, $3)",
+            namespace_id,
+            internal_id,
+            name,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise AdminError(f"namespace {name!r} already exists in {org!r}") from exc
+    return {"id": namespace_id, "name": name, "org": internal_id}
+
+
+async def create_key(
+    conn: asyncpg.Connection,
+    org: str,
+    scopes: list[str],
+    namespaces: list[str] | None = None,
+    expires_in: timedelta | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Create a key; the only time its plaintext exists outside the caller's hands."""
+    unknown = sorted(set(scopes) - SCOPES)
+    if not scopes or unknown:
+        raise AdminError(f"scopes must be among {sorted(SCOPES)}; got {unknown or 'none'}")
+    internal_id = await _org_id(conn, org)
+    namespace_ids: list[str] | None = None
+    if namespaces:
+        rows = await conn.fetch(
+            """SELECT namespace_id, name FROM namespaces
+               WHERE internal_id = $1 AND (namespace_id = ANY($2::text[]) OR name = ANY($2::text[]))""",
+            internal_id,
+            namespaces,
+        )
+        found = {r["namespace_id"] for r in rows} | {r["name"] for r in rows}
+        missing = [n for n in namespaces if n not in found]
+        if missing:
+            raise AdminError(f"namespaces not found in {org!r}: {missing}")
+        namespace_ids = sorted({r["namespace_id"] for r in rows})
+    material = generate_key()
+    expires_at = datetime.now(UTC) + expires_in if expires_in is not None else None
+    await conn.execute(
+        """INSERT INTO api_keys (key_id, internal_id, key_hash, scopes, namespaces, name, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        material.key_id,
+        internal_id,
+        material.key_hash,
+        sorted(set(scopes)),
+        namespace_ids,
+        name,
+        expires_at,
+    )
+    return {
+        "id": material.key_id,
+        "key": material.plaintext,
+        "org": internal_id,
+        "scopes": sorted(set(scopes)),
+        "namespaces": namespace_ids,
+        "expires_at": expires_at.isoformat() if expires_at else None,
+    }
+
+
+async def revoke_key(conn: asyncpg.Connection, key_id: str) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        """UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+           WHERE key_id = $1 RETURNING key_id, revoked_at""",
+        key_id,
+    )
+    if row is None:
+        raise AdminError(f"key {key_id!r} not found")
+    return {"id": row["key_id"], "revoked_at": row["revoked_at"].isoformat()}
+
+
+async def list_keys(conn: asyncpg.Connection, org: str | None = None) -> list[dict[str, Any]]:
+    """Every key's id, scopes and state: never the key, never its hash."""
+    rows = await conn.fetch(
+        """SELECT k.key_id, o.name AS org, k.scopes, k.namespaces, k.name, k.created_at,
+                  k.expires_at, k.revoked_at, k.last_used_at
+           FROM api_keys k JOIN organizations o USING (internal_id)
+           WHERE $1::text IS NULL OR o.internal_id = $1 OR o.name = $1
+           ORDER BY k.created_at""",
+        org,
+    )
+    now = datetime.now(UTC)
+    out = []
+    for r in rows:
+        state = "active"
+        if r["revoked_at"] is not None:
+            state = "revoked"
+        elif r["expires_at"] is not None and r["expires_at"] <= now:
+            state = "expired"
+        out.append(
+            {
+                "id": r["key_id"],
+                "org": r["org"],
+                "scopes": list(r["scopes"]),
+                "namespaces": list(r["namespaces"]) if r["namespaces"] is not None else None,
+                "status": state,
+                "created_at": r["created_at"].isoformat(),
+                "expires_at": r["expires_at"].isoformat() if r["expires_at"] else None,
+                "last_used_at": r["last_used_at"].isoformat() if r["last_used_at"] else None,
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """What the pipeline knows of a presented key (never the key or its hash)."""
+
+    key_id: str
+    internal_id: str
+    scopes: frozenset[str]
+    namespaces: frozenset[str] | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def problem(self, now: datetime) -> str | None:
+        if self.revoked_at is not None:
+            return "the API key was revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "the API key has expired"
+        return None
+
+
+async def find_keys(conn: asyncpg.Connection, tokens: set[str]) -> dict[str, ApiKey]:
+    """Keys by plaintext token, looked up by hash in one query."""
+    if not tokens:
+        return {}
+    by_hash = {hash_key(t): t for t in tokens}
+    rows = await conn.fetch(
+        """SELECT key_id, internal_id, key_hash, scopes, namespaces, expires_at, revoked_at
+           FROM api_keys WHERE key_hash = ANY($1::bytea[])""",
+        list(by_hash),
+    )
+    return {
+        by_hash[bytes(r["key_hash"])]: ApiKey(
+            key_id=r["key_id"],
+            internal_id=r["internal_id"],
+            scopes=frozenset(r["scopes"]),
+            namespaces=frozenset(r["namespaces"]) if r["namespaces"] is not None else None,
+            expires_at=r["expires_at"],
+            revoked_at=r["revoked_at"],
+        )
+        for r in rows
+    }
+
+
+async def find_namespaces(
+    conn: asyncpg.Connection, wanted: set[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """``(internal_id, id-or-name) -> namespace_id`` for the pairs that exist, in one query."""
+    if not wanted:
+        return {}
+    orgs = sorted({o for o, _ in wanted})
+    refs = sorted({n for _, n in wanted})
+    rows = await conn.fetch(
+        """SELECT namespace_id, internal_id, name FROM namespaces
+           WHERE internal_id = ANY($1::text[])
+             AND (namespace_id = ANY($2::text[]) OR name = ANY($2::text[]))""",
+        orgs,
+        refs,
+    )
+    out: dict[tuple[str, str], str] = {}
+    for r in rows:
+        for ref in (r["namespace_id"], r["name"]):
+            if (r["internal_id"], ref) in wanted:
+                out[(r["internal_id"], ref)] = r["namespace_id"]
+    return out
+
+
+async def touch_keys(conn: asyncpg.Connection, key_ids: set[str]) -> None:
+    """Record use, at most once a minute per key, so hot keys do not become hot rows."""
+    if key_ids:
+        await conn.execute(
+            """UPDATE api_keys SET last_used_at = now()
+               WHERE key_id = ANY($1::text[])
+                 AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')""",
+            sorted(key_ids),
+        )

@@ -1,0 +1,213 @@
+"""Commands as the machine sees them: a type, who sent it, and its validated data.
+
+Decoding the wire and authenticating the sender happen in ``events``; by the time a
+``Command`` exists its tenancy comes from the caller's key and namespace, never from the data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from statemachine.errors import CommandError, ErrorCode, validation_details
+from statemachine.filters import FileFilters, SchemaMapping
+from statemachine.model import IMMUTABLE_FIELDS, MAX_LAST_ERROR, Provider, SyncMode
+from statemachine.status import SyncStatus
+
+__all__ = [
+    "ArchiveData",
+    "CancelData",
+    "Command",
+    "CommandType",
+    "CreateData",
+    "PauseData",
+    "ResumeData",
+    "UpdateData",
+    "parse_data",
+]
+
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+Reason = Annotated[str, StringConstraints(max_length=MAX_LAST_ERROR)]
+
+
+class CommandType(StrEnum):
+    """``ce_type`` values on the commands topic."""
+
+    CREATE = "sync.create"
+    UPDATE = "sync.update"
+    ACTIVATE = "sync.activate"
+    PAUSE = "sync.pause"
+    RESUME = "sync.resume"
+    TRIGGER = "sync.trigger"
+    CANCEL = "sync.cancel"
+    ARCHIVE = "sync.archive"
+    RUN_START = "sync.run.start"
+    RUN_HEARTBEAT = "sync.run.heartbeat"
+    RUN_CHECKPOINT = "sync.run.checkpoint"
+    RUN_COMPLETE = "sync.run.complete"
+    RUN_FAIL = "sync.run.fail"
+
+    @property
+    def is_run(self) -> bool:
+        """Worker commands (``sync.run.*``) need the ``syncs:run`` scope."""
+        return self.value.startswith("sync.run.")
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _SettingsFields(_Data):
+    """The optional configuration fields, shared by create and update (all default None)."""
+
+    file_filters: FileFilters | None = None
+    schema_mapping: SchemaMapping | None = None
+    sync_mode: SyncMode | None = None
+    polling_interval_seconds: int | None = None
+    batch_size: int | None = None
+    create_object_on_confirm: bool | None = None
+    skip_duplicates: bool | None = None
+    skip_batch_submission: bool | None = None
+    metadata: dict[str, Any] | None = None
+    max_objects_per_run: int | None = None
+    max_batch_chunk_size: int | None = None
+    batch_chunk_size: int | None = None
+    resume_enabled: bool | None = None
+    resume_checkpoint_frequency: int | None = None
+
+
+class CreateData(_SettingsFields):
+    """``sync.create``: the required identity of the sync plus any optional setting.
+
+    Limits of the settings are checked when the whole configuration is built, so that
+    errors name the field exactly as the stored model does.
+    """
+
+    bucket_id: UserId
+    connection_id: UserId
+    provider: Provider
+    source_path: str
+    created_by_user_id: UserId
+    initial_status: Literal[SyncStatus.PENDING, SyncStatus.DRAFT, SyncStatus.SUSPENDED] = (
+        SyncStatus.PENDING
+    )
+    reason: Reason | None = None
+
+
+class UpdateData(_SettingsFields):
+    """``sync.update``: a partial set of the mutable configuration fields."""
+
+    connection_id: UserId | None = None
+    updated_by_user_id: UserId | None = None
+
+
+class PauseData(_Data):
+    paused_by_user_id: UserId
+    reason: Reason | None = None
+
+
+class ResumeData(_Data):
+    resumed_by_user_id: UserId | None = None
+
+
+class ActivateData(_Data):
+    activated_by_user_id: UserId | None = None
+
+
+class CancelData(_Data):
+    canceled_by_user_id: UserId | None = None
+    reason: Reason | None = None
+
+
+class ArchiveData(_Data):
+    archived_by_user_id: UserId | None = None
+    reason: Reason | None = None
+
+
+CommandData = (
+    CreateData | UpdateData | ActivateData | PauseData | ResumeData | CancelData | ArchiveData
+)
+
+_DATA_MODELS: Final[dict[CommandType, type[CommandData]]] = {
+    CommandType.CREATE: CreateData,
+    CommandType.UPDATE: UpdateData,
+    CommandType.ACTIVATE: ActivateData,
+    CommandType.PAUSE: PauseData,
+    CommandType.RESUME: ResumeData,
+    CommandType.CANCEL: CancelData,
+    CommandType.ARCHIVE: ArchiveData,
+}
+
+#: Command types this version of the machine applies; the others are ``unsupported_type``.
+SUPPORTED_TYPES: Final[frozenset[CommandType]] = frozenset(_DATA_MODELS)
+
+_TENANCY_FIELDS: Final = frozenset({"internal_id", "namespace_id"})
+
+
+def parse_data(
+    command_type: CommandType, sync_config_id: str, data: Any
+) -> CommandData | CommandError:
+    """Validate a command's data for its type, or say precisely what is wrong with it."""
+    model = _DATA_MODELS.get(command_type)
+    if model is None:
+        return CommandError(
+            code=ErrorCode.UNSUPPORTED_TYPE,
+            message=f"command type {command_type.value} is not supported",
+            details={"supported_types": sorted(t.value for t in SUPPORTED_TYPES)},
+        )
+    if not isinstance(data, dict):
+        return CommandError(
+            code=ErrorCode.VALIDATION_ERROR,
+            message="command data must be a JSON object",
+            details={"errors": [{"field": "(root)", "problem": "not a JSON object"}]},
+        )
+    problems: list[dict[str, Any]] = []
+    for name in sorted(_TENANCY_FIELDS & data.keys()):
+        problems.append(
+            {"field": name, "problem": "set from the API key and x-namespace, never from data"}
+        )
+    if "sync_config_id" in data and data["sync_config_id"] != sync_config_id:
+        problems.append(
+            {"field": "sync_config_id", "problem": "differs from the message key and ce_subject"}
+        )
+    if command_type is CommandType.UPDATE:
+        for name in sorted((IMMUTABLE_FIELDS - _TENANCY_FIELDS) & data.keys()):
+            if name != "sync_config_id":
+                problems.append({"field": name, "problem": "cannot be changed after create"})
+    clean = {k: v for k, v in data.items() if k not in _TENANCY_FIELDS | {"sync_config_id"}}
+    if command_type is CommandType.UPDATE:
+        clean = {k: v for k, v in clean.items() if k not in IMMUTABLE_FIELDS}
+    try:
+        parsed = model.model_validate(clean)
+    except ValidationError as exc:
+        problems.extend(validation_details(exc)["errors"])
+        parsed = None
+    if isinstance(parsed, UpdateData) and not parsed.model_fields_set - {"updated_by_user_id"}:
+        problems.append({"field": "(root)", "problem": "an update must change at least one field"})
+    if problems or parsed is None:
+        return CommandError(
+            code=ErrorCode.VALIDATION_ERROR,
+            message=f"invalid {command_type.value} data: "
+            + "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5]),
+            details={"errors": problems},
+        )
+    return parsed
+
+
+class Command(BaseModel):
+    """One authenticated command, ready for ``decide``."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    command_id: str
+    type: CommandType
+    sync_config_id: str
+    internal_id: str
+    namespace_id: str
+    data: CommandData
+    expected_version: int | None = Field(default=None, ge=0)
+    key_id: str | None = None
+    issued_at: datetime | None = None

@@ -1,0 +1,180 @@
+"""The sync configuration: every field, default and limit of the public model.
+
+``SyncSettings`` holds what a user configures; ``SyncConfiguration`` adds identity, status,
+pause fields, metrics and run tracking. Both are frozen: a change is a new object.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from statemachine.filters import FileFilters, SchemaMapping
+from statemachine.status import SyncStatus
+
+__all__ = [
+    "IMMUTABLE_FIELDS",
+    "MAX_LAST_ERROR",
+    "MUTABLE_FIELDS",
+    "Provider",
+    "SyncConfiguration",
+    "SyncMode",
+    "SyncSettings",
+    "check_source_path",
+]
+
+MAX_LAST_ERROR: Final = 1000
+MAX_METADATA_KEYS: Final = 50
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+NonNegative = Annotated[int, Field(ge=0)]
+
+
+class Provider(StrEnum):
+    """External storage providers a sync can read from."""
+
+    GOOGLE_DRIVE = "google_drive"
+    S3 = "s3"
+    SNOWFLAKE = "snowflake"
+    SHAREPOINT = "sharepoint"
+    TIGRIS = "tigris"
+
+
+class SyncMode(StrEnum):
+    """``initial_only`` runs once then completes; ``continuous`` polls on its interval."""
+
+    INITIAL_ONLY = "initial_only"
+    CONTINUOUS = "continuous"
+
+
+_SOURCE_PATH_RULES: Final[dict[Provider, tuple[re.Pattern[str], str]]] = {
+    Provider.S3: (
+        re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$"),
+        "'bucket/prefix' with an S3 bucket name",
+    ),
+    Provider.TIGRIS: (
+        re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$"),
+        "'bucket/prefix' with a bucket name",
+    ),
+    Provider.GOOGLE_DRIVE: (re.compile(r"^[A-Za-z0-9_\-]{1,256}$"), "a Google Drive folder id"),
+    Provider.SHAREPOINT: (re.compile(r"^/sites/[^/\s][^/]*(/.*)?$"), "'/sites/Name/Documents...'"),
+    Provider.SNOWFLAKE: (
+        re.compile(r'^([A-Za-z_][\w$]*|"[^"]+")(\.([A-Za-z_][\w$]*|"[^"]+")){2}$'),
+        "'DB.SCHEMA.TABLE'",
+    ),
+}
+
+
+def check_source_path(provider: Provider, source_path: str) -> str:
+    """Return ``source_path`` if it has the provider's format, else raise ``ValueError``."""
+    pattern, shape = _SOURCE_PATH_RULES[provider]
+    if not pattern.fullmatch(source_path):
+        raise ValueError(f"source_path for provider {provider.value} must be {shape}")
+    return source_path
+
+
+class SyncSettings(BaseModel):
+    """The configuration a user sets; every field has the seed's default and limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connection_id: Id
+    file_filters: FileFilters | None = None
+    schema_mapping: SchemaMapping | None = None
+    sync_mode: SyncMode = SyncMode.CONTINUOUS
+    polling_interval_seconds: int = Field(default=300, ge=30, le=900)
+    batch_size: int = Field(default=50, ge=1, le=100)
+    create_object_on_confirm: bool = True
+    skip_duplicates: bool = True
+    skip_batch_submission: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
+    max_objects_per_run: int = Field(default=100_000, ge=1)
+    max_batch_chunk_size: int = Field(default=1000, ge=1, le=1000)
+    batch_chunk_size: int = Field(default=100, ge=1, le=1000)
+    resume_enabled: bool = True
+    resume_checkpoint_frequency: int = Field(default=1000, ge=100, le=10_000)
+
+    @model_validator(mode="after")
+    def _chunk_sizes(self) -> SyncSettings:
+        if self.batch_chunk_size > self.max_batch_chunk_size:
+            raise ValueError("batch_chunk_size must be <= max_batch_chunk_size")
+        return self
+
+
+#: Configuration fields a ``sync.update`` may change (from the next run on).
+MUTABLE_FIELDS: Final[frozenset[str]] = frozenset(SyncSettings.model_fields)
+
+
+class SyncConfiguration(SyncSettings):
+    """A sync configuration as stored and as carried by every event and result."""
+
+    sync_config_id: Annotated[str, StringConstraints(pattern=r"^sync_[A-Za-z0-9_\-]{1,120}$")]
+    bucket_id: Id
+    internal_id: Id
+    namespace_id: Id
+    provider: Provider
+    source_path: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    created_by_user_id: Id
+
+    status: SyncStatus = SyncStatus.PENDING
+    is_active: bool = False
+    paused: bool = False
+    pause_reason: str | None = Field(default=None, max_length=MAX_LAST_ERROR)
+    paused_at: datetime | None = None
+    paused_by_user_id: str | None = None
+
+    total_files_discovered: NonNegative = 0
+    total_files_synced: NonNegative = 0
+    total_files_failed: NonNegative = 0
+    total_bytes_synced: NonNegative = 0
+    consecutive_failures: NonNegative = 0
+    last_error: str | None = Field(default=None, max_length=MAX_LAST_ERROR)
+
+    created_at: datetime
+    updated_at: datetime
+    last_sync_at: datetime | None = None
+    next_sync_at: datetime | None = None
+
+    locked_by_worker_id: str | None = None
+    locked_at: datetime | None = None
+    lock_expires_at: datetime | None = None
+    current_sync_run_id: UUID | None = None
+    sync_run_counter: NonNegative = 0
+    batch_ids: list[str] = Field(default_factory=list)
+    task_ids: list[str] = Field(default_factory=list)
+    batches_created: NonNegative = 0
+    resume_cursor: str | None = None
+    resume_last_primary_key: str | None = None
+    resume_objects_processed: NonNegative = 0
+
+    version: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyncConfiguration:
+        check_source_path(self.provider, self.source_path)
+        # is_active and paused are derived from status: never set independently.
+        if self.is_active != (self.status is SyncStatus.ACTIVE):
+            raise ValueError("is_active must be true exactly when status is ACTIVE")
+        if self.paused != (self.status is SyncStatus.SUSPENDED):
+            raise ValueError("paused must be true exactly when status is SUSPENDED")
+        return self
+
+
+#: Fields fixed at creation.
+IMMUTABLE_FIELDS: Final[frozenset[str]] = frozenset(
+    {
+        "sync_config_id",
+        "bucket_id",
+        "internal_id",
+        "namespace_id",
+        "provider",
+        "source_path",
+        "created_by_user_id",
+        "created_at",
+    }
+)

@@ -1,0 +1,184 @@
+"""Fixtures on the real stack: Kafka (KRaft) and Postgres, started or reused by ``stack.up``.
+
+Each test session uses its own topics and consumer group, so runs never see each other's
+messages; the database is shared (every id the tests make is unique).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from events import stack
+from events.client import SynclifeClient
+from events.db import connect, migrate
+from events.envelope import header
+from events.messages import CommandResult, LifecycleEvent
+from events.service import Service
+from events.settings import Settings
+from events.tenancy import create_key, create_namespace, create_org
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="session")
+async def settings() -> Settings:
+    env = await stack.up(Settings(), lambda line: print(line))
+    os.environ.update(env)
+    run = secrets.token_hex(4)
+    s = Settings(
+        commands_topic=f"test.{run}.commands",
+        lifecycle_topic=f"test.{run}.lifecycle",
+        results_topic=f"test.{run}.results",
+        dlq_topic=f"test.{run}.dlq",
+        consumer_group=f"test-{run}",
+        topic_partitions=3,
+        relay_poll_interval_seconds=0.2,
+    )
+    await stack.ensure_topics(s, s.kafka_bootstrap_servers, lambda line: None)
+    conn = await connect(s)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return s
+
+
+@pytest.fixture(scope="session")
+async def service(settings: Settings) -> AsyncIterator[Service]:
+    svc = Service(settings)
+    task = asyncio.create_task(svc.run())
+    yield svc
+    svc.stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+@dataclass
+class Tenant:
+    org_id: str
+    org_name: str
+    namespace_id: str
+    namespace: str
+    write_key: str
+    write_key_id: str
+    run_key: str
+
+
+@pytest.fixture
+async def tenant(settings: Settings) -> Tenant:
+    conn = await connect(settings)
+    try:
+        org = await create_org(conn, f"org-{secrets.token_hex(4)}")
+        ns = await create_namespace(conn, org["id"], "production")
+        write = await create_key(conn, org["id"], ["syncs:write"])
+        run = await create_key(conn, org["id"], ["syncs:run"])
+    finally:
+        await conn.close()
+    return Tenant(org["id"], org["name"], ns["id"], "production", write["key"], write["id"],
+                  run["key"])
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, service: Service, tenant: Tenant
+) -> AsyncIterator[SynclifeClient]:
+    async with SynclifeClient(settings, api_key=tenant.write_key, namespace=tenant.namespace) as c:
+        yield c
+
+
+@dataclass
+class Seen:
+    """What a topic carried, read from its beginning by a background consumer."""
+
+    by_key: dict[str, list[tuple[dict[str, bytes], bytes | None]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait(self, key: str, count: int, timeout: float = 20.0) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.by_key[key]) < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"{key}: {len(self.by_key[key])} of {count} messages")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), remaining)
+        return self.by_key[key]
+
+    def events(self, key: str) -> list[tuple[str, str, LifecycleEvent]]:
+        return [
+            (h["ce_id"].decode(), h["ce_type"].decode(), LifecycleEvent.model_validate_json(v or b""))
+            for h, v in self.by_key[key]
+        ]
+
+    def results(self, key: str) -> list[CommandResult]:
+        return [CommandResult.model_validate_json(v or b"") for _, v in self.by_key[key]]
+
+
+async def _watch(settings: Settings, topic: str) -> AsyncIterator[Seen]:
+    seen = Seen()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+
+    async def pump() -> None:
+        async for m in consumer:
+            key = m.key.decode() if m.key else ""
+            seen.by_key[key].append(({k: v for k, v in m.headers}, m.value))
+            seen.changed.set()
+
+    task = asyncio.create_task(pump())
+    yield seen
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await consumer.stop()
+
+
+@pytest.fixture(scope="session")
+async def lifecycle(settings: Settings) -> AsyncIterator[Seen]:
+    async for seen in _watch(settings, settings.lifecycle_topic):
+        yield seen
+
+
+@pytest.fixture(scope="session")
+async def results(settings: Settings) -> AsyncIterator[Seen]:
+    async for seen in _watch(settings, settings.results_topic):
+        yield seen
+
+
+@pytest.fixture(scope="session")
+async def dlq(settings: Settings) -> AsyncIterator[Seen]:
+    async for seen in _watch(settings, settings.dlq_topic):
+        yield seen
+
+
+@pytest.fixture
+async def raw_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    """A plain aiokafka producer: a client that knows only the contract, not synclife's code."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+def headers_of(items: list[tuple[str, bytes]]) -> dict[str, bytes]:
+    return {k: v for k, v in items}
+
+
+__all__ = ["Seen", "Tenant", "header", "headers_of"]

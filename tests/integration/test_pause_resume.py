@@ -1,0 +1,220 @@
+"""Pause and resume end to end: Kafka in, Postgres, Kafka out, on the real stack."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from events.client import SynclifeClient, new_sync_id
+from events.settings import Settings
+from statemachine import ErrorCode, Outcome, SyncStatus
+from tests.integration.conftest import Seen, Tenant
+
+pytestmark = pytest.mark.stack
+
+CREATE: dict[str, Any] = {
+    "bucket_id": "bkt_marketing_assets",
+    "connection_id": "conn_abc123",
+    "provider": "s3",
+    "source_path": "marketing-assets/2026/",
+    "created_by_user_id": "user_ada",
+}
+
+
+async def test_create_pause_resume_events_are_gap_free(
+    client: SynclifeClient, lifecycle: Seen
+) -> None:
+    sync_id = new_sync_id()
+    created = await client.create(sync_id, **CREATE)
+    paused = await client.pause(sync_id, paused_by_user_id="user_bob", reason="audit")
+    resumed = await client.resume(sync_id, resumed_by_user_id="user_bob")
+
+    assert [r.outcome for r in (created, paused, resumed)] == [Outcome.APPLIED] * 3
+    assert (created.status, paused.status, resumed.status) == (
+        SyncStatus.PENDING, SyncStatus.SUSPENDED, SyncStatus.ACTIVE,
+    )
+    assert (created.version, paused.version, resumed.version) == (1, 2, 3)
+
+    events = (await lifecycle.wait(sync_id, 3)) and lifecycle.events(sync_id)
+    assert [(e[1], e[2].version) for e in events] == [
+        ("sync.created", 1), ("sync.status_changed", 2), ("sync.status_changed", 3),
+    ]
+    assert [e[0] for e in events] == [f"{sync_id}:v{v}" for v in (1, 2, 3)]
+    pause_event, resume_event = events[1][2], events[2][2]
+    assert (pause_event.from_status, pause_event.to_status) == ("PENDING", "SUSPENDED")
+    assert pause_event.sync.paused and not pause_event.sync.is_active
+    assert pause_event.sync.pause_reason == "audit"
+    assert pause_event.sync.paused_by_user_id == "user_bob"
+    assert pause_event.sync.paused_at is not None
+    assert pause_event.command_id is not None and pause_event.reason == "audit"
+    assert (resume_event.from_status, resume_event.to_status) == ("SUSPENDED", "ACTIVE")
+    s = resume_event.sync
+    assert (s.paused, s.is_active, s.pause_reason, s.paused_at, s.paused_by_user_id) == (
+        False, True, None, None, None,
+    )
+
+
+async def test_repeated_pause_is_noop_without_event(
+    client: SynclifeClient, lifecycle: Seen
+) -> None:
+    sync_id = new_sync_id()
+    await client.create(sync_id, **CREATE)
+    first = await client.pause(sync_id, paused_by_user_id="u1")
+    again = await client.pause(sync_id, paused_by_user_id="u1")
+    assert (first.outcome, again.outcome) == (Outcome.APPLIED, Outcome.NOOP)
+    assert again.version == first.version == 2
+    resumed = await client.resume(sync_id)
+    resumed_again = await client.resume(sync_id)
+    assert (resumed.outcome, resumed_again.outcome) == (Outcome.APPLIED, Outcome.NOOP)
+    # The next change after the noops is version 3: the noops made no event.
+    events = (await lifecycle.wait(sync_id, 3)) and lifecycle.events(sync_id)
+    assert [e[2].version for e in events] == [1, 2, 3]
+
+
+async def test_replayed_command_id_gets_same_result_and_no_new_event(
+    client: SynclifeClient, lifecycle: Seen
+) -> None:
+    sync_id = new_sync_id()
+    await client.create(sync_id, **CREATE)
+    command_id = str(uuid.uuid4())
+    data = {"paused_by_user_id": "u1", "reason": "once"}
+    first = await client.send("sync.pause", sync_id, data, command_id=command_id)
+    second = await client.send("sync.pause", sync_id, data, command_id=command_id)
+    assert first is not None and second is not None
+    assert first.outcome is Outcome.APPLIED
+    assert second.model_dump() == first.model_dump()
+    # A different command after the replay gets version 3: the replay changed nothing.
+    after = await client.resume(sync_id)
+    assert after.version == 3
+    await lifecycle.wait(sync_id, 3)
+    assert [e[2].version for e in lifecycle.events(sync_id)] == [1, 2, 3]
+
+
+async def test_resume_of_cancelled_sync_is_invalid_transition(client: SynclifeClient) -> None:
+    sync_id = new_sync_id()
+    await client.create(sync_id, **CREATE)
+    cancelled = await client.cancel(sync_id, reason="no longer needed")
+    assert cancelled.status is SyncStatus.CANCELED
+    result = await client.resume(sync_id)
+    assert result.outcome is Outcome.REJECTED and result.error is not None
+    assert result.error.code is ErrorCode.INVALID_TRANSITION
+    assert result.error.details["current_status"] == "CANCELED"
+    assert result.error.details["allowed_commands"] == ["sync.archive", "sync.cancel"]
+    assert result.status is SyncStatus.CANCELED and result.version == 2
+    paused = await client.pause(sync_id, paused_by_user_id="u1")
+    assert paused.error is not None and paused.error.code is ErrorCode.INVALID_TRANSITION
+
+
+async def test_validation_error_names_each_field(client: SynclifeClient) -> None:
+    result = await client.create(
+        new_sync_id(), **{**CREATE, "polling_interval_seconds": 5, "batch_size": 500}
+    )
+    assert result.outcome is Outcome.REJECTED and result.error is not None
+    assert result.error.code is ErrorCode.VALIDATION_ERROR
+    fields = {e["field"]: e for e in result.error.details["errors"]}
+    assert fields["polling_interval_seconds"]["limit"] == {"ge": 30}
+    assert fields["batch_size"]["limit"] == {"le": 100}
+    assert result.sync is None
+
+
+def _headers(command_id: str, kind: str, sync_id: str, **extra: str) -> list[tuple[str, bytes]]:
+    base = {
+        "ce_specversion": "1.0",
+        "ce_id": command_id,
+        "ce_type": kind,
+        "ce_source": "//other-service",
+        "ce_subject": sync_id,
+        "ce_time": "2026-11-29T12:00:00Z",
+        "content-type": "application/json",
+    }
+    base.update(extra)
+    return [(k, v.encode()) for k, v in base.items()]
+
+
+async def test_any_kafka_client_can_drive_it(
+    settings: Settings,
+    service: object,
+    tenant: Tenant,
+    raw_producer: AIOKafkaProducer,
+    results: Seen,
+    lifecycle: Seen,
+) -> None:
+    """A plain producer that follows the contract: headers by hand, JSON value, sync id key."""
+    sync_id = new_sync_id()
+    auth = {"authorization": f"Bearer {tenant.write_key}", "x-namespace": tenant.namespace_id}
+    for kind, data in (("sync.create", CREATE), ("sync.pause", {"paused_by_user_id": "u"})):
+        await raw_producer.send_and_wait(
+            settings.commands_topic,
+            key=sync_id.encode(),
+            value=json.dumps(data).encode(),
+            headers=_headers(str(uuid.uuid4()), kind, sync_id, **auth),
+        )
+    await results.wait(sync_id, 2)
+    outcomes = [(r.command_type, r.outcome, r.status) for r in results.results(sync_id)]
+    assert outcomes == [
+        ("sync.create", Outcome.APPLIED, SyncStatus.PENDING),
+        ("sync.pause", Outcome.APPLIED, SyncStatus.SUSPENDED),
+    ]
+    await lifecycle.wait(sync_id, 2)
+    headers = lifecycle.by_key[sync_id][1][0]
+    assert headers["ce_specversion"] == b"1.0" and headers["ce_subject"] == sync_id.encode()
+    assert headers["content-type"] == b"application/json"
+    assert headers["ce_type"] == b"sync.status_changed"
+    assert headers["ce_time"].endswith(b"Z")
+
+
+async def test_command_without_key_is_unauthenticated(
+    settings: Settings, service: object, raw_producer: AIOKafkaProducer, results: Seen
+) -> None:
+    sync_id = new_sync_id()
+    command_id = str(uuid.uuid4())
+    await raw_producer.send_and_wait(
+        settings.commands_topic,
+        key=sync_id.encode(),
+        value=json.dumps(CREATE).encode(),
+        headers=_headers(command_id, "sync.create", sync_id, **{"x-namespace": "production"}),
+    )
+    (result,) = (await results.wait(sync_id, 1)) and results.results(sync_id)
+    assert result.command_id == command_id
+    assert result.outcome is Outcome.REJECTED and result.error is not None
+    assert result.error.code is ErrorCode.UNAUTHENTICATED
+    assert result.sync is None and result.version is None
+
+
+async def test_undecodable_message_goes_to_dlq_redacted(
+    settings: Settings,
+    service: object,
+    tenant: Tenant,
+    raw_producer: AIOKafkaProducer,
+    results: Seen,
+    dlq: Seen,
+    client: SynclifeClient,
+) -> None:
+    sync_id = new_sync_id()
+    command_id = str(uuid.uuid4())
+    auth = {"authorization": f"Bearer {tenant.write_key}", "x-namespace": tenant.namespace}
+    await raw_producer.send_and_wait(
+        settings.commands_topic,
+        key=sync_id.encode(),
+        value=b"{not json",
+        headers=_headers(command_id, "sync.create", sync_id, **auth),
+    )
+    # The commands after it are processed.
+    after = await client.create(sync_id, **CREATE)
+    assert after.outcome is Outcome.APPLIED
+
+    (dead,) = (await dlq.wait(sync_id, 1)) and dlq.by_key[sync_id]
+    headers, value = dead
+    assert value == b"{not json"
+    assert headers["authorization"] == b"[redacted]"
+    assert tenant.write_key.encode() not in b"".join(headers.values())
+    assert headers["dlq_reason"] == b"invalid_json"
+    assert headers["dlq_source_topic"] == settings.commands_topic.encode()
+    assert int(headers["dlq_source_offset"]) >= 0
+    rejected = [r for r in results.results(sync_id) if r.command_id == command_id]
+    assert len(rejected) == 1 and rejected[0].error is not None
+    assert rejected[0].error.code is ErrorCode.VALIDATION_ERROR

@@ -1,0 +1,68 @@
+"""`synclife stack up` against the real thing: it starts (or reuses) Kafka and Postgres.
+
+With SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS and SYNCLIFE_DATABASE_URL both set, `up` starts nothing
+and checks those services instead; the assertions are the same.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from events import stack
+from events.settings import Settings
+
+pytestmark = pytest.mark.stack
+
+
+# The first run may install PostgreSQL with apt and download the Kafka jars with Maven.
+@pytest.mark.timeout(1200)
+async def test_up_twice_reuses_the_stack_and_serves_topics_and_database() -> None:
+    settings = Settings()
+    first_lines: list[str] = []
+    second_lines: list[str] = []
+
+    first = await stack.up(settings, first_lines.append)
+    second = await stack.up(settings, second_lines.append)
+
+    assert first == second
+    assert set(first) == {stack.ENV_KAFKA_BOOTSTRAP_SERVERS, stack.ENV_DATABASE_URL}
+    # The second call finds everything running: it starts, formats and downloads nothing.
+    for verb in ("starting", "downloading", "initialising", "formatting", "created topic"):
+        assert not [line for line in second_lines if verb in line], second_lines
+
+    # The password is only in the returned URL, never in the progress output.
+    password = urlsplit(first[stack.ENV_DATABASE_URL]).password
+    if password:
+        assert not [line for line in first_lines + second_lines if password in line]
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=first[stack.ENV_KAFKA_BOOTSTRAP_SERVERS])
+    await admin.start()
+    try:
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    partitions = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+    for topic in (
+        settings.commands_topic,
+        settings.lifecycle_topic,
+        settings.results_topic,
+        settings.dlq_topic,
+    ):
+        assert partitions.get(topic) == settings.topic_partitions, (topic, partitions)
+
+    conn = await asyncpg.connect(first[stack.ENV_DATABASE_URL], timeout=10)
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+        assert await conn.fetchval("SELECT current_database()") == urlsplit(
+            first[stack.ENV_DATABASE_URL]
+        ).path.lstrip("/")
+    finally:
+        await conn.close()
+
+    report = await stack.status(settings)
+    assert set(report) == {"kafka", "postgres"}
+    assert not [state for state in report.values() if state == "down"], report
