@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -12,6 +13,7 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from pydantic import SecretStr
 
 from events.errors import SynclifeError
 from events.settings import Settings
@@ -40,7 +42,22 @@ def _echo_err(line: str) -> None:
 
 
 def _settings() -> Settings:
-    return Settings()
+    """Settings from the environment; without a database URL there, the local stack's."""
+    settings = Settings()
+    if "SYNCLIFE_DATABASE_URL" not in os.environ:
+        from events import stack as local_stack
+
+        try:
+            env = local_stack.local_env(settings)
+        except SynclifeError:
+            return settings  # no local stack either: the defaults, and a clear error on use
+        settings = Settings(
+            kafka_bootstrap_servers=os.environ.get(
+                "SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS", env["SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS"]
+            ),
+            database_url=SecretStr(env["SYNCLIFE_DATABASE_URL"]),
+        )
+    return settings
 
 
 def _print(obj: Any, as_json: bool) -> None:
@@ -61,6 +78,7 @@ def main(verbose: bool) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
 # --- stack ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from events.errors import TransientError
+from events.errors import SynclifeError, TransientError
 from events.settings import Settings
 
 __all__ = ["connect", "create_pool", "is_transient", "migrate", "migrations"]
@@ -50,6 +50,8 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         )
     except _TRANSIENT as exc:
         raise TransientError(f"cannot reach Postgres: {type(exc).__name__}") from exc
+    except _REFUSED as exc:
+        raise _refused(exc) from exc
     assert pool is not None  # noqa: S101 - create_pool returns a pool once awaited
     return pool
 
@@ -59,6 +61,23 @@ async def connect(settings: Settings) -> asyncpg.Connection:
         return await asyncpg.connect(dsn=settings.database_url.get_secret_value())
     except _TRANSIENT as exc:
         raise TransientError(f"cannot reach Postgres: {type(exc).__name__}") from exc
+    except _REFUSED as exc:
+        raise _refused(exc) from exc
+
+
+_REFUSED: Final = (
+    asyncpg.exceptions.InvalidPasswordError,
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+)
+
+
+def _refused(exc: Exception) -> SynclifeError:
+    # The driver's message can name the user; never the password. Say what to check.
+    return SynclifeError(
+        f"Postgres refused the connection ({type(exc).__name__}): check SYNCLIFE_DATABASE_URL "
+        "or run `synclife stack up`"
+    )
 
 
 def migrations() -> list[tuple[str, str]]:

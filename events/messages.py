@@ -51,6 +51,7 @@ class CommandResult(BaseModel):
     sync: SyncConfiguration | None = None
     error: CommandError | None = None
     events: list[str] = []
+    run: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """A one-line view for people (the CLI)."""

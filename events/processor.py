@@ -34,12 +34,24 @@ from statemachine import (
     decide,
     parse_data,
 )
+from statemachine.commands import SystemTrigger
+from statemachine.machine import Policy, system_command
+
+
+def policy_of(settings: Settings) -> Policy:
+    return Policy(
+        max_consecutive_failures=settings.max_consecutive_failures,
+        retry_base_seconds=settings.retry_base_seconds,
+        retry_max_seconds=settings.retry_max_seconds,
+    )
+
 
 __all__ = [
     "NOTIFY_CHANNEL",
     "BatchStats",
     "Record",
     "apply_batch",
+    "apply_system",
     "dead_letter_one",
     "event_id",
     "result_id",
@@ -123,6 +135,7 @@ class _Batch:
         self.namespaces: dict[tuple[str, str], str] = {}
         self.writes = _Writes()
         self.stats = BatchStats()
+        self.policy = policy_of(settings)
 
     # --- results -------------------------------------------------------------------------
 
@@ -308,7 +321,7 @@ class _Batch:
             key_id=key_id,
             issued_at=raw.time,
         )
-        decision = decide(sync, command, self.now)
+        decision = decide(sync, command, self.now, self.policy)
         for change in decision.changes:
             self._persist(command, change)
         final = decision.final if decision.visible else None
@@ -326,6 +339,7 @@ class _Batch:
             sync=final,
             error=decision.error,
             events=[event_id(c.sync.sync_config_id, c.sync.version) for c in decision.changes],
+            run=decision.run if final is not None else None,
         )
         self._record_result(raw.command_id, raw.type.value, raw.sync_config_id, key_id, result)
 
@@ -337,7 +351,7 @@ class _Batch:
         else:
             self.writes.inserts[sid] = sync
         self.syncs[sid] = sync
-        command_id = command.command_id if command else None
+        command_id = None if change.system or command is None else command.command_id
         self.writes.history.append(
             (
                 sid,
@@ -366,7 +380,7 @@ class _Batch:
             sync=sync,
             from_status=change.from_status,
             to_status=change.to_status,
-            **dict(change.extra),
+            **change.extra,
         )
         headers = ce_headers(
             event_id=event_id(sid, sync.version),
@@ -551,6 +565,42 @@ async def apply_batch(
                 batch.undecodable(record, item, (record.partition, record.offset) in fresh)
             else:
                 batch.command(record, item)
+        await _write(conn, batch.writes)
+    return batch.stats
+
+
+async def apply_system(
+    conn: asyncpg.Connection, settings: Settings, now: datetime, limit: int
+) -> BatchStats:
+    """One scheduler pass: request due runs and reap expired leases, in one transaction.
+
+    ``SKIP LOCKED``: a sync a command batch holds is left for the next pass, never waited on.
+    """
+    batch = _Batch(settings, now)
+    async with conn.transaction():
+        rows = await conn.fetch(
+            """SELECT sync_config_id, data FROM syncs
+               WHERE (status IN ('PENDING', 'ACTIVE') AND lock_expires_at IS NULL
+                      AND next_sync_at <= $1)
+                  OR lock_expires_at <= $1
+               ORDER BY coalesce(lock_expires_at, next_sync_at)
+               LIMIT $2 FOR UPDATE SKIP LOCKED""",
+            now,
+            limit,
+        )
+        for r in rows:
+            sync = SyncConfiguration.model_validate_json(r["data"])
+            batch.syncs[sync.sync_config_id] = sync
+            batch.loaded_versions[sync.sync_config_id] = sync.version
+            trigger = (
+                SystemTrigger.LOCK_EXPIRED
+                if sync.lock_expires_at is not None and sync.lock_expires_at <= now
+                else SystemTrigger.REQUEST_RUN
+            )
+            decision = decide(sync, system_command(sync, trigger), now, batch.policy)
+            for change in decision.changes:
+                batch._persist(None, change)
+        batch.stats.records = len(rows)
         await _write(conn, batch.writes)
     return batch.stats
 

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -17,6 +18,7 @@ from events.db import acquire, create_pool, is_transient
 from events.kafka import command_consumer
 from events.processor import BatchStats, Record, apply_batch, dead_letter_one
 from events.relay import OutboxRelay
+from events.scheduler import Scheduler, utcnow
 from events.settings import Settings
 
 __all__ = ["Service", "serve"]
@@ -42,8 +44,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class Service:
     """Consume commands, apply them batch by batch, relay the outbox."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
         self.settings = settings
+        self.clock = clock
+        self.scheduler: Scheduler | None = None
         self.stop = asyncio.Event()
         self.totals = BatchStats()
         self.relay = OutboxRelay(settings)
@@ -69,7 +73,7 @@ class Service:
         while True:
             try:
                 async with acquire(pool) as conn:
-                    stats = await apply_batch(conn, self.settings, records)
+                    stats = await apply_batch(conn, self.settings, records, self.clock())
                 self._add(stats)
                 return
             except Exception as exc:
@@ -111,6 +115,8 @@ class Service:
         consumer.subscribe([self.settings.commands_topic], listener=_Rebalance(self))
         await _retry(consumer.start, self.stop)
         relay_task = asyncio.create_task(self.relay.run(self.stop), name="relay")
+        self.scheduler = Scheduler(self.settings, pool, self.clock)
+        scheduler_task = asyncio.create_task(self.scheduler.run(self.stop), name="scheduler")
         log.info(
             "serving %s as group %s", self.settings.commands_topic, self.settings.consumer_group
         )
@@ -135,6 +141,8 @@ class Service:
             # Graceful: the batch in flight is done and committed above; flush and leave.
             self.stop.set()
             await self.commit_offsets()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(scheduler_task, 10)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(relay_task, 10)
             await self.relay.close()

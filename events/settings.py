@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     # Limits on input.
     max_message_bytes: int = Field(default=1_048_576, ge=1024)
 
+    # Lifecycle rules.
+    max_consecutive_failures: int = Field(default=5, ge=1, le=1000)
+    retry_base_seconds: int = Field(default=30, ge=1)
+    retry_max_seconds: int = Field(default=3600, ge=1)
+
+    # Scheduler: how often it looks for due runs and expired leases, and how many per pass.
+    scheduler_interval_seconds: float = Field(default=1.0, gt=0)
+    scheduler_batch_size: int = Field(default=500, ge=1, le=100_000)
+
     # Outbox relay.
     relay_batch_size: int = Field(default=1000, ge=1, le=100_000)
     relay_poll_interval_seconds: float = Field(default=1.0, gt=0)

@@ -27,7 +27,6 @@ import base64
 import contextlib
 import fcntl
 import hashlib
-import importlib.resources
 import os
 import pwd
 import re
@@ -35,7 +34,7 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from events.errors import StackError
 from events.settings import Settings
 
 __all__ = [
@@ -79,10 +79,6 @@ KAFKA_STOP_TIMEOUT = 30.0
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost"})
 _LOG_TAIL_LINES = 40
-
-
-class StackError(Exception):
-    """The stack could not be brought up, inspected or stopped; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -347,13 +343,18 @@ async def _up_external(settings: Settings, env: dict[str, str], echo: Echo) -> d
     bootstrap = env[ENV_KAFKA_BOOTSTRAP_SERVERS]
     database_url = env[ENV_DATABASE_URL]
     echo(
-        f"{ENV_KAFKA_BOOTSTRAP_SERVERS} and {ENV_DATABASE_URL} are set: starting nothing, "
-        f"waiting for Kafka at {bootstrap} and Postgres at {redact_url(database_url)}..."
+        f"{ENV_KAFKA_BOOTSTRAP_SERVERS} and {ENV_DATABASE_URL} are set: using those services "
+        f"(nothing to start); waiting for Kafka at {bootstrap} and Postgres at "
+        f"{redact_url(database_url)}..."
     )
     started = time.monotonic()
-    await asyncio.gather(
-        _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT),
-        _wait_postgres(database_url, POSTGRES_READY_TIMEOUT),
+    await _all_or_first_error(
+        [
+            _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT),
+            _wait_postgres(database_url, POSTGRES_READY_TIMEOUT),
+        ],
+        echo,
+        cancel_on_error=True,  # only waiting: nothing is left half done
     )
     echo(f"Kafka and Postgres answer ({time.monotonic() - started:.1f}s)")
     await ensure_topics(settings, bootstrap, echo)
@@ -371,16 +372,15 @@ async def _up_local(settings: Settings, echo: Echo) -> dict[str, str]:
     pg_port = _postgres_port(settings)
     paths.root.mkdir(parents=True, exist_ok=True)
     async with _stack_lock(paths, echo):
-        results = await asyncio.gather(
-            _ensure_kafka(settings, paths, kafka_port, echo),
-            _ensure_postgres(paths, pg_port, echo),
-            return_exceptions=True,
+        await _all_or_first_error(
+            [
+                _ensure_kafka(settings, paths, kafka_port, echo),
+                _ensure_postgres(paths, pg_port, echo),
+            ],
+            echo,
+            # Let the other one finish: a killed initdb or Maven run leaves a mess on disk.
+            cancel_on_error=False,
         )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            for extra in errors[1:]:
-                echo(f"also failed: {extra}")
-            raise errors[0]
         password = _read_password(paths)
         if password is None:  # _ensure_postgres guarantees the file; be explicit anyway
             raise StackError(f"no Postgres password file at {paths.pg_password_file}")
@@ -569,7 +569,7 @@ def _spawn_kafka(paths: StackPaths, java: str, heap: str) -> int:
     argv = [
         java,
         f"-Xmx{heap}",
-        "-Xms128m",
+        f"-Xms{_initial_heap(heap)}",
         "-XX:+UseSerialGC",
         "-XX:+ExitOnOutOfMemoryError",
         *_kafka_jvm_properties(paths),
@@ -588,6 +588,15 @@ def _spawn_kafka(paths: StackPaths, java: str, heap: str) -> int:
     pid = os.posix_spawn(java, argv, dict(os.environ), file_actions=file_actions, setsid=True)
     paths.kafka_pid_file.write_text(f"{pid}\n", encoding="utf-8")
     return pid
+
+
+def _initial_heap(max_heap: str) -> str:
+    """``128m``, or the maximum heap when that is smaller (the JVM refuses Xms > Xmx)."""
+    match = re.fullmatch(r"(\d+)([kKmMgG]?)", max_heap.strip())
+    if match is None:
+        raise StackError(f"kafka_heap {max_heap!r} is not a JVM size such as 512m or 1g")
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match[2].lower()]
+    return "128m" if int(match[1]) * scale >= 128 << 20 else max_heap.strip()
 
 
 def _kafka_pid(paths: StackPaths) -> int | None:
@@ -672,11 +681,11 @@ async def _stop_kafka(paths: StackPaths, echo: Echo) -> None:
         return
     echo(f"stopping Kafka (pid {pid})...")
     os.kill(pid, signal.SIGTERM)
-    if not await _wait_exit(pid, KAFKA_STOP_TIMEOUT):
+    if not await _wait_until(lambda: not _pid_alive(pid), KAFKA_STOP_TIMEOUT):
         echo(f"Kafka did not stop within {KAFKA_STOP_TIMEOUT:.0f}s: SIGKILL")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        if not await _wait_exit(pid, 10.0):
+        if not await _wait_until(lambda: not _pid_alive(pid), 10.0):
             raise StackError(f"Kafka (pid {pid}) survived SIGKILL")
     paths.kafka_pid_file.unlink(missing_ok=True)
     echo("Kafka stopped")
@@ -726,6 +735,7 @@ async def _ensure_postgres(paths: StackPaths, port: int, echo: Echo) -> None:
     _write_pg_config(layout, port, run_as)
 
     if pid is None:
+        await _wait_for_stale_postmaster(layout.data)
         echo(f"starting Postgres ({bin_dir.parent.name}) on 127.0.0.1:{port}...")
         await _run(
             [
@@ -974,6 +984,18 @@ def _postgres_pid(data: Path) -> int | None:
     return pid
 
 
+async def _wait_for_stale_postmaster(data: Path, within: float = 15.0) -> None:
+    """Let a killed postmaster's zombie be reaped first.
+
+    A new postmaster refuses to start while the pid in a stale ``postmaster.pid`` still
+    exists, and a zombie does until its parent (often a slow init in containers) reaps it.
+    """
+    stale = _read_pid(data / "postmaster.pid")
+    if stale is None or _pid_alive(stale):
+        return
+    await _wait_until(lambda: not _pid_exists(stale), within)
+
+
 async def _wait_postgres(url: str, within: float, *, log: Path | None = None) -> None:
     """Wait until ``url`` accepts a connection and answers ``SELECT 1``."""
     loop = asyncio.get_running_loop()
@@ -1136,6 +1158,17 @@ def _pid_alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
+def _pid_exists(pid: int) -> bool:
+    """Whether ``pid`` names any process at all, zombies included."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _cmdline(pid: int) -> str | None:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -1172,11 +1205,8 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def _resource_text(name: str) -> str:
-    return (
-        importlib.resources.files("events")
-        .joinpath("stack_resources", name)
-        .read_text(encoding="utf-8")
-    )
+    # Next to this module (package data: events/stack_resources/*), installed or not.
+    return (Path(__file__).parent / "stack_resources" / name).read_text(encoding="utf-8")
 
 
 def _supplementary_groups(run_as: _RunAs) -> list[int]:
@@ -1184,12 +1214,38 @@ def _supplementary_groups(run_as: _RunAs) -> list[int]:
     return os.getgrouplist(run_as.name, run_as.gid)
 
 
-async def _wait_exit(pid: int, within: float) -> bool:
-    """Whether ``pid`` exited within ``within`` seconds."""
+async def _all_or_first_error(
+    coros: list[Coroutine[Any, Any, None]], echo: Echo, *, cancel_on_error: bool
+) -> None:
+    """Run ``coros`` concurrently; raise the first error (after the rest finished or were
+    cancelled), reporting any further ones through ``echo``."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.wait(
+            tasks,
+            return_when=asyncio.FIRST_EXCEPTION if cancel_on_error else asyncio.ALL_COMPLETED,
+        )
+    finally:
+        for task in tasks:
+            task.cancel()  # a no-op for finished tasks; on our own cancellation, stop them all
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [
+        r
+        for r in results
+        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+    ]
+    if errors:
+        for extra in errors[1:]:
+            echo(f"also failed: {extra}")
+        raise errors[0]
+
+
+async def _wait_until(condition: Callable[[], bool], within: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``within`` seconds pass (False)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
-        if not _pid_alive(pid):
+        if condition():
             return True
         if loop.time() >= deadline:
             return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -18,6 +19,7 @@ from statemachine.model import IMMUTABLE_FIELDS, MAX_LAST_ERROR, Provider, SyncM
 from statemachine.status import SyncStatus
 
 __all__ = [
+    "SUPPORTED_TYPES",
     "ArchiveData",
     "CancelData",
     "Command",
@@ -25,6 +27,14 @@ __all__ = [
     "CreateData",
     "PauseData",
     "ResumeData",
+    "RunCheckpointData",
+    "RunCompleteData",
+    "RunFailData",
+    "RunHeartbeatData",
+    "RunStartData",
+    "SystemData",
+    "SystemTrigger",
+    "TriggerData",
     "UpdateData",
     "parse_data",
 ]
@@ -127,8 +137,96 @@ class ArchiveData(_Data):
     reason: Reason | None = None
 
 
+class TriggerData(_Data):
+    """``sync.trigger``: request a run now."""
+
+    requested_by_user_id: UserId | None = None
+
+
+LeaseSeconds = Annotated[int, Field(ge=5, le=86_400)]
+Delta = Annotated[int, Field(ge=0)]
+LockToken = Annotated[int, Field(ge=1)]
+BatchIds = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=256)]], Field(max_length=10_000)
+]
+
+
+class RunStartData(_Data):
+    """``sync.run.start``: take the run lock for ``lease_seconds``."""
+
+    worker_id: UserId
+    lease_seconds: LeaseSeconds = 300
+
+
+class _RunData(_Data):
+    """Every report of a running worker names its run and proves it holds the lock."""
+
+    run_id: UUID
+    lock_token: LockToken
+
+
+class RunHeartbeatData(_RunData):
+    """``sync.run.heartbeat``: extend the lease (by ``lease_seconds`` from now)."""
+
+    lease_seconds: LeaseSeconds = 300
+
+
+class RunCheckpointData(_RunData):
+    """``sync.run.checkpoint``: where the run is, and the metric deltas since the last report."""
+
+    resume_cursor: Annotated[str, StringConstraints(max_length=8192)] | None = None
+    resume_last_primary_key: Annotated[str, StringConstraints(max_length=8192)] | None = None
+    resume_objects_processed: Delta | None = None
+    files_discovered: Delta = 0
+    files_synced: Delta = 0
+    files_failed: Delta = 0
+    bytes_synced: Delta = 0
+
+
+class RunCompleteData(_RunData):
+    """``sync.run.complete``: the run's totals, and the batches and tasks it created."""
+
+    files_discovered: Delta = 0
+    files_synced: Delta = 0
+    files_failed: Delta = 0
+    bytes_synced: Delta = 0
+    objects_processed: Delta | None = None
+    batch_ids: BatchIds = Field(default_factory=list)
+    task_ids: BatchIds = Field(default_factory=list)
+
+
+class RunFailData(_RunData):
+    """``sync.run.fail``: the run stopped on ``error`` (kept up to 1000 characters)."""
+
+    error: Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+
+
+class SystemTrigger(StrEnum):
+    """Changes the service makes itself (never accepted from the commands topic)."""
+
+    REQUEST_RUN = "system.request_run"
+    LOCK_EXPIRED = "system.lock_expired"
+
+
+class SystemData(_Data):
+    """Data of a system change (none)."""
+
+
 CommandData = (
-    CreateData | UpdateData | ActivateData | PauseData | ResumeData | CancelData | ArchiveData
+    CreateData
+    | UpdateData
+    | ActivateData
+    | PauseData
+    | ResumeData
+    | CancelData
+    | ArchiveData
+    | TriggerData
+    | RunStartData
+    | RunHeartbeatData
+    | RunCheckpointData
+    | RunCompleteData
+    | RunFailData
+    | SystemData
 )
 
 _DATA_MODELS: Final[dict[CommandType, type[CommandData]]] = {
@@ -139,6 +237,12 @@ _DATA_MODELS: Final[dict[CommandType, type[CommandData]]] = {
     CommandType.RESUME: ResumeData,
     CommandType.CANCEL: CancelData,
     CommandType.ARCHIVE: ArchiveData,
+    CommandType.TRIGGER: TriggerData,
+    CommandType.RUN_START: RunStartData,
+    CommandType.RUN_HEARTBEAT: RunHeartbeatData,
+    CommandType.RUN_CHECKPOINT: RunCheckpointData,
+    CommandType.RUN_COMPLETE: RunCompleteData,
+    CommandType.RUN_FAIL: RunFailData,
 }
 
 #: Command types this version of the machine applies; the others are ``unsupported_type``.
@@ -198,12 +302,12 @@ def parse_data(
 
 
 class Command(BaseModel):
-    """One authenticated command, ready for ``decide``."""
+    """One authenticated command (or a system change, with no command id), ready for ``decide``."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    command_id: str
-    type: CommandType
+    command_id: str | None
+    type: CommandType | SystemTrigger
     sync_config_id: str
     internal_id: str
     namespace_id: str

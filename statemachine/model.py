@@ -12,16 +12,26 @@ from enum import StrEnum
 from typing import Annotated, Any, Final
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from statemachine.filters import FileFilters, SchemaMapping
-from statemachine.status import SyncStatus
+from statemachine.status import RunStatus, SyncStatus
 
 __all__ = [
     "IMMUTABLE_FIELDS",
     "MAX_LAST_ERROR",
     "MUTABLE_FIELDS",
     "Provider",
+    "RunMetrics",
     "SyncConfiguration",
     "SyncMode",
     "SyncSettings",
@@ -78,6 +88,17 @@ def check_source_path(provider: Provider, source_path: str) -> str:
     return source_path
 
 
+class RunMetrics(BaseModel):
+    """File and byte counts of one run (the cumulative totals are on the sync)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    files_discovered: NonNegative = 0
+    files_synced: NonNegative = 0
+    files_failed: NonNegative = 0
+    bytes_synced: NonNegative = 0
+
+
 class SyncSettings(BaseModel):
     """The configuration a user sets; every field has the seed's default and limits."""
 
@@ -95,15 +116,24 @@ class SyncSettings(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
     max_objects_per_run: int = Field(default=100_000, ge=1)
     max_batch_chunk_size: int = Field(default=1000, ge=1, le=1000)
-    batch_chunk_size: int = Field(default=100, ge=1, le=1000)
+    batch_chunk_size: int = Field(default=100, ge=1, le=1000, validate_default=True)
     resume_enabled: bool = True
     resume_checkpoint_frequency: int = Field(default=1000, ge=100, le=10_000)
 
-    @model_validator(mode="after")
-    def _chunk_sizes(self) -> SyncSettings:
-        if self.batch_chunk_size > self.max_batch_chunk_size:
-            raise ValueError("batch_chunk_size must be <= max_batch_chunk_size")
-        return self
+    @field_validator("batch_chunk_size")
+    @classmethod
+    def _chunk_sizes(cls, value: int, info: ValidationInfo) -> int:
+        # Checked on the field (max_batch_chunk_size is declared, so validated, before it), so
+        # the error names batch_chunk_size and its limit instead of the whole model; the field
+        # has validate_default so that the default 100 is checked against a lower maximum too.
+        ceiling = info.data.get("max_batch_chunk_size")
+        if ceiling is not None and value > ceiling:
+            raise PydanticCustomError(
+                "less_than_equal",
+                "batch_chunk_size must be <= max_batch_chunk_size ({le})",
+                {"le": ceiling},
+            )
+        return value
 
 
 #: Configuration fields a ``sync.update`` may change (from the next run on).
@@ -152,11 +182,23 @@ class SyncConfiguration(SyncSettings):
     resume_last_primary_key: str | None = None
     resume_objects_processed: NonNegative = 0
 
+    # synclife's own run tracking (extensions of the seed's model).
+    lock_token: int | None = Field(default=None, ge=1)
+    current_run: RunMetrics = Field(default_factory=RunMetrics)
+    last_run_status: RunStatus | None = None
+    run_requested_at: datetime | None = None
+
     version: int = Field(default=1, ge=1)
+
+    @field_validator("source_path")
+    @classmethod
+    def _source_path_format(cls, value: str, info: ValidationInfo) -> str:
+        # provider is declared, so validated, before source_path; skip if it was invalid.
+        provider = info.data.get("provider")
+        return value if provider is None else check_source_path(provider, value)
 
     @model_validator(mode="after")
     def _consistent(self) -> SyncConfiguration:
-        check_source_path(self.provider, self.source_path)
         # is_active and paused are derived from status: never set independently.
         if self.is_active != (self.status is SyncStatus.ACTIVE):
             raise ValueError("is_active must be true exactly when status is ACTIVE")

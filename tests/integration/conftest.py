@@ -83,8 +83,9 @@ async def tenant(settings: Settings) -> Tenant:
         run = await create_key(conn, org["id"], ["syncs:run"])
     finally:
         await conn.close()
-    return Tenant(org["id"], org["name"], ns["id"], "production", write["key"], write["id"],
-                  run["key"])
+    return Tenant(
+        org["id"], org["name"], ns["id"], "production", write["key"], write["id"], run["key"]
+    )
 
 
 @pytest.fixture
@@ -118,7 +119,11 @@ class Seen:
 
     def events(self, key: str) -> list[tuple[str, str, LifecycleEvent]]:
         return [
-            (h["ce_id"].decode(), h["ce_type"].decode(), LifecycleEvent.model_validate_json(v or b""))
+            (
+                h["ce_id"].decode(),
+                h["ce_type"].decode(),
+                LifecycleEvent.model_validate_json(v or b""),
+            )
             for h, v in self.by_key[key]
         ]
 

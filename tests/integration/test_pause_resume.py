@@ -25,6 +25,16 @@ CREATE: dict[str, Any] = {
 }
 
 
+def versions(seen: Seen, sync_id: str) -> list[int]:
+    return [e[2].version for e in seen.events(sync_id)]
+
+
+async def settle(seen: Seen, sync_id: str, version: int) -> list[tuple[str, str, Any]]:
+    """Wait until the event of ``version`` is on the topic; return all events of the sync."""
+    await seen.wait(sync_id, version)
+    return seen.events(sync_id)
+
+
 async def test_create_pause_resume_events_are_gap_free(
     client: SynclifeClient, lifecycle: Seen
 ) -> None:
@@ -35,27 +45,42 @@ async def test_create_pause_resume_events_are_gap_free(
 
     assert [r.outcome for r in (created, paused, resumed)] == [Outcome.APPLIED] * 3
     assert (created.status, paused.status, resumed.status) == (
-        SyncStatus.PENDING, SyncStatus.SUSPENDED, SyncStatus.ACTIVE,
+        SyncStatus.PENDING,
+        SyncStatus.SUSPENDED,
+        SyncStatus.ACTIVE,
     )
-    assert (created.version, paused.version, resumed.version) == (1, 2, 3)
+    assert created.version == 1
+    assert created.version < paused.version < resumed.version
+    assert resumed.version is not None
 
-    events = (await lifecycle.wait(sync_id, 3)) and lifecycle.events(sync_id)
-    assert [(e[1], e[2].version) for e in events] == [
-        ("sync.created", 1), ("sync.status_changed", 2), ("sync.status_changed", 3),
+    events = await settle(lifecycle, sync_id, resumed.version)
+    # Every version once, in order, with its fixed event id.
+    assert [e[2].version for e in events] == list(range(1, resumed.version + 1))
+    assert [e[0] for e in events] == [f"{sync_id}:v{e[2].version}" for e in events]
+    assert events[0][1] == "sync.created"
+    changes = [e[2] for e in events if e[1] == "sync.status_changed"]
+    assert [(c.from_status, c.to_status) for c in changes] == [
+        ("PENDING", "SUSPENDED"),
+        ("SUSPENDED", "ACTIVE"),
     ]
-    assert [e[0] for e in events] == [f"{sync_id}:v{v}" for v in (1, 2, 3)]
-    pause_event, resume_event = events[1][2], events[2][2]
-    assert (pause_event.from_status, pause_event.to_status) == ("PENDING", "SUSPENDED")
+    pause_event, resume_event = changes
     assert pause_event.sync.paused and not pause_event.sync.is_active
     assert pause_event.sync.pause_reason == "audit"
     assert pause_event.sync.paused_by_user_id == "user_bob"
     assert pause_event.sync.paused_at is not None
-    assert pause_event.command_id is not None and pause_event.reason == "audit"
-    assert (resume_event.from_status, resume_event.to_status) == ("SUSPENDED", "ACTIVE")
+    assert pause_event.reason == "audit" and pause_event.version == paused.version
     s = resume_event.sync
     assert (s.paused, s.is_active, s.pause_reason, s.paused_at, s.paused_by_user_id) == (
-        False, True, None, None, None,
+        False,
+        True,
+        None,
+        None,
+        None,
     )
+    # Resume requests a run at once (it was due); never synced, so a full run.
+    assert resumed.events[-1] == f"{sync_id}:v{resumed.version}"
+    last = events[-1]
+    assert last[1] == "sync.run_requested" and last[2].model_extra["modified_since"] is None
 
 
 async def test_repeated_pause_is_noop_without_event(
@@ -66,13 +91,18 @@ async def test_repeated_pause_is_noop_without_event(
     first = await client.pause(sync_id, paused_by_user_id="u1")
     again = await client.pause(sync_id, paused_by_user_id="u1")
     assert (first.outcome, again.outcome) == (Outcome.APPLIED, Outcome.NOOP)
-    assert again.version == first.version == 2
+    assert again.version == first.version and again.events == []
     resumed = await client.resume(sync_id)
     resumed_again = await client.resume(sync_id)
     assert (resumed.outcome, resumed_again.outcome) == (Outcome.APPLIED, Outcome.NOOP)
-    # The next change after the noops is version 3: the noops made no event.
-    events = (await lifecycle.wait(sync_id, 3)) and lifecycle.events(sync_id)
-    assert [e[2].version for e in events] == [1, 2, 3]
+    assert resumed_again.events == [] and resumed.version is not None
+    events = await settle(lifecycle, sync_id, resumed.version)
+    assert [e[2].version for e in events] == list(range(1, resumed.version + 1))
+    # One event per applied command (create, pause, resume+run request): no event for a noop.
+    by_command: dict[str | None, int] = {}
+    for e in events:
+        by_command[e[2].command_id] = by_command.get(e[2].command_id, 0) + 1
+    assert sorted(n for cid, n in by_command.items() if cid is not None) == [1, 1, 2]
 
 
 async def test_replayed_command_id_gets_same_result_and_no_new_event(
@@ -87,11 +117,11 @@ async def test_replayed_command_id_gets_same_result_and_no_new_event(
     assert first is not None and second is not None
     assert first.outcome is Outcome.APPLIED
     assert second.model_dump() == first.model_dump()
-    # A different command after the replay gets version 3: the replay changed nothing.
-    after = await client.resume(sync_id)
-    assert after.version == 3
-    await lifecycle.wait(sync_id, 3)
-    assert [e[2].version for e in lifecycle.events(sync_id)] == [1, 2, 3]
+    after = await client.cancel(sync_id)
+    assert after.version is not None and first.version is not None
+    assert after.version == first.version + 1  # the replay changed nothing in between
+    events = await settle(lifecycle, sync_id, after.version)
+    assert [e[2].command_id for e in events].count(command_id) == 1
 
 
 async def test_resume_of_cancelled_sync_is_invalid_transition(client: SynclifeClient) -> None:
@@ -103,8 +133,10 @@ async def test_resume_of_cancelled_sync_is_invalid_transition(client: SynclifeCl
     assert result.outcome is Outcome.REJECTED and result.error is not None
     assert result.error.code is ErrorCode.INVALID_TRANSITION
     assert result.error.details["current_status"] == "CANCELED"
-    assert result.error.details["allowed_commands"] == ["sync.archive", "sync.cancel"]
-    assert result.status is SyncStatus.CANCELED and result.version == 2
+    allowed = result.error.details["allowed_commands"]
+    assert {"sync.archive", "sync.cancel"} <= set(allowed)
+    assert not {"sync.resume", "sync.pause", "sync.update", "sync.trigger"} & set(allowed)
+    assert result.status is SyncStatus.CANCELED and result.version == cancelled.version
     paused = await client.pause(sync_id, paused_by_user_id="u1")
     assert paused.error is not None and paused.error.code is ErrorCode.INVALID_TRANSITION
 

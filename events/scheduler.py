@@ -1,0 +1,93 @@
+"""The scheduler: requests runs that are due and takes back expired leases.
+
+One scheduler is active across all ``serve`` processes: it holds a session advisory lock on a
+connection of its own. If its process dies the connection closes, the lock is released, and
+another process's scheduler takes over at its next attempt (every ``scheduler_interval``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+
+import asyncpg
+
+from events.db import acquire, connect, is_transient
+from events.processor import BatchStats, apply_system
+from events.settings import Settings
+
+__all__ = ["SCHEDULER_LOCK", "Scheduler"]
+
+log = logging.getLogger("synclife.scheduler")
+
+SCHEDULER_LOCK: Final = 0x5F5C1200
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Scheduler:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.clock = clock
+        self.is_leader = False
+        self.system_changes = 0
+
+    async def tick(self) -> BatchStats:
+        """One pass: everything due now, in pages, until nothing is left."""
+        total = BatchStats()
+        while True:
+            async with acquire(self.pool) as conn:
+                stats = await apply_system(
+                    conn, self.settings, self.clock(), self.settings.scheduler_batch_size
+                )
+            total.records += stats.records
+            total.events += stats.events
+            if stats.records < self.settings.scheduler_batch_size:
+                return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                await self._lead(stop)
+                backoff = 0.2
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("scheduler lost Postgres (%s); retrying", type(exc).__name__)
+                else:
+                    log.exception("scheduler failed; restarting")
+                self.is_leader = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        conn = await connect(self.settings)
+        try:
+            while not stop.is_set():
+                if not self.is_leader:
+                    self.is_leader = bool(
+                        await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULER_LOCK)
+                    )
+                    if self.is_leader:
+                        log.info("scheduler is the leader")
+                else:
+                    # Still connected, so still the lock holder; a lost connection raises here.
+                    await conn.fetchval("SELECT 1")
+                    stats = await self.tick()
+                    self.system_changes += stats.events
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.scheduler_interval_seconds)
+        finally:
+            self.is_leader = False
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
