@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -92,12 +93,15 @@ def stack() -> None:
 @stack.command("up")
 @_run
 async def stack_up() -> None:
-    """Start (or reuse) Kafka and Postgres; print the SYNCLIFE_* lines to export."""
+    """Start (or reuse) Kafka and Postgres; print `export SYNCLIFE_...=...` lines.
+
+    Progress goes to stderr, so `eval "$(synclife stack up)"` sets the variables.
+    """
     from events import stack as local_stack
 
     env = await local_stack.up(_settings(), _echo_err)
     for name, value in env.items():
-        click.echo(f"{name}={value}")
+        click.echo(f"export {name}={shlex.quote(value)}")
 
 
 @stack.command("down")

@@ -174,6 +174,30 @@ class SynclifeClient:
     async def archive(self, sync_config_id: str, **data: Any) -> CommandResult:
         return await self._must(CommandType.ARCHIVE, sync_config_id, data)
 
+    async def trigger(self, sync_config_id: str, **data: Any) -> CommandResult:
+        return await self._must(CommandType.TRIGGER, sync_config_id, data)
+
+    # The run protocol, for workers (their key needs the syncs:run scope).
+    async def run_start(
+        self, sync_config_id: str, *, worker_id: str, lease_seconds: int = 300
+    ) -> CommandResult:
+        """Take the run lock; the result's ``run`` holds ``run_id`` and ``lock_token``."""
+        data = {"worker_id": worker_id, "lease_seconds": lease_seconds}
+        return await self._must(CommandType.RUN_START, sync_config_id, data)
+
+    async def run_heartbeat(self, sync_config_id: str, **data: Any) -> CommandResult:
+        """Extend the lease; ``result.run["stop_requested"]`` says the sync was paused/cancelled."""
+        return await self._must(CommandType.RUN_HEARTBEAT, sync_config_id, data)
+
+    async def run_checkpoint(self, sync_config_id: str, **data: Any) -> CommandResult:
+        return await self._must(CommandType.RUN_CHECKPOINT, sync_config_id, data)
+
+    async def run_complete(self, sync_config_id: str, **data: Any) -> CommandResult:
+        return await self._must(CommandType.RUN_COMPLETE, sync_config_id, data)
+
+    async def run_fail(self, sync_config_id: str, **data: Any) -> CommandResult:
+        return await self._must(CommandType.RUN_FAIL, sync_config_id, data)
+
     async def _must(self, kind: CommandType, sync_id: str, data: dict[str, Any]) -> CommandResult:
         result = await self.send(kind, sync_id, data)
         assert result is not None  # noqa: S101 - wait=True

@@ -12,15 +12,33 @@ from pydantic import BaseModel, ConfigDict
 
 from statemachine import CommandError, Outcome, SyncConfiguration, SyncStatus
 
-__all__ = ["RESULT_TYPE", "CommandResult", "LifecycleEvent"]
+__all__ = ["RESULT_TYPE", "Checkpoint", "CommandResult", "LifecycleEvent"]
 
 RESULT_TYPE = "sync.command_result"
 
 
-class LifecycleEvent(BaseModel):
-    """Data of every event on ``sync.lifecycle``: one per persisted change of a sync."""
+class Checkpoint(BaseModel):
+    """Where the next run resumes (``resume_enabled``), as carried by run events."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True)
+
+    resume_cursor: str | None = None
+    resume_last_primary_key: str | None = None
+    resume_objects_processed: int = 0
+
+
+class LifecycleEvent(BaseModel):
+    """Data of every event on ``sync.lifecycle``: one per persisted change of a sync.
+
+    The fields after ``sync`` appear only on the event types that carry them (they are left
+    out of the JSON elsewhere): ``from_status``/``to_status`` on every change, ``modified_since``
+    and ``checkpoint`` on ``sync.run_requested`` and ``sync.run_started`` (``modified_since``
+    null: a full sync), ``run_id`` on run events, ``worker_id`` and ``lock_token`` on
+    ``sync.run_started``, ``error`` on ``sync.run_failed`` and ``sync.lock_expired``,
+    ``run_totals`` on ``sync.run_completed``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     sync_config_id: str
     bucket_id: str
@@ -35,6 +53,13 @@ class LifecycleEvent(BaseModel):
     sync: SyncConfiguration
     from_status: SyncStatus | None = None
     to_status: SyncStatus | None = None
+    modified_since: datetime | None = None
+    checkpoint: Checkpoint | None = None
+    run_id: str | None = None
+    worker_id: str | None = None
+    lock_token: int | None = None
+    error: str | None = None
+    run_totals: dict[str, int] | None = None
 
 
 class CommandResult(BaseModel):

@@ -64,6 +64,11 @@ SOURCE: Final = "synclife"
 REDACTED: Final = b"[redacted]"
 
 
+_EXTRAS: Final = frozenset(
+    {"modified_since", "checkpoint", "run_id", "worker_id", "lock_token", "error", "run_totals"}
+)
+
+
 class Record(Protocol):
     """The parts of a Kafka ``ConsumerRecord`` the processor reads."""
 
@@ -391,7 +396,11 @@ class _Batch:
         )
         self.writes.outbox.append(
             _outbox_row(
-                self.settings.lifecycle_topic, sid, event.model_dump_json().encode(), headers
+                self.settings.lifecycle_topic,
+                sid,
+                # Type-specific fields appear only on the events that carry them.
+                event.model_dump_json(exclude=set(_EXTRAS - change.extra.keys())).encode(),
+                headers,
             )
         )
         self.stats.events += 1
@@ -418,7 +427,8 @@ async def _load(
     command_ids = sorted({d.command_id for _, d in decoded if d.command_id is not None})
     if command_ids:
         rows = await conn.fetch(
-            "SELECT command_id, key_id, result FROM processed_commands WHERE command_id = ANY($1::text[])",
+            """SELECT command_id, key_id, result FROM processed_commands
+               WHERE command_id = ANY($1::text[])""",
             command_ids,
         )
         batch.processed = {r["command_id"]: (r["key_id"], r["result"].encode()) for r in rows}

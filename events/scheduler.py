@@ -40,6 +40,7 @@ class Scheduler:
         self.clock = clock
         self.is_leader = False
         self.system_changes = 0
+        self.passes = 0
 
     async def tick(self) -> BatchStats:
         """One pass: everything due now, in pages, until nothing is left."""
@@ -52,6 +53,7 @@ class Scheduler:
             total.records += stats.records
             total.events += stats.events
             if stats.records < self.settings.scheduler_batch_size:
+                self.passes += 1
                 return total
 
     async def run(self, stop: asyncio.Event) -> None:

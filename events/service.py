@@ -74,8 +74,6 @@ class Service:
             try:
                 async with acquire(pool) as conn:
                     stats = await apply_batch(conn, self.settings, records, self.clock())
-                self._add(stats)
-                return
             except Exception as exc:
                 if is_transient(exc):
                     log.warning("transient failure (%s); retrying batch", type(exc).__name__)
@@ -104,6 +102,9 @@ class Service:
                     self.totals.dead_lettered += 1
                     return
                 await asyncio.sleep(backoff)
+            else:
+                self._add(stats)
+                return
 
     def _add(self, stats: BatchStats) -> None:
         for name in vars(stats):

@@ -93,7 +93,8 @@ async def create_key(
     if namespaces:
         rows = await conn.fetch(
             """SELECT namespace_id, name FROM namespaces
-               WHERE internal_id = $1 AND (namespace_id = ANY($2::text[]) OR name = ANY($2::text[]))""",
+               WHERE internal_id = $1
+                 AND (namespace_id = ANY($2::text[]) OR name = ANY($2::text[]))""",
             internal_id,
             namespaces,
         )
@@ -105,7 +106,8 @@ async def create_key(
     material = generate_key()
     expires_at = datetime.now(UTC) + expires_in if expires_in is not None else None
     await conn.execute(
-        """INSERT INTO api_keys (key_id, internal_id, key_hash, scopes, namespaces, name, expires_at)
+        """INSERT INTO api_keys
+               (key_id, internal_id, key_hash, scopes, namespaces, name, expires_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7)""",
         material.key_id,
         internal_id,

@@ -13,6 +13,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -43,6 +44,7 @@ async def settings() -> Settings:
         consumer_group=f"test-{run}",
         topic_partitions=3,
         relay_poll_interval_seconds=0.2,
+        scheduler_interval_seconds=0.1,
     )
     await stack.ensure_topics(s, s.kafka_bootstrap_servers, lambda line: None)
     conn = await connect(s)
@@ -53,9 +55,27 @@ async def settings() -> Settings:
     return s
 
 
+class Clock:
+    """The service's clock in tests: real time plus an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
 @pytest.fixture(scope="session")
-async def service(settings: Settings) -> AsyncIterator[Service]:
-    svc = Service(settings)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="session")
+async def service(settings: Settings, clock: Clock) -> AsyncIterator[Service]:
+    svc = Service(settings, clock=clock)
     task = asyncio.create_task(svc.run())
     yield svc
     svc.stop.set()
@@ -174,6 +194,26 @@ async def dlq(settings: Settings) -> AsyncIterator[Seen]:
 
 
 @pytest.fixture
+async def worker(
+    settings: Settings, service: Service, tenant: Tenant
+) -> AsyncIterator[SynclifeClient]:
+    """A client with a run-only key: what a sync worker uses."""
+    async with SynclifeClient(settings, api_key=tenant.run_key, namespace=tenant.namespace) as c:
+        yield c
+
+
+async def scheduler_passes(service: Service, count: int = 2, timeout: float = 10.0) -> None:
+    """Wait until the scheduler has made ``count`` more full passes."""
+    assert service.scheduler is not None
+    target = service.scheduler.passes + count
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while service.scheduler.passes < target:
+        assert loop.time() < deadline, "the scheduler made no pass"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
 async def raw_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     """A plain aiokafka producer: a client that knows only the contract, not synclife's code."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
@@ -186,4 +226,4 @@ def headers_of(items: list[tuple[str, bytes]]) -> dict[str, bytes]:
     return {k: v for k, v in items}
 
 
-__all__ = ["Seen", "Tenant", "header", "headers_of"]
+__all__ = ["Clock", "Seen", "Tenant", "header", "headers_of", "scheduler_passes"]

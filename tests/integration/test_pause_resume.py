@@ -50,8 +50,8 @@ async def test_create_pause_resume_events_are_gap_free(
         SyncStatus.ACTIVE,
     )
     assert created.version == 1
+    assert paused.version is not None and resumed.version is not None
     assert created.version < paused.version < resumed.version
-    assert resumed.version is not None
 
     events = await settle(lifecycle, sync_id, resumed.version)
     # Every version once, in order, with its fixed event id.
@@ -80,7 +80,8 @@ async def test_create_pause_resume_events_are_gap_free(
     # Resume requests a run at once (it was due); never synced, so a full run.
     assert resumed.events[-1] == f"{sync_id}:v{resumed.version}"
     last = events[-1]
-    assert last[1] == "sync.run_requested" and last[2].model_extra["modified_since"] is None
+    assert last[1] == "sync.run_requested" and last[2].modified_since is None
+    assert "modified_since" in last[2].model_fields_set  # present, and null: a full sync
 
 
 async def test_repeated_pause_is_noop_without_event(
