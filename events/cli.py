@@ -366,6 +366,53 @@ async def tail(
             return
 
 
+@main.command()
+@click.argument("sync_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_run
+async def show(sync_id: str, as_json: bool) -> None:
+    """Print a sync and its timeline (every change, oldest first), read from Postgres."""
+    from events.tenancy import sync_timeline
+
+    found = await _admin(lambda c: sync_timeline(c, sync_id))
+    if found is None:
+        raise click.ClickException(f"sync {sync_id} not found")
+    sync, timeline = found
+    if as_json:
+        click.echo(json.dumps({"sync": sync, "timeline": timeline}, default=str))
+        return
+    click.echo(f"{sync['sync_config_id']}  {sync['status']}  v{sync['version']}")
+    for name in (
+        "bucket_id",
+        "provider",
+        "source_path",
+        "sync_mode",
+        "polling_interval_seconds",
+        "namespace_id",
+        "internal_id",
+        "next_sync_at",
+        "last_sync_at",
+        "locked_by_worker_id",
+        "consecutive_failures",
+        "last_error",
+        "total_files_synced",
+        "total_files_failed",
+    ):
+        click.echo(f"  {name:<26} {sync.get(name)}")
+    click.echo("timeline:")
+    for row in timeline:
+        change = (
+            f"{row['from_status'] or '-'} -> {row['to_status']}"
+            if row["from_status"] != row["to_status"]
+            else ""
+        )
+        reason = f"  ({row['reason']})" if row["reason"] else ""
+        click.echo(
+            f"  v{row['version']:<4} {row['occurred_at']}  {row['event_type']:<24} {change:<24}"
+            f" by {row['actor']} via {row['trigger']}{reason}"
+        )
+
+
 # --- docs ----------------------------------------------------------------------------------
 
 

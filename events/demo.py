@@ -68,12 +68,13 @@ async def run_demo(
                 ("resume", client.resume(sync_id, resumed_by_user_id="user_ada")),
             ]
             out(f"sync {sync_id}")
+            last_version = 0
             for label, call in steps:
                 result = await call
-                summary = result.summary()
-                out(f"  {label:<12} -> {summary}")
-        for _ in range(100):
-            if len(events) >= 3:
+                last_version = max(last_version, result.version or 0)
+                out(f"  {label:<12} -> {result.summary()}")
+        for _ in range(100):  # the events of every version so far, or 10 s
+            if len(events) >= last_version:
                 break
             await asyncio.sleep(0.1)
         out("lifecycle events:")

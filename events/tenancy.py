@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ __all__ = [
     "find_namespaces",
     "list_keys",
     "revoke_key",
+    "sync_timeline",
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,62}$")
@@ -245,3 +247,21 @@ async def touch_keys(conn: asyncpg.Connection, key_ids: set[str]) -> None:
                  AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')""",
             sorted(key_ids),
         )
+
+
+async def sync_timeline(
+    conn: asyncpg.Connection, sync_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """A sync as stored and its history, oldest first (operators' view: no tenant filter)."""
+    data = await conn.fetchval("SELECT data FROM syncs WHERE sync_config_id = $1", sync_id)
+    if data is None:
+        return None
+    rows = await conn.fetch(
+        """SELECT version, event_type, from_status, to_status, trigger, command_id, actor,
+                  reason, occurred_at
+           FROM sync_history WHERE sync_config_id = $1 ORDER BY version""",
+        sync_id,
+    )
+    return json.loads(data), [
+        {**dict(r), "occurred_at": r["occurred_at"].isoformat()} for r in rows
+    ]

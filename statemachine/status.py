@@ -36,7 +36,6 @@ class RunStatus(StrEnum):
     COMPLETED = "COMPLETED"
     COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"
     FAILED = "FAILED"
-    CANCELED = "CANCELED"
 
 
 #: The statuses a sync configuration can be in.
