@@ -229,9 +229,21 @@ def _fire(sync: SyncConfiguration, trigger: str, policy: Policy) -> SyncStatus |
     return SyncStatus(_CURSOR.state) if fired else None
 
 
-def allowed_commands(status: SyncStatus) -> list[str]:
-    """Commands the table accepts from ``status`` (for ``invalid_transition`` details)."""
-    return sorted(t for t in _MACHINE.get_triggers(status) if t in CommandType._value2member_map_)
+_LOCK_HOLDER_COMMANDS: Final = frozenset(
+    {C.RUN_HEARTBEAT.value, C.RUN_CHECKPOINT.value, C.RUN_COMPLETE.value, C.RUN_FAIL.value}
+)
+
+
+def allowed_commands(status: SyncStatus, locked: bool = True) -> list[str]:
+    """Commands the table accepts from ``status`` (for ``invalid_transition`` details).
+
+    Without a run lock, the lock holder's reports are left out: nobody could send them.
+    """
+    return sorted(
+        t
+        for t in _MACHINE.get_triggers(status)
+        if t in CommandType._value2member_map_ and (locked or t not in _LOCK_HOLDER_COMMANDS)
+    )
 
 
 def mermaid() -> str:
@@ -586,7 +598,7 @@ def decide(
 
     dest = _fire(sync, command.type.value, policy)
     if dest is None:
-        allowed = allowed_commands(sync.status)
+        allowed = allowed_commands(sync.status, locked=sync.lock_token is not None)
         return _reject(
             ErrorCode.INVALID_TRANSITION,
             f"{command.type.value} is not allowed from status {sync.status.value}",
@@ -611,7 +623,8 @@ def _apply(
                 EventType.UPDATED,
                 {
                     **_status_fields(dest),
-                    "pause_reason": data.reason,
+                    # Always set while paused, so a list of paused syncs says why.
+                    "pause_reason": data.reason or f"paused by {data.paused_by_user_id}",
                     "paused_at": now,
                     "paused_by_user_id": data.paused_by_user_id,
                 },

@@ -16,6 +16,13 @@ from statemachine.commands import (
     CreateData,
     PauseData,
     ResumeData,
+    RunCheckpointData,
+    RunCompleteData,
+    RunFailData,
+    RunHeartbeatData,
+    RunStartData,
+    SystemTrigger,
+    TriggerData,
     UpdateData,
     parse_data,
 )
@@ -25,6 +32,7 @@ from statemachine.status import SyncStatus
 from tests.unit.conftest import SYNC_ID
 
 C = CommandType
+RUN_ID = "0b7e4a4e-4f8e-4c1e-9a53-6f1b8f0c2d11"
 
 CREATE_DATA: dict[str, Any] = {
     "bucket_id": "bkt_marketing_assets",
@@ -43,16 +51,19 @@ VALID: dict[CommandType, tuple[dict[str, Any], type]] = {
     C.RESUME: ({}, ResumeData),
     C.CANCEL: ({}, CancelData),
     C.ARCHIVE: ({}, ArchiveData),
+    C.TRIGGER: ({}, TriggerData),
+    C.RUN_START: ({"worker_id": "worker_1", "lease_seconds": 60}, RunStartData),
+    C.RUN_HEARTBEAT: ({"run_id": RUN_ID, "lock_token": 1}, RunHeartbeatData),
+    C.RUN_CHECKPOINT: (
+        {"run_id": RUN_ID, "lock_token": 1, "resume_cursor": "page-3", "files_synced": 10},
+        RunCheckpointData,
+    ),
+    C.RUN_COMPLETE: (
+        {"run_id": RUN_ID, "lock_token": 1, "files_synced": 10, "batch_ids": ["b1"]},
+        RunCompleteData,
+    ),
+    C.RUN_FAIL: ({"run_id": RUN_ID, "lock_token": 1, "error": "boom"}, RunFailData),
 }
-
-UNSUPPORTED = [
-    C.TRIGGER,
-    C.RUN_START,
-    C.RUN_HEARTBEAT,
-    C.RUN_CHECKPOINT,
-    C.RUN_COMPLETE,
-    C.RUN_FAIL,
-]
 
 
 def parsed(command_type: CommandType, data: Any) -> Any:
@@ -71,10 +82,15 @@ def error_fields(error: CommandError) -> set[str]:
     return {e["field"] for e in error.details["errors"]}
 
 
-def test_every_type_is_either_supported_or_unsupported() -> None:
-    assert set(VALID) == SUPPORTED_TYPES
-    assert set(VALID) | set(UNSUPPORTED) == set(CommandType)
-    assert {t for t in CommandType if t.is_run} == {t for t in UNSUPPORTED if t is not C.TRIGGER}
+def test_every_command_type_is_supported() -> None:
+    assert set(VALID) == SUPPORTED_TYPES == set(CommandType)
+    assert {t for t in CommandType if t.is_run} == {
+        C.RUN_START,
+        C.RUN_HEARTBEAT,
+        C.RUN_CHECKPOINT,
+        C.RUN_COMPLETE,
+        C.RUN_FAIL,
+    }
 
 
 @pytest.mark.parametrize("command_type", list(VALID))
@@ -286,13 +302,34 @@ def test_update_type_errors_name_the_field() -> None:
 # --------------------------------------------------------------------------- unsupported
 
 
-@pytest.mark.parametrize("command_type", UNSUPPORTED)
-@pytest.mark.parametrize("data", [{}, {"worker_id": "w1", "lease_seconds": 60}, "not an object"])
-def test_run_commands_and_trigger_are_unsupported(command_type: CommandType, data: Any) -> None:
-    error = rejected(command_type, data)
-    assert error.code is ErrorCode.UNSUPPORTED_TYPE
-    assert command_type.value in error.message
-    assert error.details["supported_types"] == sorted(t.value for t in VALID)
+@pytest.mark.parametrize("trigger", list(SystemTrigger))
+@pytest.mark.parametrize("data", [{}, "not an object"])
+def test_system_triggers_are_not_commands(trigger: SystemTrigger, data: Any) -> None:
+    """Changes the service makes itself are never accepted as command data."""
+    result = parse_data(trigger, SYNC_ID, data)  # type: ignore[arg-type]
+    assert isinstance(result, CommandError)
+    assert result.code is ErrorCode.UNSUPPORTED_TYPE
+    assert trigger.value in result.message
+    assert result.details["supported_types"] == sorted(t.value for t in VALID)
+
+
+@pytest.mark.parametrize(
+    ("command_type", "field", "value"),
+    [
+        (C.RUN_START, "lease_seconds", 4),
+        (C.RUN_START, "lease_seconds", 86_401),
+        (C.RUN_HEARTBEAT, "lock_token", 0),
+        (C.RUN_HEARTBEAT, "run_id", "not-a-uuid"),
+        (C.RUN_CHECKPOINT, "files_synced", -1),
+        (C.RUN_COMPLETE, "bytes_synced", -1),
+        (C.RUN_FAIL, "error", ""),
+    ],
+)
+def test_run_data_limits(command_type: CommandType, field: str, value: Any) -> None:
+    data, _ = VALID[command_type]
+    error = rejected(command_type, {**data, field: value})
+    assert error.code is ErrorCode.VALIDATION_ERROR
+    assert error_fields(error) == {field}
 
 
 def test_validation_errors_do_not_echo_input() -> None:
