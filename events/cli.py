@@ -249,10 +249,17 @@ async def keys_list(org: str | None, as_json: bool) -> None:
 @main.command()
 @_run
 async def serve() -> None:
-    """Consume commands, apply them, relay lifecycle events and results (until SIGTERM)."""
+    """Consume commands, apply them, relay lifecycle events and results (until SIGTERM).
+
+    Serves /metrics, /healthz and /readyz on SYNCLIFE_HTTP_HOST:SYNCLIFE_HTTP_PORT and logs
+    JSON lines (SYNCLIFE_LOG_FORMAT=text for people).
+    """
+    from events.observability import configure_logging
     from events.service import serve as run_service
 
-    await run_service(_settings())
+    settings = _settings()
+    configure_logging(getattr(logging, settings.log_level), settings.log_format == "json")
+    await run_service(settings)
 
 
 # --- send and tail -------------------------------------------------------------------------
@@ -422,6 +429,57 @@ def diagram() -> None:
     from statemachine.machine import mermaid
 
     click.echo(mermaid())
+
+
+@main.command()
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write to this file.")
+@click.option(
+    "--from-env",
+    is_flag=True,
+    help="Topic names from SYNCLIFE_* settings (default: the contract's default names).",
+)
+def asyncapi(output: str | None, from_env: bool) -> None:
+    """Print the AsyncAPI 3.0 document of the wire contract (JSON).
+
+    Regenerate the checked-in copy: `synclife asyncapi --output docs/asyncapi.json`.
+    """
+    from pathlib import Path
+
+    from events.asyncapi import asyncapi_document, to_json
+
+    text = to_json(asyncapi_document(Settings() if from_env else None))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+        _echo_err(f"wrote {output}")
+
+
+@main.command()
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Directory for the *.json files (created if missing).",
+)
+def schemas(output_dir: str) -> None:
+    """Write one JSON Schema (Draft 2020-12) per command type, event type and the result.
+
+    Regenerate the checked-in copies: `synclife schemas --output-dir docs/schemas`.
+    """
+    from pathlib import Path
+
+    from events.asyncapi import json_schemas, to_json
+
+    directory = Path(output_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    generated = json_schemas()
+    for name, schema in generated.items():
+        (directory / name).write_text(to_json(schema), encoding="utf-8")
+    _echo_err(f"wrote {len(generated)} schemas to {directory}")
+    stale = sorted(p.name for p in directory.glob("*.json") if p.name not in generated)
+    if stale:
+        _echo_err(f"not generated any more (delete them if they are ours): {', '.join(stale)}")
 
 
 @main.command()

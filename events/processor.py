@@ -11,6 +11,7 @@ result and changes nothing.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
 from events.envelope import RawCommand, Undecodable, ce_headers, decode_command, header
 from events.errors import TransientError
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
+from events.observability import bind
 from events.settings import Settings
 from events.tenancy import ApiKey, find_keys, find_namespaces, touch_keys
 from statemachine import (
@@ -89,6 +91,16 @@ class BatchStats:
     replayed: int = 0
     dead_lettered: int = 0
     events: int = 0
+    #: (command type, outcome) -> count, and lifecycle event type -> count.
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    event_types: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: BatchStats) -> None:
+        for name, value in vars(other).items():
+            if isinstance(value, Counter):
+                getattr(self, name).update(value)
+            else:
+                setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass
@@ -167,6 +179,7 @@ class _Batch:
         )
         key = sync_config_id or command_id
         self.writes.outbox.append(_result_row(self.settings, payload, command_id, key, self.now))
+        self.stats.outcomes[(command_type, result.outcome.value)] += 1
         match result.outcome:
             case Outcome.APPLIED:
                 self.stats.applied += 1
@@ -219,6 +232,12 @@ class _Batch:
         self.stats.dead_lettered += 1
 
     def undecodable(self, record: Record, bad: Undecodable, fresh: bool) -> None:
+        bind(
+            command_id=bad.command_id,
+            sync_config_id=bad.sync_config_id,
+            partition=record.partition,
+            offset=record.offset,
+        )
         if not fresh:  # this offset was dead-lettered by an earlier delivery of the batch
             return
         self.dead_letter(record, bad.reason)
@@ -271,6 +290,12 @@ class _Batch:
         return key, namespace_id
 
     def command(self, record: Record, raw: RawCommand) -> None:
+        bind(
+            command_id=raw.command_id,
+            sync_config_id=raw.sync_config_id,
+            partition=record.partition,
+            offset=record.offset,
+        )
         if raw.command_id in self.processed:
             stored_key_id, _ = self.processed[raw.command_id]
             token = parse_authorization(raw.authorization)
@@ -404,6 +429,7 @@ class _Batch:
             )
         )
         self.stats.events += 1
+        self.stats.event_types[change.event_type.value] += 1
 
 
 async def _load(

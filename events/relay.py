@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, Final
 
 import asyncpg
@@ -23,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 
 from events.db import connect, is_transient
 from events.kafka import idempotent_producer
+from events.observability import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
 from events.processor import NOTIFY_CHANNEL
 from events.settings import Settings
 
@@ -114,6 +116,7 @@ class OutboxRelay:
         )
         if not rows:
             return 0
+        started = time.perf_counter()
         futures = []
         for r in rows:
             headers = list(
@@ -128,6 +131,8 @@ class OutboxRelay:
                 )
             )
         await asyncio.gather(*futures)
+        RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        RELAY_PUBLISHED.inc(len(rows))
         await conn.execute(
             "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
         )

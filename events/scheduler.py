@@ -17,6 +17,7 @@ from typing import Final
 import asyncpg
 
 from events.db import acquire, connect, is_transient
+from events.observability import SYSTEM_CHANGES
 from events.processor import BatchStats, apply_system
 from events.settings import Settings
 
@@ -50,8 +51,9 @@ class Scheduler:
                 stats = await apply_system(
                     conn, self.settings, self.clock(), self.settings.scheduler_batch_size
                 )
-            total.records += stats.records
-            total.events += stats.events
+            total.add(stats)
+            for event_type, n in stats.event_types.items():
+                SYSTEM_CHANGES.labels(event_type).inc(n)
             if stats.records < self.settings.scheduler_batch_size:
                 self.passes += 1
                 return total

@@ -1,4 +1,8 @@
-"""``synclife serve``: the command consumer and the outbox relay, in one process."""
+"""``synclife serve``: the command consumer, the scheduler and the outbox relay, in one process.
+
+Shutdown (SIGTERM or SIGINT): stop fetching, finish and commit the batch in flight, commit its
+offsets, let the relay flush, leave the consumer group, exit 0.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,6 +21,15 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from events.db import acquire, create_pool, is_transient
 from events.kafka import command_consumer
+from events.observability import (
+    APPLY_SECONDS,
+    COMMANDS,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_SECONDS,
+    HealthServer,
+)
 from events.processor import BatchStats, Record, apply_batch, dead_letter_one
 from events.relay import OutboxRelay
 from events.scheduler import Scheduler, utcnow
@@ -26,6 +40,7 @@ __all__ = ["Service", "serve"]
 log = logging.getLogger("synclife.service")
 
 MAX_POISON_ATTEMPTS = 3
+BACKLOG_INTERVAL_SECONDS = 5.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -42,18 +57,27 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class Service:
-    """Consume commands, apply them batch by batch, relay the outbox."""
+    """Consume commands, apply them batch by batch, schedule runs, relay the outbox."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+        *,
+        http: bool = False,
+    ) -> None:
         self.settings = settings
         self.clock = clock
-        self.scheduler: Scheduler | None = None
         self.stop = asyncio.Event()
         self.totals = BatchStats()
         self.relay = OutboxRelay(settings)
+        self.scheduler: Scheduler | None = None
+        self.health: HealthServer | None = None
+        self._http = http
         self._pending: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._pool: asyncpg.Pool | None = None
+        self._degraded: str | None = None  # why the last batch is being retried, if it is
 
     async def commit_offsets(self) -> None:
         if not self._pending or self._consumer is None:
@@ -65,17 +89,25 @@ class Service:
             # The group rebalanced: another member owns these partitions now and will
             # redeliver; the Postgres record of each command id makes that harmless.
             log.warning("offset commit failed after a rebalance; redelivery is deduplicated")
+        except KafkaError as exc:
+            # Kafka is away: the offsets are committed with the next batch, or the batch is
+            # redelivered and deduplicated.
+            log.warning("offset commit failed (%s); will retry", type(exc).__name__)
+            for tp, offset in offsets.items():
+                self._pending.setdefault(tp, offset)
 
     async def _apply(self, pool: asyncpg.Pool, records: Sequence[Record]) -> None:
         """Apply a batch; on a persistent failure, isolate and dead-letter the poison record."""
         backoff = 0.1
         attempts = 0
         while True:
+            started = time.perf_counter()
             try:
                 async with acquire(pool) as conn:
                     stats = await apply_batch(conn, self.settings, records, self.clock())
             except Exception as exc:
                 if is_transient(exc):
+                    self._degraded = f"retrying a batch: {type(exc).__name__}"
                     log.warning("transient failure (%s); retrying batch", type(exc).__name__)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -87,37 +119,97 @@ class Service:
                         await self._apply(pool, [record])
                     return
                 if attempts >= MAX_POISON_ATTEMPTS:
-                    record = records[0]
-                    log.exception(
-                        "record %s[%d]@%d failed %d times; dead-lettering it",
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        attempts,
-                    )
-                    async with acquire(pool) as conn:
-                        await dead_letter_one(
-                            conn, self.settings, record, f"processing_failed: {type(exc).__name__}"
-                        )
-                    self.totals.dead_lettered += 1
+                    await self._poison(pool, records[0], attempts, exc)
                     return
                 await asyncio.sleep(backoff)
             else:
-                self._add(stats)
+                self._degraded = None
+                APPLY_SECONDS.observe(time.perf_counter() - started)
+                self._count(stats)
                 return
 
-    def _add(self, stats: BatchStats) -> None:
-        for name in vars(stats):
-            setattr(self.totals, name, getattr(self.totals, name) + getattr(stats, name))
+    async def _poison(
+        self, pool: asyncpg.Pool, record: Record, attempts: int, exc: BaseException
+    ) -> None:
+        log.error(
+            "record %s[%d]@%d failed %d times (%s); dead-lettering it",
+            record.topic,
+            record.partition,
+            record.offset,
+            attempts,
+            type(exc).__name__,
+        )
+        async with acquire(pool) as conn:
+            await dead_letter_one(
+                conn, self.settings, record, f"processing_failed: {type(exc).__name__}"
+            )
+        self.totals.dead_lettered += 1
+        DEAD_LETTERS.inc()
+
+    def _count(self, stats: BatchStats) -> None:
+        self.totals.add(stats)
+        for (kind, outcome), n in stats.outcomes.items():
+            COMMANDS.labels(kind, outcome).inc(n)
+        if stats.dead_lettered:
+            DEAD_LETTERS.inc(stats.dead_lettered)
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await consumer.position(tp)
+            CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - position))
+
+    async def _watch_backlog(self, pool: asyncpg.Pool) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(Exception):
+                async with acquire(pool) as conn:
+                    row = await conn.fetchrow(
+                        """SELECT count(*) AS n,
+                                  coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age
+                           FROM outbox"""
+                    )
+                if row is not None:
+                    OUTBOX_BACKLOG.set(row["n"])
+                    OUTBOX_OLDEST_SECONDS.set(float(row["age"]))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), BACKLOG_INTERVAL_SECONDS)
+
+    # Readiness checks: each answers (ok, detail) quickly.
+    async def _postgres_ready(self) -> tuple[bool, str]:
+        if self._pool is None:
+            return False, "not connected yet"
+        async with acquire(self._pool) as conn:
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), 2)
+        return (self._degraded is None, self._degraded or "ok")
+
+    async def _kafka_ready(self) -> tuple[bool, str]:
+        consumer = self._consumer
+        if consumer is None:
+            return False, "not started yet"
+        await asyncio.wait_for(consumer._client.fetch_all_metadata(), 2)
+        return True, f"{len(consumer.assignment())} partitions assigned"
 
     async def run(self) -> None:
+        if self._http:
+            self.health = HealthServer(
+                self.settings.http_host,
+                self.settings.http_port,
+                {"postgres": self._postgres_ready, "kafka": self._kafka_ready},
+            )
+            await self.health.start()
+            log.info("metrics and health on http://%s:%d", self.health.host, self.health.port)
         self._pool = pool = await _retry(lambda: create_pool(self.settings), self.stop)
         consumer = self._consumer = command_consumer(self.settings)
         consumer.subscribe([self.settings.commands_topic], listener=_Rebalance(self))
         await _retry(consumer.start, self.stop)
-        relay_task = asyncio.create_task(self.relay.run(self.stop), name="relay")
+        tasks = [
+            asyncio.create_task(self.relay.run(self.stop), name="relay"),
+            asyncio.create_task(self._watch_backlog(pool), name="backlog"),
+        ]
         self.scheduler = Scheduler(self.settings, pool, self.clock)
-        scheduler_task = asyncio.create_task(self.scheduler.run(self.stop), name="scheduler")
+        tasks.append(asyncio.create_task(self.scheduler.run(self.stop), name="scheduler"))
         log.info(
             "serving %s as group %s", self.settings.commands_topic, self.settings.consumer_group
         )
@@ -138,18 +230,26 @@ class Service:
                 for tp, tp_records in batches.items():
                     self._pending[tp] = tp_records[-1].offset + 1
                 await self.commit_offsets()
+                await self._update_lag(consumer)
         finally:
-            # Graceful: the batch in flight is done and committed above; flush and leave.
+            # Graceful: the batch in flight was finished and committed above.
             self.stop.set()
             await self.commit_offsets()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(scheduler_task, 10)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(relay_task, 10)
+            for task in tasks:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 10)
             await self.relay.close()
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await consumer.stop()  # leaves the group; nothing uncommitted is pending
             await pool.close()
+            if self.health is not None:
+                await self.health.stop()
+            log.info(
+                "stopped: %d records, %d applied, %d events",
+                self.totals.records,
+                self.totals.applied,
+                self.totals.events,
+            )
 
 
 async def _retry(start: Any, stop: asyncio.Event) -> Any:
@@ -167,7 +267,7 @@ async def _retry(start: Any, stop: asyncio.Event) -> Any:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    service = Service(settings)
+    service = Service(settings, http=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stop.set)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -57,6 +59,12 @@ class Settings(BaseSettings):
     stack_dir: str = ".cache/stack"
     kafka_version: str = "4.1.1"
     kafka_heap: str = "512m"
+
+    # Operating: the HTTP port of /metrics, /healthz and /readyz (0: any free port), and logs.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=9464, ge=0, le=65535)
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Credentials the CLI uses to publish commands (`synclife send`).
     api_key: SecretStr | None = None

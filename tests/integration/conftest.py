@@ -45,6 +45,7 @@ async def settings() -> Settings:
         topic_partitions=3,
         relay_poll_interval_seconds=0.2,
         scheduler_interval_seconds=0.1,
+        http_port=0,
     )
     await stack.ensure_topics(s, s.kafka_bootstrap_servers, lambda line: None)
     conn = await connect(s)
@@ -75,7 +76,7 @@ def clock() -> Clock:
 
 @pytest.fixture(scope="session")
 async def service(settings: Settings, clock: Clock) -> AsyncIterator[Service]:
-    svc = Service(settings, clock=clock)
+    svc = Service(settings, clock=clock, http=True)
     task = asyncio.create_task(svc.run())
     yield svc
     svc.stop.set()
