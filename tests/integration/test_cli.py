@@ -15,6 +15,7 @@ from events.client import new_sync_id
 from events.db import connect, migrate
 from events.service import Service
 from events.settings import Settings
+from events.tenancy import create_key, create_namespace, create_org
 
 pytestmark = pytest.mark.stack
 
@@ -123,3 +124,38 @@ async def test_bad_input_to_cli_is_a_clear_error(settings: Settings) -> None:
     assert code == 1 and "organization 'no-such-org' not found" in err
     code, _, err = await synclife(settings, "orgs", "create", "Bad Name!")
     assert code == 1 and "must be 1-63 characters" in err
+
+
+async def test_quickstart_example_runs(settings: Settings, service: Service) -> None:
+    """The README's runnable client example, run as a real program."""
+    conn = await connect(settings)
+    try:
+        org = await create_org(conn, f"example-{secrets.token_hex(3)}")
+        await create_namespace(conn, org["id"], "production")
+        key = await create_key(conn, org["id"], ["syncs:write"])
+    finally:
+        await conn.close()
+    env = {
+        **os.environ,
+        "SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "SYNCLIFE_COMMANDS_TOPIC": settings.commands_topic,
+        "SYNCLIFE_RESULTS_TOPIC": settings.results_topic,
+        "SYNCLIFE_LIFECYCLE_TOPIC": settings.lifecycle_topic,
+        "SYNCLIFE_API_KEY": key["key"],
+        "SYNCLIFE_NAMESPACE": "production",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "examples/quickstart.py",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert lines[0] == "created: applied PENDING v 1"
+    assert lines[1].startswith("paused: applied SUSPENDED v ")
+    assert lines[2].startswith("resumed: applied ACTIVE v ")
+    assert "event v1 sync.created -> PENDING" in lines
+    assert any("sync.status_changed -> SUSPENDED" in line for line in lines)
