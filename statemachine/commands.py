@@ -36,6 +36,7 @@ __all__ = [
     "SystemTrigger",
     "TriggerData",
     "UpdateData",
+    "data_model",
     "parse_data",
 ]
 
@@ -249,6 +250,11 @@ _DATA_MODELS: Final[dict[CommandType, type[CommandData]]] = {
 SUPPORTED_TYPES: Final[frozenset[CommandType]] = frozenset(_DATA_MODELS)
 
 _TENANCY_FIELDS: Final = frozenset({"internal_id", "namespace_id"})
+
+
+def data_model(command_type: CommandType) -> type[CommandData] | None:
+    """The pydantic model of a command type's data (None: the type carries none we accept)."""
+    return _DATA_MODELS.get(command_type)
 
 
 def parse_data(

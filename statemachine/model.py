@@ -36,6 +36,7 @@ __all__ = [
     "SyncMode",
     "SyncSettings",
     "check_source_path",
+    "source_path_rules",
 ]
 
 MAX_LAST_ERROR: Final = 1000
@@ -78,6 +79,11 @@ _SOURCE_PATH_RULES: Final[dict[Provider, tuple[re.Pattern[str], str]]] = {
         "'DB.SCHEMA.TABLE'",
     ),
 }
+
+
+def source_path_rules() -> dict[Provider, tuple[str, str]]:
+    """``provider -> (regex, shape in words)``: the formats ``check_source_path`` enforces."""
+    return {p: (rule.pattern, shape) for p, (rule, shape) in _SOURCE_PATH_RULES.items()}
 
 
 def check_source_path(provider: Provider, source_path: str) -> str:
