@@ -14,7 +14,7 @@ import asyncpg
 from events.errors import SynclifeError, TransientError
 from events.settings import Settings
 
-__all__ = ["connect", "create_pool", "is_transient", "migrate", "migrations"]
+__all__ = ["connect", "create_pool", "is_conflict", "is_transient", "migrate", "migrations"]
 
 MIGRATION_LOCK: Final = 0x5F5C11FE  # advisory lock id: one migrator at a time
 
@@ -32,6 +32,18 @@ _TRANSIENT: Final = (
     asyncpg.exceptions.UniqueViolationError,  # a concurrent writer won: re-read and retry
     asyncpg.exceptions.InterfaceError,
 )
+
+
+_CONFLICTS: Final = (
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.UniqueViolationError,
+)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A race with a concurrent writer, resolved by re-reading (unless it never ends)."""
+    return isinstance(exc, _CONFLICTS)
 
 
 def is_transient(exc: BaseException) -> bool:

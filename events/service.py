@@ -19,7 +19,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from events.db import acquire, create_pool, is_transient
+from events.db import acquire, create_pool, is_conflict, is_transient
 from events.kafka import command_consumer
 from events.observability import (
     APPLY_SECONDS,
@@ -40,6 +40,7 @@ __all__ = ["Service", "serve"]
 log = logging.getLogger("synclife.service")
 
 MAX_POISON_ATTEMPTS = 3
+MAX_CONFLICT_RETRIES = 20
 BACKLOG_INTERVAL_SECONDS = 5.0
 
 
@@ -100,13 +101,18 @@ class Service:
         """Apply a batch; on a persistent failure, isolate and dead-letter the poison record."""
         backoff = 0.1
         attempts = 0
+        conflicts = 0
         while True:
             started = time.perf_counter()
             try:
                 async with acquire(pool) as conn:
                     stats = await apply_batch(conn, self.settings, records, self.clock())
             except Exception as exc:
-                if is_transient(exc):
+                if is_conflict(exc):
+                    # A concurrent writer won a race (two owners of a partition during a
+                    # rebalance): re-reading resolves it. Endless conflicts would be a bug.
+                    conflicts += 1
+                if is_transient(exc) and conflicts <= MAX_CONFLICT_RETRIES:
                     self._degraded = f"retrying a batch: {type(exc).__name__}"
                     log.warning("transient failure (%s); retrying batch", type(exc).__name__)
                     await asyncio.sleep(backoff)
