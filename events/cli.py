@@ -491,5 +491,74 @@ async def demo() -> None:
     await run_demo(_settings(), click.echo, _echo_err)
 
 
+# --- bench ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--syncs",
+    "syncs_",
+    default=None,
+    help="Sync counts to run at, comma-separated (default 1000; --quick 200).",
+)
+@click.option("--scale", is_flag=True, help="Run at 1,000 and at 100,000 syncs.")
+@click.option("--commands", type=int, default=None, help="Commands of the throughput phase.")
+@click.option("--repeats", type=int, default=None, help="Runs per sync count (median; 3).")
+@click.option("--rate", type=float, default=1000.0, help="The fixed offered load, commands/s.")
+@click.option("--seconds", type=float, default=None, help="Length of each latency phase (10).")
+@click.option("--pgbench-seconds", type=float, default=None, help="Length of each pgbench run.")
+@click.option("--pgbench", "pgbench_path", default=None, help="The pgbench binary.")
+@click.option("--profile", default=None, help="Write cProfile stats of serve to this file.")
+@click.option("--keep", is_flag=True, help="Keep the topics, tenant, syncs and scratch schema.")
+@click.option("--quick", is_flag=True, help="A smoke check: small, one run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_run
+async def bench(
+    syncs_: str | None,
+    scale: bool,
+    commands: int | None,
+    repeats: int | None,
+    rate: float,
+    seconds: float | None,
+    pgbench_seconds: float | None,
+    pgbench_path: str | None,
+    profile: str | None,
+    keep: bool,
+    quick: bool,
+    as_json: bool,
+) -> None:
+    """Throughput, latency, relay lag and RSS of `synclife serve` against the real stack,
+    with pgbench's per-command transaction on the same Postgres as the baseline."""
+    from events.bench import BenchOptions, format_table, run_bench
+
+    scales: tuple[int, ...] | None = None
+    if syncs_:
+        try:
+            scales = tuple(int(n.replace("_", "")) for n in syncs_.split(",") if n.strip())
+        except ValueError as exc:
+            raise click.BadParameter(f"--syncs: {exc}") from exc
+    elif scale:
+        scales = (1000, 100_000)
+    overrides: dict[str, Any] = {
+        "scales": scales,
+        "commands": commands,
+        "repeats": repeats,
+        "rate": rate,
+        "latency_seconds": seconds,
+        "pgbench_seconds": pgbench_seconds,
+        "pgbench": pgbench_path,
+        "profile": profile,
+        "keep": keep,
+    }
+    if quick:
+        options = BenchOptions.quick(**overrides)
+    else:
+        options = BenchOptions(**{k: v for k, v in overrides.items() if v is not None})
+    if any(n < 1 for n in options.scales) or options.commands < 1 or options.repeats < 1:
+        raise click.BadParameter("sync counts, --commands and --repeats must be >= 1")
+    report = await run_bench(_settings(), options, _echo_err)
+    click.echo(json.dumps(report, default=str) if as_json else format_table(report))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

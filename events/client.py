@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ulid import ULID
 
 from events.envelope import ce_headers, header
-from events.kafka import idempotent_producer
+from events.kafka import idempotent_producer, kafka_options, start_client
 from events.messages import CommandResult, LifecycleEvent
 from events.settings import Settings
 from statemachine import CommandType
@@ -66,13 +66,21 @@ class SynclifeClient:
         await self.stop()
 
     async def start(self) -> None:
+        """Connect; a refused login raises ``KafkaAuthError`` at once (not retried)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()  # nothing half-started is left behind
+            raise
+
+    async def _start(self) -> None:
         self._producer = idempotent_producer(self.settings, client_id=f"{self._source}")
-        await self._producer.start()
+        await start_client(self._producer, self.settings)
         # Results are read from the end of every partition, fixed before anything is sent.
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False
+        consumer = self._results = AIOKafkaConsumer(
+            **kafka_options(self.settings, client_id=self._source, enable_auto_commit=False)
         )
-        await consumer.start()
+        await start_client(consumer, self.settings)
         partitions = consumer.partitions_for_topic(self.settings.results_topic)
         if partitions is None:
             await consumer._client.force_metadata_update()
@@ -82,7 +90,6 @@ class SynclifeClient:
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
-        self._results = consumer
         self._reader = asyncio.create_task(self._read_results())
 
     async def stop(self) -> None:
@@ -90,11 +97,13 @@ class SynclifeClient:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        for consumer in (self._results,):
-            if consumer is not None:
-                await consumer.stop()
+            self._reader = None
+        if self._results is not None:
+            await self._results.stop()
+            self._results = None
         if self._producer is not None:
             await self._producer.stop()
+            self._producer = None
 
     async def _read_results(self) -> None:
         assert self._results is not None  # noqa: S101 - started
@@ -232,17 +241,19 @@ async def lifecycle_events(
     """
     consumer = AIOKafkaConsumer(
         settings.lifecycle_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest",
+        **kafka_options(
+            settings,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+        ),
     )
     type_set = set(types) if types else None
     sync_set = set(sync_ids) if sync_ids else None
     ns_set = set(namespace_ids) if namespace_ids else None
     seen: OrderedDict[str, None] = OrderedDict()
-    await consumer.start()
     try:
+        await start_client(consumer, settings)
         async for message in consumer:
             event_id = (header(message.headers, "ce_id") or b"").decode()
             event_type = (header(message.headers, "ce_type") or b"").decode()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -14,7 +17,18 @@ import asyncpg
 from events.errors import SynclifeError, TransientError
 from events.settings import Settings
 
-__all__ = ["connect", "create_pool", "is_conflict", "is_transient", "migrate", "migrations"]
+__all__ = [
+    "LEADER_IDLE_TIMEOUT_SECONDS",
+    "SESSION_SETTINGS",
+    "application_name",
+    "connect",
+    "create_pool",
+    "is_conflict",
+    "is_transient",
+    "migrate",
+    "migrations",
+    "postgres_ssl",
+]
 
 MIGRATION_LOCK: Final = 0x5F5C11FE  # advisory lock id: one migrator at a time
 
@@ -31,7 +45,31 @@ _TRANSIENT: Final = (
     asyncpg.exceptions.LockNotAvailableError,
     asyncpg.exceptions.UniqueViolationError,  # a concurrent writer won: re-read and retry
     asyncpg.exceptions.InterfaceError,
+    # Postgres ended a session that went quiet (see SESSION_SETTINGS) or cancelled a statement
+    # that ran too long: the work was rolled back and can be done again.
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
+    asyncpg.exceptions.QueryCanceledError,
 )
+
+#: Server-side limits of the pooled connections, so that a ``serve`` process that stops
+#: talking (SIGSTOPped, hung, its host gone) cannot hold row locks forever: Postgres itself
+#: ends a session that sits idle inside a transaction for 10 s (rolling it back and releasing
+#: its locks, so the process now owning those syncs' partitions proceeds), and cancels a
+#: statement after 60 s (the client's own ``command_timeout``; it also covers a process
+#: stopped in the middle of a ``COPY``, which is "active", not idle). If the process wakes up,
+#: its next statement fails, and the batch is retried: the processed-command record and the
+#: version fence make that harmless.
+SESSION_SETTINGS: Final = {
+    "idle_in_transaction_session_timeout": "10000",
+    "statement_timeout": "60000",
+}
+
+#: The relay's and the scheduler's leader connections hold a session advisory lock while
+#: idle between passes. A leader whose process is SIGSTOPped would keep it (TCP stays up)
+#: and no other process could take over; Postgres 14+ ends such a session after this long
+#: without a statement, which releases the lock. Leaders talk at least every few seconds.
+LEADER_IDLE_TIMEOUT_SECONDS: Final = 10.0
 
 
 _CONFLICTS: Final = (
@@ -48,7 +86,30 @@ def is_conflict(exc: BaseException) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """Will the same work succeed if tried again (after re-reading)?"""
-    return isinstance(exc, _TRANSIENT | TransientError)
+    return isinstance(exc, (*_TRANSIENT, TransientError))
+
+
+def postgres_ssl(settings: Settings) -> ssl.SSLContext | str | None:
+    """asyncpg's ``ssl=`` from ``database_ssl``: None leaves it to the URL's ``sslmode``.
+
+    ``verify-ca`` and ``verify-full`` get a context that verifies the server's certificate
+    against ``database_ssl_rootcert`` (else the system's CAs); only ``verify-full`` compares
+    the host name. The other modes pass through as asyncpg understands them.
+    """
+    mode = settings.database_ssl
+    if mode not in ("verify-ca", "verify-full"):
+        return mode
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=settings.database_ssl_rootcert
+    )
+    context.check_hostname = mode == "verify-full"
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _ssl_argument(settings: Settings) -> dict[str, Any]:
+    mode = postgres_ssl(settings)
+    return {} if mode is None else {"ssl": mode}
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
@@ -59,6 +120,8 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             command_timeout=60,
+            server_settings={**SESSION_SETTINGS, "application_name": application_name("pool")},
+            **_ssl_argument(settings),
         )
     except _TRANSIENT as exc:
         raise TransientError(f"cannot reach Postgres: {type(exc).__name__}") from exc
@@ -68,13 +131,30 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
-async def connect(settings: Settings) -> asyncpg.Connection:
+def application_name(role: str) -> str:
+    """``synclife <role> <host>:<pid>``: which process holds a session (``pg_stat_activity``)."""
+    return f"synclife {role} {socket.gethostname()}:{os.getpid()}"[:63]
+
+
+async def connect(settings: Settings, *, leader: str | None = None) -> asyncpg.Connection:
+    """A connection of its own; ``leader`` names a leader's (relay, scheduler) session, which
+    Postgres ends after ``LEADER_IDLE_TIMEOUT_SECONDS`` of silence (releasing its locks)."""
     try:
-        return await asyncpg.connect(dsn=settings.database_url.get_secret_value())
+        conn: asyncpg.Connection = await asyncpg.connect(
+            dsn=settings.database_url.get_secret_value(),
+            server_settings=(
+                {"application_name": application_name(leader)} if leader is not None else None
+            ),
+            **_ssl_argument(settings),
+        )
+        if leader is not None and conn.get_server_version().major >= 14:
+            timeout_ms = int(LEADER_IDLE_TIMEOUT_SECONDS * 1000)
+            await conn.execute(f"SET idle_session_timeout = {timeout_ms}")
     except _TRANSIENT as exc:
         raise TransientError(f"cannot reach Postgres: {type(exc).__name__}") from exc
     except _REFUSED as exc:
         raise _refused(exc) from exc
+    return conn
 
 
 _REFUSED: Final = (

@@ -27,6 +27,8 @@ __all__ = [
 CONTENT_TYPE: Final = "application/json"
 SPECVERSION: Final = "1.0"
 MAX_ID_CHARS: Final = 256
+#: Deepest nesting of the JSON data accepted (pydantic cannot serialize beyond ~250 levels).
+MAX_JSON_DEPTH: Final = 64
 
 Headers = list[tuple[str, bytes]]
 
@@ -69,15 +71,48 @@ def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | No
     return found
 
 
-def _text(headers: Any, name: str) -> str | None:
-    raw = header(headers, name)
+def _fields(headers: Any) -> dict[str, bytes | None]:
+    """Headers by lower-cased name, the last value of each: what ``header`` returns, read once."""
+    return {key.lower(): value for key, value in headers or ()}
+
+
+def _text(fields: dict[str, bytes | None], name: str) -> str | None:
+    raw = fields.get(name)
     if raw is None:
         return None
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         return None
+    if "\x00" in text:  # no text column can hold U+0000: unreadable, like bad UTF-8
+        return None
     return text or None
+
+
+def _unstorable(data: Any) -> str | None:
+    """Why ``data`` (parsed JSON) cannot be stored as Postgres jsonb and sent back, if it can't.
+
+    Postgres text rejects U+0000, UTF-8 has no unpaired surrogates (JSON can spell both as
+    ``\\u`` escapes), and the models cannot serialize arbitrarily deep nesting.
+    """
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(item, dict):
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "the JSON contains U+0000 (\\u0000), which cannot be stored"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "the JSON contains an unpaired surrogate (\\ud800-\\udfff escape)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +145,18 @@ def decode_command(
     key: bytes | None, value: bytes | None, headers: Any, max_bytes: int
 ) -> RawCommand | Undecodable:
     """Decode one record of the commands topic (never raises)."""
-    command_id = _text(headers, "ce_id")
+    fields = _fields(headers)
+    command_id = _text(fields, "ce_id")
     if command_id is not None and len(command_id) > MAX_ID_CHARS:
         command_id = None
-    subject = _text(headers, "ce_subject")
+    subject = _text(fields, "ce_subject")
     key_text: str | None = None
     if key:
         try:
             key_text = key.decode("utf-8") or None
         except UnicodeDecodeError:
+            key_text = None
+        if key_text is not None and "\x00" in key_text:
             key_text = None
     sync_id = subject or key_text
     if sync_id is not None and len(sync_id) > MAX_ID_CHARS:
@@ -130,21 +168,21 @@ def decode_command(
     size = len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
     if size > max_bytes:
         return bad("too_large", ErrorCode.TOO_LARGE, f"message is {size} bytes; limit {max_bytes}")
-    if _text(headers, "ce_specversion") != SPECVERSION:
+    if _text(fields, "ce_specversion") != SPECVERSION:
         return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "ce_specversion must be 1.0")
-    missing = [h for h in ("ce_id", "ce_type", "ce_source") if _text(headers, h) is None]
+    missing = [h for h in ("ce_id", "ce_type", "ce_source") if _text(fields, h) is None]
     if missing:
         return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, f"missing headers: {missing}")
     if command_id is None:
         return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "ce_id is too long")
-    content_type = _text(headers, "content-type")
+    content_type = _text(fields, "content-type")
     if content_type is not None and content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
         return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "content-type must be JSON")
     if sync_id is None:
         return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "no sync id (key or ce_subject)")
     if subject and key_text and subject != key_text:
         return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "ce_subject differs from the key")
-    type_text = _text(headers, "ce_type") or ""
+    type_text = _text(fields, "ce_type") or ""
     try:
         command_type = CommandType(type_text)
     except ValueError:
@@ -153,12 +191,15 @@ def decode_command(
         )
     try:
         data = json.loads(value) if value else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return bad("invalid_json", ErrorCode.VALIDATION_ERROR, "the value is not valid JSON")
+    problem = _unstorable(data)
+    if problem is not None:
+        return bad("invalid_json", ErrorCode.VALIDATION_ERROR, problem)
 
     expected: int | None = None
     expected_error: str | None = None
-    raw_expected = _text(headers, "ce_expectedversion")
+    raw_expected = _text(fields, "ce_expectedversion")
     if raw_expected is not None:
         try:
             expected = int(raw_expected)
@@ -168,7 +209,7 @@ def decode_command(
             if expected < 0:
                 expected, expected_error = None, "ce_expectedversion must be >= 0"
     time: datetime | None = None
-    raw_time = _text(headers, "ce_time")
+    raw_time = _text(fields, "ce_time")
     if raw_time is not None:
         try:
             time = datetime.fromisoformat(raw_time)
@@ -179,8 +220,8 @@ def decode_command(
         type=command_type,
         sync_config_id=sync_id,
         data=data,
-        authorization=header(headers, "authorization"),
-        namespace=_text(headers, "x-namespace"),
+        authorization=fields.get("authorization"),
+        namespace=_text(fields, "x-namespace"),
         expected_version=expected,
         expected_version_error=expected_error,
         time=time,

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import asyncpg
+from pydantic import BaseModel
 
 from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
 from events.envelope import RawCommand, Undecodable, ce_headers, decode_command, header
@@ -111,6 +113,8 @@ class _Writes:
     processed: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
     keys_used: set[str] = field(default_factory=set)
+    #: The JSON of each written sync's latest version (its ``data`` column).
+    sync_json: dict[str, str] = field(default_factory=dict)
 
 
 def result_id(command_id: str) -> str:
@@ -139,6 +143,34 @@ def _result_row(
     return _outbox_row(settings.results_topic, key, result, headers)
 
 
+def _around_sync(model: type[BaseModel]) -> tuple[frozenset[str], frozenset[str]]:
+    names = list(model.model_fields)
+    at = names.index("sync")
+    return frozenset(names[:at]), frozenset(names[at + 1 :])
+
+
+_EVENT_PARTS: Final = _around_sync(LifecycleEvent)
+_RESULT_PARTS: Final = _around_sync(CommandResult)
+
+
+def _dump_with_sync(
+    model: BaseModel,
+    parts: tuple[frozenset[str], frozenset[str]],
+    sync_json: str,
+    exclude: AbstractSet[str] = frozenset(),
+) -> bytes:
+    """``model.model_dump_json(exclude=exclude)``, with its ``sync`` given already serialized.
+
+    A sync is serialized once per version and reused in its event, its result and its row;
+    the bytes are the same as a whole dump's (a unit test holds them equal).
+    """
+    head = model.model_dump_json(include=set(parts[0] - exclude))
+    tail = model.model_dump_json(include=set(parts[1] - exclude))
+    text = head[:-1] + ("," if len(head) > 2 else "") + '"sync":' + sync_json
+    text += "," + tail[1:] if len(tail) > 2 else "}"
+    return text.encode()
+
+
 class _Batch:
     """The state of one batch while it is decided."""
 
@@ -153,6 +185,23 @@ class _Batch:
         self.writes = _Writes()
         self.stats = BatchStats()
         self.policy = policy_of(settings)
+        # (sync id, version) -> (the sync, its JSON): each version is serialized once.
+        self._json: dict[tuple[str, int], tuple[SyncConfiguration, str]] = {}
+        self._tokens: dict[bytes | None, str | None] = {}
+
+    def sync_json(self, sync: SyncConfiguration) -> str:
+        cached = self._json.get((sync.sync_config_id, sync.version))
+        if cached is not None and cached[0] is sync:
+            return cached[1]
+        text = sync.model_dump_json()
+        self._json[(sync.sync_config_id, sync.version)] = (sync, text)
+        return text
+
+    def token(self, authorization: bytes | None) -> str | None:
+        """``parse_authorization``, once per distinct header in the batch."""
+        if authorization not in self._tokens:
+            self._tokens[authorization] = parse_authorization(authorization)
+        return self._tokens[authorization]
 
     # --- results -------------------------------------------------------------------------
 
@@ -164,7 +213,10 @@ class _Batch:
         key_id: str | None,
         result: CommandResult,
     ) -> None:
-        payload = result.model_dump_json().encode()
+        if result.sync is not None:
+            payload = _dump_with_sync(result, _RESULT_PARTS, self.sync_json(result.sync))
+        else:
+            payload = result.model_dump_json().encode()
         self.processed[command_id] = (key_id, payload)
         self.writes.processed.append(
             (
@@ -246,7 +298,8 @@ class _Batch:
         if bad.command_id in self.processed:
             self._replay(bad.command_id, bad.sync_config_id)
             return
-        type_text = (header(record.headers, "ce_type") or b"").decode("utf-8", "replace")[:128]
+        type_text = (header(record.headers, "ce_type") or b"").decode("utf-8", "replace")
+        type_text = type_text.replace("\x00", "\ufffd")[:128]  # U+0000 cannot be stored
         error = CommandError(code=bad.code, message=bad.message)
         self._rejected(bad, type_text or "unknown", error, None)
 
@@ -254,7 +307,7 @@ class _Batch:
 
     def authenticate(self, raw: RawCommand) -> tuple[ApiKey | None, str | CommandError]:
         """The caller's key and namespace id, or the error that rejects the command."""
-        token = parse_authorization(raw.authorization)
+        token = self.token(raw.authorization)
         if token is None:
             return None, CommandError(
                 code=ErrorCode.UNAUTHENTICATED,
@@ -298,7 +351,7 @@ class _Batch:
         )
         if raw.command_id in self.processed:
             stored_key_id, _ = self.processed[raw.command_id]
-            token = parse_authorization(raw.authorization)
+            token = self.token(raw.authorization)
             presented = self.keys.get(token) if token else None
             if (presented.key_id if presented else None) == stored_key_id:
                 self._replay(raw.command_id, raw.sync_config_id)
@@ -381,6 +434,7 @@ class _Batch:
         else:
             self.writes.inserts[sid] = sync
         self.syncs[sid] = sync
+        sync_json = self.writes.sync_json[sid] = self.sync_json(sync)
         command_id = None if change.system or command is None else command.command_id
         self.writes.history.append(
             (
@@ -424,7 +478,7 @@ class _Batch:
                 self.settings.lifecycle_topic,
                 sid,
                 # Type-specific fields appear only on the events that carry them.
-                event.model_dump_json(exclude=set(_EXTRAS - change.extra.keys())).encode(),
+                _dump_with_sync(event, _EVENT_PARTS, sync_json, _EXTRAS - change.extra.keys()),
                 headers,
             )
         )
@@ -460,11 +514,11 @@ async def _load(
         batch.processed = {r["command_id"]: (r["key_id"], r["result"].encode()) for r in rows}
 
     commands = [d for _, d in decoded if isinstance(d, RawCommand)]
-    tokens = {t for t in (parse_authorization(c.authorization) for c in commands) if t}
+    tokens = {t for t in (batch.token(c.authorization) for c in commands) if t}
     batch.keys = await find_keys(conn, tokens)
     wanted = set()
     for c in commands:
-        token = parse_authorization(c.authorization)
+        token = batch.token(c.authorization)
         key = batch.keys.get(token) if token else None
         if key is not None and c.namespace is not None:
             wanted.add((key.internal_id, c.namespace))
@@ -485,7 +539,7 @@ async def _load(
     return fresh
 
 
-def _sync_columns(sync: SyncConfiguration) -> tuple[Any, ...]:
+def _sync_columns(sync: SyncConfiguration, data: str) -> tuple[Any, ...]:
     return (
         sync.sync_config_id,
         sync.internal_id,
@@ -494,7 +548,7 @@ def _sync_columns(sync: SyncConfiguration) -> tuple[Any, ...]:
         sync.version,
         sync.next_sync_at,
         sync.lock_expires_at,
-        sync.model_dump_json(),
+        data,
         sync.updated_at,
     )
 
@@ -504,7 +558,7 @@ async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
     if writes.inserts:
         await conn.copy_records_to_table(
             "syncs",
-            records=[_sync_columns(s) for s in writes.inserts.values()],
+            records=[_sync_columns(s, writes.sync_json[sid]) for sid, s in writes.inserts.items()],
             columns=[
                 "sync_config_id",
                 "internal_id",
@@ -519,7 +573,13 @@ async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
         )
     if writes.updates:
         cols = list(
-            zip(*((*_sync_columns(s), prev) for prev, s in writes.updates.values()), strict=True)
+            zip(
+                *(
+                    (*_sync_columns(s, writes.sync_json[sid]), prev)
+                    for sid, (prev, s) in writes.updates.items()
+                ),
+                strict=True,
+            )
         )
         status = await conn.execute(
             """UPDATE syncs AS s SET status = u.status, version = u.version,

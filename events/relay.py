@@ -21,9 +21,11 @@ from typing import Any, Final
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from events.db import connect, is_transient
-from events.kafka import idempotent_producer
+from events.faults import crash_point
+from events.kafka import idempotent_producer, start_client
 from events.observability import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
 from events.processor import NOTIFY_CHANNEL
 from events.settings import Settings
@@ -33,6 +35,9 @@ __all__ = ["RELAY_LOCK", "OutboxRelay"]
 log = logging.getLogger("synclife.relay")
 
 RELAY_LOCK: Final = 0x5F5C11FF
+FLUSH_SECONDS: Final = 5.0
+_PARTITIONER: Final = DefaultPartitioner()
+_PARTITION_CACHE: Final = 100_000  # keys whose partition is remembered (then forgotten at once)
 
 
 class OutboxRelay:
@@ -45,6 +50,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.published = 0
         self.is_leader = False
+        self._partitions: dict[str, list[int]] = {}
+        self._by_key: dict[tuple[bytes, int], int] = {}
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
@@ -67,7 +74,9 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
 
     async def _lead(self, stop: asyncio.Event) -> None:
-        conn = await connect(self.settings)
+        # A leader's session: Postgres ends it if this process stops talking (SIGSTOP), which
+        # releases the lock, so a zombie cannot keep the outbox from draining.
+        conn = await connect(self.settings, leader="relay")
         try:
             while not stop.is_set():
                 if await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
@@ -80,10 +89,16 @@ class OutboxRelay:
             log.info("relay is the leader")
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
             if self._producer is None:
-                self._producer = idempotent_producer(self.settings)
-                await self._producer.start()
+                producer = idempotent_producer(self.settings)
+                try:
+                    await start_client(producer, self.settings)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    raise
+                self._producer = producer
             await self._drain_loop(conn, self._producer, stop)
-            await self.drain(conn, self._producer)  # flush what the last batches wrote
+            await self._flush(conn, self._producer)
         finally:
             self.is_leader = False
             with contextlib.suppress(Exception):
@@ -107,6 +122,19 @@ class OutboxRelay:
             waiter.cancel()
             stopper.cancel()
 
+    async def _flush(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> None:
+        """On the way out, publish what the last batches wrote: every page, not only the
+        first, for at most ``FLUSH_SECONDS`` (what is left waits for the next leader)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FLUSH_SECONDS
+        while loop.time() < deadline:
+            try:
+                sent = await asyncio.wait_for(self.drain(conn, producer), deadline - loop.time())
+            except TimeoutError:
+                return
+            if not sent:
+                return
+
     async def drain(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         """Publish one page of the outbox; returns how many rows went out."""
         rows = await conn.fetch(
@@ -117,20 +145,8 @@ class OutboxRelay:
         if not rows:
             return 0
         started = time.perf_counter()
-        futures = []
-        for r in rows:
-            headers = list(
-                zip(r["header_keys"], [bytes(v) for v in r["header_values"]], strict=True)
-            )
-            futures.append(
-                await producer.send(
-                    r["topic"],
-                    value=bytes(r["value"]) if r["value"] is not None else None,
-                    key=bytes(r["key"]) if r["key"] is not None else None,
-                    headers=headers,
-                )
-            )
-        await asyncio.gather(*futures)
+        await asyncio.gather(*await self._send(producer, rows))
+        crash_point("relay.after_send")  # published, not deleted yet: resent, same ids
         RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
         RELAY_PUBLISHED.inc(len(rows))
         await conn.execute(
@@ -138,6 +154,49 @@ class OutboxRelay:
         )
         self.published += len(rows)
         return len(rows)
+
+    async def _send(
+        self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]
+    ) -> list[asyncio.Future[Any]]:
+        """Queue ``rows`` (in id order) as one record batch per partition, or more when full.
+
+        The same partition as ``producer.send`` would choose (the default murmur2 partitioner,
+        cached per key), the same order within each partition, one delivery future per batch
+        instead of one coroutine and future per row.
+        """
+        batches: dict[tuple[str, int], Any] = {}
+        futures: list[asyncio.Future[Any]] = []
+        self._partitions.clear()  # read again per page: a topic may have grown
+        for r in rows:
+            topic, key = r["topic"], r["key"]
+            tp = (topic, await self._partition(producer, topic, key))
+            headers = list(zip(r["header_keys"], r["header_values"], strict=True))
+            batch = batches.get(tp)
+            if batch is None:
+                batch = batches[tp] = producer.create_batch()
+            if batch.append(key=key, value=r["value"], timestamp=None, headers=headers) is None:
+                # Full: send it (after the partition's earlier batches) and start the next.
+                futures.append(await producer.send_batch(batch, topic, partition=tp[1]))
+                batch = batches[tp] = producer.create_batch()
+                batch.append(key=key, value=r["value"], timestamp=None, headers=headers)
+        for (topic, partition), batch in batches.items():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    async def _partition(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        if key is None:
+            return int(_PARTITIONER(None, partitions, partitions))
+        cached = self._by_key.get((key, len(partitions)))
+        if cached is None:
+            if len(self._by_key) >= _PARTITION_CACHE:
+                self._by_key.clear()
+            cached = self._by_key[(key, len(partitions))] = _PARTITIONER(
+                key, partitions, partitions
+            )
+        return cached
 
     async def close(self) -> None:
         if self._own_producer and self._producer is not None:

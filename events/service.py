@@ -20,7 +20,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from events.db import acquire, create_pool, is_conflict, is_transient
-from events.kafka import command_consumer
+from events.faults import crash_point
+from events.kafka import command_consumer, start_client
 from events.observability import (
     APPLY_SECONDS,
     COMMANDS,
@@ -40,6 +41,10 @@ __all__ = ["Service", "serve"]
 log = logging.getLogger("synclife.service")
 
 MAX_POISON_ATTEMPTS = 3
+# SIGTERM to exit, at most (each step is bounded so that an unavailable Kafka or Postgres
+# cannot hold the process): what is not finished is redelivered or left in the outbox.
+SHUTDOWN_SECONDS = 15.0
+FINAL_COMMIT_SECONDS = 5.0
 MAX_CONFLICT_RETRIES = 20
 BACKLOG_INTERVAL_SECONDS = 5.0
 
@@ -66,6 +71,7 @@ class Service:
         clock: Callable[[], datetime] = utcnow,
         *,
         http: bool = False,
+        schedule: bool = True,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -75,15 +81,53 @@ class Service:
         self.scheduler: Scheduler | None = None
         self.health: HealthServer | None = None
         self._http = http
+        self._schedule = schedule
         self._pending: dict[TopicPartition, int] = {}
+        # One offset commit at a time, each with the latest offsets: never one going back.
+        self._commit_lock = asyncio.Lock()
+        self._committer: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._pool: asyncpg.Pool | None = None
         self._degraded: str | None = None  # why the last batch is being retried, if it is
+        self._background_stop = asyncio.Event()  # set once the consumer loop is done
 
-    async def commit_offsets(self) -> None:
+    async def commit_offsets(self) -> bool:
+        """Commit the offsets of every batch committed in Postgres so far (and wait for it).
+
+        False when Kafka could not take them: they stay pending for the next try.
+        """
+        async with self._commit_lock:
+            return await self._commit_pending()
+
+    def _commit_soon(self) -> None:
+        """Commit offsets in the background while the next batch is fetched and applied.
+
+        Only batches already committed in Postgres have pending offsets, so this keeps the
+        order "transaction, then offsets"; it just does not wait for Kafka's answer. A crash
+        before the commit lands redelivers batches whose command ids are recorded: no effect.
+        """
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_while_pending(), name="commit")
+
+    async def _commit_while_pending(self) -> None:
+        # Offsets of batches applied meanwhile go out next; a failure waits for the next batch.
+        while self._pending and await self.commit_offsets():
+            pass
+
+    async def _commit_pending(self) -> bool:
         if not self._pending or self._consumer is None:
-            return
+            return True
         offsets, self._pending = self._pending, {}
+        # Only partitions still assigned. After a rebalance took one away while its batch was
+        # in flight, its offsets are the new owner's business (it redelivers from the last
+        # commit, and the records are deduplicated). Committing them raises IllegalStateError,
+        # and keeping them pending made every later commit fail the same way: this process
+        # then committed nothing until it restarted, and each rebalance redelivered all it
+        # had done since.
+        assigned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return True
         try:
             await self._consumer.commit(offsets)
         except CommitFailedError:
@@ -96,9 +140,15 @@ class Service:
             log.warning("offset commit failed (%s); will retry", type(exc).__name__)
             for tp, offset in offsets.items():
                 self._pending.setdefault(tp, offset)
+            return False
+        return True
 
-    async def _apply(self, pool: asyncpg.Pool, records: Sequence[Record]) -> None:
-        """Apply a batch; on a persistent failure, isolate and dead-letter the poison record."""
+    async def _apply(self, pool: asyncpg.Pool, records: Sequence[Record]) -> bool:
+        """Apply a batch; on a persistent failure, isolate and dead-letter the poison record.
+
+        False if the service is stopping while Postgres is unavailable: the batch is left
+        uncommitted (its offsets too) for the next owner, so that SIGTERM is not unbounded.
+        """
         backoff = 0.1
         attempts = 0
         conflicts = 0
@@ -113,6 +163,9 @@ class Service:
                     # rebalance): re-reading resolves it. Endless conflicts would be a bug.
                     conflicts += 1
                 if is_transient(exc) and conflicts <= MAX_CONFLICT_RETRIES:
+                    if self.stop.is_set():
+                        log.warning("stopping: batch left for redelivery (%s)", type(exc).__name__)
+                        return False
                     self._degraded = f"retrying a batch: {type(exc).__name__}"
                     log.warning("transient failure (%s); retrying batch", type(exc).__name__)
                     await asyncio.sleep(backoff)
@@ -122,17 +175,57 @@ class Service:
                 if len(records) > 1:
                     log.exception("batch of %d failed; applying one by one", len(records))
                     for record in records:
-                        await self._apply(pool, [record])
-                    return
+                        if not await self._apply(pool, [record]):
+                            return False
+                    return True
                 if attempts >= MAX_POISON_ATTEMPTS:
                     await self._poison(pool, records[0], attempts, exc)
-                    return
+                    return True
                 await asyncio.sleep(backoff)
             else:
                 self._degraded = None
                 APPLY_SECONDS.observe(time.perf_counter() - started)
                 self._count(stats)
-                return
+                return True
+
+    async def _shutdown(
+        self, consumer: AIOKafkaConsumer, pool: asyncpg.Pool, tasks: list[asyncio.Task[None]]
+    ) -> None:
+        """Commit offsets; then leave the group while the relay flushes; close. Bounded."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_SECONDS
+
+        def left(at_most: float = SHUTDOWN_SECONDS) -> float:
+            return max(0.1, min(at_most, deadline - loop.time()))
+
+        async def final_commit() -> None:
+            await self.commit_offsets()
+            if self._committer is not None:
+                await self._committer
+
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(final_commit(), left(FINAL_COMMIT_SECONDS))
+        self._background_stop.set()  # the relay now flushes what the last batch wrote
+
+        async def leave_group() -> None:
+            # Leaving at once hands the partitions over without waiting for the session
+            # timeout; nothing uncommitted is pending.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), left())
+
+        async def finish(task: asyncio.Task[None]) -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, left())
+
+        await asyncio.gather(leave_group(), *(finish(t) for t in tasks))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.relay.close(), left())
+        try:
+            await asyncio.wait_for(pool.close(), left())
+        except Exception:  # noqa: BLE001 - a connection that does not close is cut
+            pool.terminate()
+        if self.health is not None:
+            await self.health.stop()
 
     async def _poison(
         self, pool: asyncpg.Pool, record: Record, attempts: int, exc: BaseException
@@ -160,6 +253,12 @@ class Service:
             DEAD_LETTERS.inc(stats.dead_lettered)
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        # position() waits for Kafka when a partition's position is being reset (after a
+        # rebalance, while the broker is away): never let a metric hold up the loop.
+        with contextlib.suppress(TimeoutError, KafkaError):
+            await asyncio.wait_for(self._read_lag(consumer), 1.0)
+
+    async def _read_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             if highwater is None:
@@ -206,16 +305,37 @@ class Service:
             )
             await self.health.start()
             log.info("metrics and health on http://%s:%d", self.health.host, self.health.port)
-        self._pool = pool = await _retry(lambda: create_pool(self.settings), self.stop)
+        try:
+            self._pool = pool = await _retry(lambda: create_pool(self.settings), self.stop)
+        except _Stopped:  # SIGTERM while Postgres was away: nothing to finish
+            if self.health is not None:
+                await self.health.stop()
+            return
         consumer = self._consumer = command_consumer(self.settings)
         consumer.subscribe([self.settings.commands_topic], listener=_Rebalance(self))
-        await _retry(consumer.start, self.stop)
+        try:
+            # A refused login (KafkaAuthError) is not retried: it fails here, at once.
+            await _retry(lambda: start_client(consumer, self.settings), self.stop)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            await pool.close()
+            if self.health is not None:
+                await self.health.stop()
+            if isinstance(exc, _Stopped):
+                return
+            raise
+        # The relay, scheduler and backlog watcher stop only after the consumer loop has
+        # finished its last batch and committed its offsets: the relay then publishes what
+        # that batch wrote (with the loop's own `stop`, it could quit before that commit).
+        background = self._background_stop
         tasks = [
-            asyncio.create_task(self.relay.run(self.stop), name="relay"),
+            asyncio.create_task(self.relay.run(background), name="relay"),
             asyncio.create_task(self._watch_backlog(pool), name="backlog"),
         ]
         self.scheduler = Scheduler(self.settings, pool, self.clock)
-        tasks.append(asyncio.create_task(self.scheduler.run(self.stop), name="scheduler"))
+        if self._schedule:
+            tasks.append(asyncio.create_task(self.scheduler.run(background), name="scheduler"))
         log.info(
             "serving %s as group %s", self.settings.commands_topic, self.settings.consumer_group
         )
@@ -232,24 +352,17 @@ class Service:
                 records = [r for tp_records in batches.values() for r in tp_records]
                 if not records:
                     continue
-                await self._apply(pool, records)
+                if not await self._apply(pool, records):
+                    break  # stopping while Postgres is away: redelivered to the next owner
+                crash_point("apply.after_commit")  # in Postgres; offsets not committed yet
                 for tp, tp_records in batches.items():
                     self._pending[tp] = tp_records[-1].offset + 1
-                await self.commit_offsets()
+                self._commit_soon()
                 await self._update_lag(consumer)
         finally:
             # Graceful: the batch in flight was finished and committed above.
             self.stop.set()
-            await self.commit_offsets()
-            for task in tasks:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, 10)
-            await self.relay.close()
-            with contextlib.suppress(Exception):
-                await consumer.stop()  # leaves the group; nothing uncommitted is pending
-            await pool.close()
-            if self.health is not None:
-                await self.health.stop()
+            await self._shutdown(consumer, pool, tasks)
             log.info(
                 "stopped: %d records, %d applied, %d events",
                 self.totals.records,
@@ -258,16 +371,23 @@ class Service:
             )
 
 
+class _Stopped(Exception):
+    """Stopped (SIGTERM) while waiting for a dependency to come up."""
+
+
 async def _retry(start: Any, stop: asyncio.Event) -> Any:
     backoff = 0.2
     while True:
         try:
             return await start()
         except Exception as exc:
-            if stop.is_set() or not (is_transient(exc) or isinstance(exc, KafkaError)):
+            if not (is_transient(exc) or isinstance(exc, KafkaError)):
                 raise
+            if stop.is_set():
+                raise _Stopped from exc
             log.warning("waiting for a dependency (%s)", type(exc).__name__)
-            await asyncio.sleep(backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, 5.0)
 
 

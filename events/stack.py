@@ -10,14 +10,22 @@ Layout of the stack dir (absolute, resolved against the working directory)::
 
     kafka-<version>/pom.xml, libs/     the broker's jars, fetched once with Maven
     kafka/server.properties, cluster-id, kafka.pid, kafka.out, logs/, data/
+    kafka/server.properties.sha256     what the running broker was started with (a changed
+                                       server.properties restarts the broker this stack started)
+    kafka-scram-password               0600, generated once: the SCRAM user ``synclife`` of the
+                                       SASL_PLAINTEXT listener (Kafka port + 2)
     postgres/                          the data dir (or under /var/tmp, see ``postgres-location``)
     postgres-run/                      the Unix socket directory
     postgres.log
     postgres-password                  0600, generated once; only ever shown in the returned URL
     .lock                              serialises concurrent ``up``/``down`` calls
 
+The broker has two client listeners: PLAINTEXT on the configured port (what synclife uses by
+default) and SASL_PLAINTEXT with SCRAM-SHA-256/512 on that port + 2, for trying transport
+security (``scram_credentials``). Inter-broker and controller traffic stay PLAINTEXT.
+
 ``down`` stops only what this stack started (the pid file, the data dir's postmaster) and keeps
-all data, so the next ``up`` is fast. Progress goes to ``echo``; the database password never does.
+all data, so the next ``up`` is fast. Progress goes to ``echo``; no password ever does.
 """
 
 from __future__ import annotations
@@ -42,22 +50,32 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from pydantic import SecretStr
 
+from events.db import postgres_ssl
 from events.errors import StackError
+from events.kafka import kafka_options, start_client
 from events.settings import Settings
 
 __all__ = [
     "ENV_DATABASE_URL",
     "ENV_KAFKA_BOOTSTRAP_SERVERS",
     "Echo",
+    "ScramUser",
     "StackError",
     "StackPaths",
     "down",
     "ensure_topics",
     "external_env",
     "local_env",
+    "scram_credentials",
+    "start_kafka",
+    "start_postgres",
     "status",
+    "stop_kafka",
+    "stop_postgres",
     "up",
 ]
 
@@ -69,6 +87,12 @@ Echo = Callable[[str], None]
 # The role and database the local Postgres is initialised with.
 DB_USER = "synclife"
 DB_NAME = "synclife"
+
+# The SCRAM user of the SASL_PLAINTEXT listener (Kafka port + SASL_PORT_OFFSET).
+KAFKA_SCRAM_USER = "synclife"
+KAFKA_SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+KAFKA_SCRAM_ITERATIONS = 8192
+SASL_PORT_OFFSET = 2
 
 KAFKA_READY_TIMEOUT = 90.0
 POSTGRES_READY_TIMEOUT = 60.0
@@ -132,6 +156,14 @@ class StackPaths:
     @property
     def kafka_cluster_id(self) -> Path:
         return self.kafka_home / "cluster-id"
+
+    @property
+    def kafka_started_with(self) -> Path:
+        return self.kafka_home / "server.properties.sha256"
+
+    @property
+    def kafka_scram_password_file(self) -> Path:
+        return self.root / "kafka-scram-password"
 
     @property
     def pg_password_file(self) -> Path:
@@ -201,14 +233,18 @@ def local_env(settings: Settings) -> dict[str, str]:
     return _local_env(kafka_port, pg_port, password)
 
 
-async def up(settings: Settings, echo: Echo) -> dict[str, str]:
+async def up(settings: Settings, echo: Echo, *, use_environment: bool = True) -> dict[str, str]:
     """Make Kafka and Postgres answer, create the topics, return the env that points at them.
 
     With both ``SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS`` and ``SYNCLIFE_DATABASE_URL`` set, nothing
     is started: the function waits for those services and returns them. Otherwise it starts,
     or reuses, the local single-node Kafka and Postgres. Safe to call again and concurrently.
+
+    ``use_environment=False`` ignores those variables and always starts (or reuses) the local
+    stack that ``settings`` describe (its ports and ``stack_dir``): the fault suite runs a stack
+    of its own next to the shared one this way.
     """
-    external = external_env()
+    external = external_env() if use_environment else None
     if external is not None:
         return await _up_external(settings, external, echo)
     return await _up_local(settings, echo)
@@ -222,6 +258,36 @@ async def down(settings: Settings, echo: Echo) -> None:
         return
     async with _stack_lock(paths, echo):
         await asyncio.gather(_stop_kafka(paths, echo), _stop_postgres(paths, echo))
+
+
+async def stop_kafka(settings: Settings, echo: Echo) -> None:
+    """Stop only the broker of the local stack ``settings`` describe (SIGTERM: a clean shutdown)."""
+    paths = StackPaths.from_settings(settings)
+    async with _stack_lock(paths, echo):
+        await _stop_kafka(paths, echo)
+
+
+async def start_kafka(settings: Settings, echo: Echo) -> None:
+    """Start (or find running) only the broker of that local stack; return once it answers."""
+    paths = StackPaths.from_settings(settings)
+    port = _kafka_port(settings)
+    async with _stack_lock(paths, echo):
+        await _ensure_kafka(settings, paths, port, echo)
+
+
+async def stop_postgres(settings: Settings, echo: Echo) -> None:
+    """Stop only the Postgres of that local stack (``pg_ctl stop -m fast``: sessions are cut)."""
+    paths = StackPaths.from_settings(settings)
+    async with _stack_lock(paths, echo):
+        await _stop_postgres(paths, echo)
+
+
+async def start_postgres(settings: Settings, echo: Echo) -> None:
+    """Start (or find running) only the Postgres of that local stack; return once it answers."""
+    paths = StackPaths.from_settings(settings)
+    port = _postgres_port(settings)
+    async with _stack_lock(paths, echo):
+        await _ensure_postgres(paths, port, echo)
 
 
 async def status(settings: Settings) -> dict[str, str]:
@@ -269,6 +335,12 @@ async def ensure_topics(
 
     Existing topics are left as they are; a partition count that differs from the settings is
     reported, not changed.
+
+    Message size limits (``max.message.bytes``; the broker's default is about 1 MiB): the
+    commands topic takes up to twice ``max_message_bytes``, so that a command over the limit
+    reaches synclife and is answered ``too_large`` and dead-lettered; the topics synclife writes
+    take up to four times (what its producer may send), so that the dead-letter copy of such a
+    command, or a large result or event, never stops the outbox relay.
     """
     names = [
         settings.commands_topic,
@@ -276,15 +348,20 @@ async def ensure_topics(
         settings.results_topic,
         settings.dlq_topic,
     ]
+    max_bytes = {name: 4 * settings.max_message_bytes for name in names}
+    max_bytes[settings.commands_topic] = 2 * settings.max_message_bytes
     wanted = settings.topic_partitions
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers,
-        client_id=f"{settings.client_id}-stack",
-        request_timeout_ms=30_000,
+        **kafka_options(
+            settings,
+            bootstrap_servers=bootstrap_servers,
+            client_id=f"{settings.client_id}-stack",
+            request_timeout_ms=30_000,
+        )
     )
-    await admin.start()
+    await start_client(admin, settings)
     try:
         created: list[str] = []
         while True:
@@ -293,7 +370,13 @@ async def ensure_topics(
             if not missing:
                 break
             response = await admin.create_topics(
-                [NewTopic(name, wanted, 1) for name in missing], timeout_ms=30_000
+                [
+                    NewTopic(
+                        name, wanted, 1, topic_configs={"max.message.bytes": str(max_bytes[name])}
+                    )
+                    for name in missing
+                ],
+                timeout_ms=30_000,
             )
             retry: list[str] = []
             for topic, code, *rest in response.topic_errors:
@@ -324,6 +407,37 @@ async def ensure_topics(
             )
 
 
+@dataclass(frozen=True)
+class ScramUser:
+    """The local stack's SCRAM login: its SASL_PLAINTEXT listener and user (password masked)."""
+
+    bootstrap_servers: str
+    username: str
+    password: SecretStr
+    mechanisms: tuple[str, ...] = KAFKA_SCRAM_MECHANISMS
+
+    @property
+    def port(self) -> int:
+        return _first_host_port(self.bootstrap_servers, default_port=9092)[1]
+
+
+def scram_credentials(settings: Settings) -> ScramUser:
+    """Where and as whom to log in to the local broker with SCRAM (after ``up``).
+
+    The listener is ``SASL_PLAINTEXT://127.0.0.1:<Kafka port + 2>``; the user ``synclife`` has
+    both SCRAM-SHA-256 and SCRAM-SHA-512 credentials with the password ``up`` generated once.
+    """
+    paths = StackPaths.from_settings(settings)
+    password = _read_secret(paths.kafka_scram_password_file)
+    if password is None:
+        raise StackError(
+            f"no Kafka SCRAM password file at {paths.kafka_scram_password_file}: "
+            "run `synclife stack up`"
+        )
+    port = _kafka_port(settings) + SASL_PORT_OFFSET
+    return ScramUser(f"127.0.0.1:{port}", KAFKA_SCRAM_USER, SecretStr(password))
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for messages and logs)."""
     parts = urlsplit(url)
@@ -350,8 +464,8 @@ async def _up_external(settings: Settings, env: dict[str, str], echo: Echo) -> d
     started = time.monotonic()
     await _all_or_first_error(
         [
-            _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT),
-            _wait_postgres(database_url, POSTGRES_READY_TIMEOUT),
+            _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT, settings=settings),
+            _wait_postgres(database_url, POSTGRES_READY_TIMEOUT, ssl=postgres_ssl(settings)),
         ],
         echo,
         cancel_on_error=True,  # only waiting: nothing is left half done
@@ -367,6 +481,14 @@ async def _up_external(settings: Settings, env: dict[str, str], echo: Echo) -> d
 
 
 async def _up_local(settings: Settings, echo: Echo) -> dict[str, str]:
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        raise StackError(
+            f"kafka_security_protocol is {settings.kafka_security_protocol}, but the local "
+            "stack is reached on its PLAINTEXT listener: run `synclife stack up` without "
+            "SYNCLIFE_KAFKA_SECURITY_PROTOCOL (its SCRAM listener is at the Kafka port + 2), "
+            f"or set both {ENV_KAFKA_BOOTSTRAP_SERVERS} and {ENV_DATABASE_URL} to use "
+            "running services"
+        )
     paths = StackPaths.from_settings(settings)
     kafka_port = _kafka_port(settings)
     pg_port = _postgres_port(settings)
@@ -384,6 +506,7 @@ async def _up_local(settings: Settings, echo: Echo) -> dict[str, str]:
         password = _read_password(paths)
         if password is None:  # _ensure_postgres guarantees the file; be explicit anyway
             raise StackError(f"no Postgres password file at {paths.pg_password_file}")
+        await _ensure_scram_user(paths, kafka_port, echo)
         await ensure_topics(settings, f"127.0.0.1:{kafka_port}", echo)
     return _local_env(kafka_port, pg_port, password)
 
@@ -411,19 +534,46 @@ async def _ensure_kafka(settings: Settings, paths: StackPaths, port: int, echo: 
         await _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT)
         echo(f"Kafka ready at {bootstrap}")
         return
+    properties = _kafka_properties(paths, port)
     if pid is not None:
-        await _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT, pid=pid, paths=paths)
-        echo(f"Kafka already up at {bootstrap} (pid {pid})")
-        return
+        # Started with this very file (an older `up` may have rewritten it since: look too).
+        on_disk = _read_text(paths.kafka_properties)
+        if _started_with(paths) == _digest(properties) and on_disk == properties:
+            await _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT, pid=pid, paths=paths)
+            echo(f"Kafka already up at {bootstrap} (pid {pid})")
+            return
+        # E.g. a listener was added: the broker reads server.properties only when it starts.
+        echo(f"Kafka (pid {pid}) runs with an older server.properties: restarting it...")
+        await _stop_kafka(paths, echo)
 
     java = await _require_tool("java", "default-jre-headless", echo)
     await _fetch_kafka_jars(paths, echo)
-    _write_kafka_config(paths, port)
+    _write_kafka_config(paths, properties)
     await _format_kafka_storage(paths, java, echo)
     echo(f"starting Kafka {paths.kafka_version}...")
     pid = _spawn_kafka(paths, java, settings.kafka_heap)
+    paths.kafka_started_with.write_text(_digest(properties) + "\n", encoding="utf-8")
     await _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT, pid=pid, paths=paths)
     echo(f"Kafka ready at {bootstrap} (pid {pid}, {time.monotonic() - started:.1f}s)")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+
+
+def _started_with(paths: StackPaths) -> str | None:
+    """The digest of the server.properties the running broker was started with, if known."""
+    try:
+        return paths.kafka_started_with.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
 
 
 async def _fetch_kafka_jars(paths: StackPaths, echo: Echo) -> None:
@@ -463,24 +613,42 @@ async def _fetch_kafka_jars(paths: StackPaths, echo: Echo) -> None:
     echo(f"Kafka {version}: {count} jars ({time.monotonic() - started:.1f}s)")
 
 
-def _write_kafka_config(paths: StackPaths, port: int) -> None:
-    """(Re)write server.properties and the log4j2 config; the ports follow the settings."""
-    controller_port = port + 1
+def _write_kafka_config(paths: StackPaths, properties: str) -> None:
+    """(Re)write server.properties and the log4j2 config."""
     paths.kafka_home.mkdir(parents=True, exist_ok=True)
     paths.kafka_logs.mkdir(parents=True, exist_ok=True)
-    properties = f"""\
+    _write_if_changed(paths.kafka_properties, properties)
+    _write_if_changed(paths.kafka_log4j, _resource_text("log4j2.xml"))
+
+
+def _kafka_properties(paths: StackPaths, port: int) -> str:
+    """server.properties; the ports follow the settings (controller +1, SASL listener +2)."""
+    controller_port = port + 1
+    sasl_port = port + SASL_PORT_OFFSET
+    scram_login = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return f"""\
 # Written by `synclife stack up` before every start: change the settings, not this file.
 process.roles=broker,controller
 node.id=1
 # A static single-voter quorum: the controller endpoint comes from this file at every start,
 # so a changed port needs no reformat (the dynamic form records it in the log at format time).
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},\
+SASL_PLAINTEXT://127.0.0.1:{sasl_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,\
+SASL_PLAINTEXT:SASL_PLAINTEXT
 log.dirs={paths.kafka_data}
+
+# A second client listener for trying transport security: SCRAM logins of users created
+# with kafka.admin.ConfigCommand (`synclife stack up` creates `{KAFKA_SCRAM_USER}`). No authorizer:
+# once logged in, a user may do anything, as on the PLAINTEXT listener.
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={scram_login}
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram_login}
 
 # One broker: every internal topic has one replica.
 offsets.topic.replication.factor=1
@@ -505,8 +673,6 @@ log.retention.hours=24
 log.segment.bytes=67108864
 log.retention.check.interval.ms=300000
 """
-    _write_if_changed(paths.kafka_properties, properties)
-    _write_if_changed(paths.kafka_log4j, _resource_text("log4j2.xml"))
 
 
 def _cluster_id(paths: StackPaths) -> str:
@@ -618,8 +784,12 @@ async def _wait_kafka(
     *,
     pid: int | None = None,
     paths: StackPaths | None = None,
+    settings: Settings | None = None,
 ) -> None:
-    """Wait until the broker answers a metadata request with at least one broker."""
+    """Wait until the broker answers a metadata request with at least one broker.
+
+    With ``settings``, connects as they say (SASL, TLS); a refused login fails at once.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     host, port = _first_host_port(bootstrap, default_port=9092)
@@ -631,7 +801,7 @@ async def _wait_kafka(
         if await _port_open(host, port):
             try:
                 async with asyncio.timeout(max(1.0, min(10.0, deadline - loop.time()))):
-                    brokers = await _kafka_broker_count(bootstrap)
+                    brokers = await _kafka_broker_count(bootstrap, settings)
                 if brokers > 0:
                     return
                 last_error = "metadata lists no brokers yet"
@@ -645,12 +815,25 @@ async def _wait_kafka(
         await asyncio.sleep(0.5)
 
 
-async def _kafka_broker_count(bootstrap: str) -> int:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="synclife-stack", request_timeout_ms=5000
-    )
+async def _kafka_broker_count(bootstrap: str, settings: Settings | None = None) -> int:
+    if settings is None:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="synclife-stack", request_timeout_ms=5000
+        )
+    else:
+        admin = AIOKafkaAdminClient(
+            **kafka_options(
+                settings,
+                bootstrap_servers=bootstrap,
+                client_id="synclife-stack",
+                request_timeout_ms=5000,
+            )
+        )
     try:
-        await admin.start()
+        if settings is None:
+            await admin.start()
+        else:
+            await start_client(admin, settings)
         cluster: dict[str, Any] = await admin.describe_cluster()
         return len(cluster.get("brokers") or [])
     finally:
@@ -689,6 +872,116 @@ async def _stop_kafka(paths: StackPaths, echo: Echo) -> None:
             raise StackError(f"Kafka (pid {pid}) survived SIGKILL")
     paths.kafka_pid_file.unlink(missing_ok=True)
     echo("Kafka stopped")
+
+
+async def _ensure_scram_user(paths: StackPaths, port: int, echo: Echo) -> None:
+    """Give the SCRAM user ``synclife`` its password (generated once), unless it logs in.
+
+    ``kafka.admin.ConfigCommand`` sets both SCRAM-SHA-256 and SCRAM-SHA-512 credentials
+    through the PLAINTEXT listener (the AlterUserScramCredentials API; aiokafka has no call for
+    it). It runs only when a login fails, so ``up`` stays fast and idempotent, and heals a
+    broker whose data was wiped. The password goes to the tool in a 0600 file, not in argv.
+    """
+    sasl_port = port + SASL_PORT_OFFSET
+    password = _read_secret(paths.kafka_scram_password_file)
+    if password is None:
+        password = _create_secret(paths.kafka_scram_password_file)
+    if not await _port_open("127.0.0.1", sasl_port):
+        echo(
+            f"note: nothing listens at 127.0.0.1:{sasl_port}, so no SCRAM user: only a broker "
+            "started by this stack has the SASL_PLAINTEXT listener"
+        )
+        return
+    if await _scram_logins_work(sasl_port, password):
+        return
+    java = await _require_tool("java", "default-jre-headless", echo)
+    await _fetch_kafka_jars(paths, echo)
+    # One mechanism per run: Kafka 4.1 refuses two credentials of one user in one request
+    # ("A user credential cannot be altered twice in the same request").
+    for mechanism in KAFKA_SCRAM_MECHANISMS:
+        await _set_scram_credential(paths, java, port, mechanism, password)
+    # The credential reaches the listener through the metadata log: a moment later.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not await _scram_logins_work(sasl_port, password):
+        if loop.time() >= deadline:
+            raise StackError(
+                f"the SCRAM user {KAFKA_SCRAM_USER} was created but cannot log in at "
+                f"127.0.0.1:{sasl_port}.{_kafka_log_tail(paths)}"
+            )
+        await asyncio.sleep(0.5)
+    echo(
+        f"created the Kafka SCRAM user {KAFKA_SCRAM_USER} ({', '.join(KAFKA_SCRAM_MECHANISMS)}) "
+        f"for 127.0.0.1:{sasl_port}; password in {paths.kafka_scram_password_file}"
+    )
+
+
+async def _set_scram_credential(
+    paths: StackPaths, java: str, port: int, mechanism: str, password: str
+) -> None:
+    """``kafka.admin.ConfigCommand --alter --add-config-file``: the password never in argv."""
+    credentials = paths.kafka_home / ".scram-credential.properties"
+    fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        # A properties file: no brackets around the value (only --add-config takes them).
+        f.write(f"{mechanism}=iterations={KAFKA_SCRAM_ITERATIONS},password={password}\n")
+    try:
+        await _run(
+            [
+                java,
+                "-Xmx256m",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={_tools_log4j(paths)}",
+                "-cp",
+                f"{paths.kafka_libs}/*",
+                "kafka.admin.ConfigCommand",
+                "--bootstrap-server",
+                f"127.0.0.1:{port}",
+                "--alter",
+                "--add-config-file",
+                str(credentials),
+                "--entity-type",
+                "users",
+                "--entity-name",
+                KAFKA_SCRAM_USER,
+            ],
+            what=f"kafka.admin.ConfigCommand ({mechanism} credential of {KAFKA_SCRAM_USER})",
+            within=120,
+        )
+    except StackError as e:  # the tool may quote its input: never pass the password on
+        raise StackError(str(e).replace(password, "***")) from None
+    finally:
+        credentials.unlink(missing_ok=True)
+
+
+async def _scram_logins_work(port: int, password: str) -> bool:
+    """Whether ``synclife`` logs in with every SCRAM mechanism (False on any failure)."""
+    for mechanism in KAFKA_SCRAM_MECHANISMS:
+        try:
+            async with asyncio.timeout(10):
+                conn = await create_conn(
+                    "127.0.0.1",
+                    port,
+                    client_id="synclife-stack",
+                    request_timeout_ms=10_000,
+                    security_protocol="SASL_PLAINTEXT",
+                    sasl_mechanism=mechanism,
+                    sasl_plain_username=KAFKA_SCRAM_USER,
+                    sasl_plain_password=password,
+                )
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        conn.close()
+    return True
+
+
+def _tools_log4j(paths: StackPaths) -> Path:
+    """A log4j2 config for Kafka's command-line tools: warnings only, to stderr."""
+    target = paths.kafka_home / "tools-log4j2.xml"
+    _write_if_changed(target, _resource_text("tools-log4j2.xml"))
+    return target
 
 
 # --------------------------------------------------------------------------------------------
@@ -996,14 +1289,20 @@ async def _wait_for_stale_postmaster(data: Path, within: float = 15.0) -> None:
     await _wait_until(lambda: not _pid_exists(stale), within)
 
 
-async def _wait_postgres(url: str, within: float, *, log: Path | None = None) -> None:
-    """Wait until ``url`` accepts a connection and answers ``SELECT 1``."""
+async def _wait_postgres(
+    url: str, within: float, *, log: Path | None = None, ssl: Any = None
+) -> None:
+    """Wait until ``url`` accepts a connection and answers ``SELECT 1``.
+
+    ``ssl`` is asyncpg's (``db.postgres_ssl``); None leaves it to the URL.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     last_error = "no attempt yet"
+    extra: dict[str, Any] = {} if ssl is None else {"ssl": ssl}
     while True:
         try:
-            conn = await asyncpg.connect(url, timeout=5)
+            conn = await asyncpg.connect(url, timeout=5, **extra)
             try:
                 if await conn.fetchval("SELECT 1") == 1:
                     return
@@ -1059,16 +1358,25 @@ async def _stop_postgres(paths: StackPaths, echo: Echo) -> None:
 
 
 def _read_password(paths: StackPaths) -> str | None:
+    return _read_secret(paths.pg_password_file)
+
+
+def _create_password(paths: StackPaths) -> str:
+    return _create_secret(paths.pg_password_file)
+
+
+def _read_secret(path: Path) -> str | None:
     try:
-        text = paths.pg_password_file.read_text(encoding="utf-8").strip()
+        text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
     return text or None
 
 
-def _create_password(paths: StackPaths) -> str:
+def _create_secret(path: Path) -> str:
+    """A new random password in a new 0600 file (refuses to overwrite one)."""
     password = secrets.token_urlsafe(24)
-    fd = os.open(paths.pg_password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(password + "\n")
     return password

@@ -204,6 +204,8 @@ class FilenameRegexSource(BaseModel):
             groups = re.compile(pattern).groups
         except re.error as exc:
             raise ValueError(f"pattern is not a valid regular expression: {exc}") from exc
+        except (RecursionError, OverflowError) as exc:  # nested too deep, or a huge {n}
+            raise ValueError(f"pattern is too complex to compile: {exc}") from exc
         if groups != 1:
             raise ValueError(f"pattern must have exactly one capturing group, found {groups}")
         return pattern

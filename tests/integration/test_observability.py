@@ -62,7 +62,7 @@ async def test_metrics_move_with_traffic(service: Service, client: SynclifeClien
     assert "synclife_outbox_backlog" in after
     assert any(name.startswith("synclife_consumer_lag{") for name in after)
     # The scheduler requested the PENDING sync's first run.
-    for _ in range(50):
+    for _ in range(200):
         after = await scrape(service)
         if delta('synclife_scheduler_changes_total{event_type="sync.run_requested"}') >= 1:
             break

@@ -1,0 +1,108 @@
+"""The processor serializes each sync version once and splices it into its event and result:
+the bytes must be exactly those of a whole ``model_dump_json``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from events.messages import CommandResult, LifecycleEvent
+from events.processor import _EVENT_PARTS, _EXTRAS, _RESULT_PARTS, _dump_with_sync, event_id
+from statemachine import CommandError, CommandType, ErrorCode, Outcome, decide
+from statemachine.commands import SystemTrigger
+from statemachine.machine import Change, system_command
+from statemachine.model import SyncConfiguration
+from tests.unit.conftest import T1, make_command, make_sync
+
+
+def _changes() -> list[Change]:
+    """Changes of every shape: status changes, run events with their extra fields."""
+    out: list[Change] = []
+    pending = make_sync(metadata={"team": "ä ✓", "n": [1, 2.5, None]}, next_sync_at=T1)
+    run = decide(pending, make_command(CommandType.RUN_START, {"worker_id": "w1"}), T1)
+    out += run.changes
+    active = run.final
+    assert active is not None and active.lock_token is not None
+    token = {"run_id": str(active.current_sync_run_id), "lock_token": active.lock_token}
+    later = T1 + timedelta(seconds=5)
+    out += decide(active, make_command(CommandType.RUN_COMPLETE, {**token}), later).changes
+    failed = make_command(CommandType.RUN_FAIL, {**token, "error": "x"})
+    out += decide(active, failed, later).changes
+    requested = decide(pending, system_command(pending, SystemTrigger.REQUEST_RUN), later)
+    out += requested.changes
+    paused = decide(
+        active, make_command(CommandType.PAUSE, {"paused_by_user_id": "u", "reason": 'a "q"'}), T1
+    )
+    out += paused.changes
+    assert paused.final is not None
+    resumed = decide(paused.final, make_command(CommandType.RESUME, {}), T1 + timedelta(hours=1))
+    out += resumed.changes
+    assert len(out) >= 6, [c.event_type for c in out]
+    return out
+
+
+def _event(change: Change) -> LifecycleEvent:
+    sync = change.sync
+    return LifecycleEvent(
+        sync_config_id=sync.sync_config_id,
+        bucket_id=sync.bucket_id,
+        namespace_id=sync.namespace_id,
+        internal_id=sync.internal_id,
+        version=sync.version,
+        occurred_at=sync.updated_at,
+        command_id=None if change.system else str(uuid.uuid4()),
+        actor=change.actor,
+        reason=change.reason,
+        trigger=change.trigger,
+        sync=sync,
+        from_status=change.from_status,
+        to_status=change.to_status,
+        **change.extra,
+    )
+
+
+@pytest.mark.parametrize("change", _changes(), ids=lambda c: f"{c.event_type.value}")
+def test_event_bytes_equal_a_whole_dump(change: Change) -> None:
+    event = _event(change)
+    excluded = set(_EXTRAS - change.extra.keys())
+    whole = event.model_dump_json(exclude=excluded).encode()
+    spliced = _dump_with_sync(event, _EVENT_PARTS, change.sync.model_dump_json(), excluded)
+    assert spliced == whole
+
+
+def _results(sync: SyncConfiguration) -> list[CommandResult]:
+    base: dict[str, Any] = {"command_id": "c1", "command_type": "sync.pause"}
+    return [
+        CommandResult(
+            **base,
+            sync_config_id=sync.sync_config_id,
+            outcome=Outcome.APPLIED,
+            version=sync.version,
+            status=sync.status,
+            sync=sync,
+            events=[event_id(sync.sync_config_id, sync.version)],
+        ),
+        CommandResult(
+            **base,
+            sync_config_id=sync.sync_config_id,
+            outcome=Outcome.REJECTED,
+            version=sync.version,
+            status=sync.status,
+            sync=sync,
+            error=CommandError(
+                code=ErrorCode.INVALID_TRANSITION, message="no", details={"current_status": "x"}
+            ),
+            run={"run_id": None, "stop_requested": True},
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_result_bytes_equal_a_whole_dump(index: int) -> None:
+    sync = _changes()[0].sync
+    result = _results(sync)[index]
+    whole = result.model_dump_json().encode()
+    assert _dump_with_sync(result, _RESULT_PARTS, sync.model_dump_json()) == whole
