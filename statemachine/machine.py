@@ -36,7 +36,14 @@ from statemachine.commands import (
     UpdateData,
 )
 from statemachine.errors import CommandError, ErrorCode, validation_details
-from statemachine.model import MAX_LAST_ERROR, RunMetrics, SyncConfiguration, SyncMode
+from statemachine.model import (
+    MAX_LAST_ERROR,
+    MAX_SYNC_JSON_BYTES,
+    MAX_TRACKED_IDS,
+    RunMetrics,
+    SyncConfiguration,
+    SyncMode,
+)
 from statemachine.status import RunStatus, SyncStatus
 
 __all__ = [
@@ -358,6 +365,18 @@ _LOCK_RELEASED: Final[dict[str, Any]] = {
 }
 
 
+def _within_size(sync: SyncConfiguration) -> SyncConfiguration | CommandError:
+    """A configuration whose JSON exceeds ``MAX_SYNC_JSON_BYTES`` is refused as ``too_large``."""
+    size = len(sync.model_dump_json())
+    if size <= MAX_SYNC_JSON_BYTES:
+        return sync
+    return CommandError(
+        code=ErrorCode.TOO_LARGE,
+        message=f"the configuration would be {size} bytes as JSON; limit {MAX_SYNC_JSON_BYTES}",
+        details={"size_bytes": size, "limit": MAX_SYNC_JSON_BYTES},
+    )
+
+
 def _status_fields(status: SyncStatus) -> dict[str, Any]:
     return {"status": status, "is_active": status is S.ACTIVE, "paused": status is S.SUSPENDED}
 
@@ -473,6 +492,8 @@ def _create(command: Command, data: CreateData, now: datetime) -> Decision:
             paused_by_user_id=data.created_by_user_id,
         )
     built = _build(fields, {})
+    if not isinstance(built, CommandError):
+        built = _within_size(built)
     if isinstance(built, CommandError):
         return Decision(outcome=Outcome.REJECTED, sync=None, error=built, visible=False)
     change = Change(
@@ -670,6 +691,9 @@ def _apply(
                 data.model_dump(exclude_unset=True, exclude={"updated_by_user_id"}),
                 actor=_actor(command, data.updated_by_user_id),
             )
+            if problem is None:
+                sized = _within_size(ch.sync)
+                problem = sized if isinstance(sized, CommandError) else None
         case TriggerData():
             if sync.lock_token is not None:
                 return Decision(outcome=Outcome.NOOP, sync=sync, run=_run_info(sync))
@@ -798,8 +822,11 @@ def _apply(
             fields.update(
                 **_LOCK_RELEASED,
                 **_status_fields(dest),
-                batch_ids=[*sync.batch_ids, *new_batches],
-                task_ids=[*sync.task_ids, *(t for t in data.task_ids if t not in sync.task_ids)],
+                batch_ids=[*sync.batch_ids, *new_batches][-MAX_TRACKED_IDS:],
+                task_ids=[
+                    *sync.task_ids,
+                    *(t for t in data.task_ids if t not in sync.task_ids),
+                ][-MAX_TRACKED_IDS:],
                 batches_created=sync.batches_created + len(new_batches),
                 # Incremental runs list files modified since this run *started*.
                 last_sync_at=sync.locked_at,

@@ -29,6 +29,8 @@ from statemachine.status import RunStatus, SyncStatus
 __all__ = [
     "IMMUTABLE_FIELDS",
     "MAX_LAST_ERROR",
+    "MAX_SYNC_JSON_BYTES",
+    "MAX_TRACKED_IDS",
     "MUTABLE_FIELDS",
     "Provider",
     "RunMetrics",
@@ -41,6 +43,10 @@ __all__ = [
 
 MAX_LAST_ERROR: Final = 1000
 MAX_METADATA_KEYS: Final = 50
+#: A sync travels whole in every event and result: its JSON is kept well under Kafka's limits.
+MAX_SYNC_JSON_BYTES: Final = 256 * 1024
+#: Batch and task ids kept on the sync (the most recent); ``batches_created`` counts them all.
+MAX_TRACKED_IDS: Final = 1000
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
 NonNegative = Annotated[int, Field(ge=0)]

@@ -592,3 +592,54 @@ def test_decide_is_pure_and_repeatable() -> None:
     assert sync == before
     assert sync.model_dump() == before.model_dump()
     assert first == second
+
+
+def test_a_configuration_too_large_to_travel_is_too_large() -> None:
+    big = {f"k{i}": "x" * 6000 for i in range(50)}  # 50 keys (the limit), ~300 KB
+    decision = create({**CREATE_DATA, "metadata": big})
+    assert decision.outcome is Outcome.REJECTED and decision.error is not None
+    assert decision.error.code is ErrorCode.TOO_LARGE
+    assert decision.error.details["limit"] == 256 * 1024
+    sync = make_sync(status=S.ACTIVE)
+    grown = decide(sync, make_command(C.UPDATE, {"metadata": big}), NOW)
+    assert grown.error is not None and grown.error.code is ErrorCode.TOO_LARGE
+    assert grown.changes == ()
+    fits = decide(sync, make_command(C.UPDATE, {"metadata": {"k": "x" * 6000}}), NOW)
+    assert fits.outcome is Outcome.APPLIED
+
+
+def test_tracked_batch_and_task_ids_keep_the_most_recent() -> None:
+    from uuid import uuid4
+
+    run_id = uuid4()
+    old = [f"b{i}" for i in range(1000)]
+    sync = make_sync(
+        status=S.ACTIVE,
+        batch_ids=old,
+        task_ids=old,
+        batches_created=1000,
+        lock_token=3,
+        sync_run_counter=3,
+        current_sync_run_id=run_id,
+        locked_by_worker_id="w",
+        locked_at=T0,
+        lock_expires_at=NOW + timedelta(minutes=5),
+    )
+    done = decide(
+        sync,
+        make_command(
+            C.RUN_COMPLETE,
+            {
+                "run_id": str(run_id),
+                "lock_token": 3,
+                "batch_ids": ["new1", "new2"],
+                "task_ids": ["t-new"],
+            },
+        ),
+        NOW,
+    )
+    final = done.final
+    assert final is not None
+    assert len(final.batch_ids) == 1000 and final.batch_ids[-2:] == ["new1", "new2"]
+    assert final.batch_ids[0] == "b2" and final.batches_created == 1002
+    assert len(final.task_ids) == 1000 and final.task_ids[-1] == "t-new"
