@@ -223,8 +223,30 @@ _CURSOR: Final = _Cursor()
 _MACHINE.add_model(_CURSOR, initial=S.PENDING)
 
 
+#: (trigger, status) pairs where some rule has a condition: the machine must see the sync.
+_CONDITIONAL: Final[frozenset[tuple[str, SyncStatus]]] = frozenset(
+    (r.command.value, s) for r in TABLE if r.condition is not None for s in r.sources
+)
+#: What the machine answered for an unconditional (trigger, status): it depends on nothing else.
+_ANSWERS: Final[dict[tuple[str, SyncStatus], SyncStatus | None]] = {}
+
+
 def _fire(sync: SyncConfiguration, trigger: str, policy: Policy) -> SyncStatus | None:
-    """Run ``trigger`` through the machine from the sync's status; the new status, or None."""
+    """Run ``trigger`` through the machine from the sync's status; the new status, or None.
+
+    Where no rule of ``trigger`` from this status has a condition, the machine's answer
+    depends on the pair alone: it is asked once and remembered (the transitions library
+    costs ~20 us a call).
+    """
+    pair = (trigger, sync.status)
+    if pair in _CONDITIONAL:
+        return _run_machine(sync, trigger, policy)
+    if pair not in _ANSWERS:
+        _ANSWERS[pair] = _run_machine(sync, trigger, policy)
+    return _ANSWERS[pair]
+
+
+def _run_machine(sync: SyncConfiguration, trigger: str, policy: Policy) -> SyncStatus | None:
     _MACHINE.set_state(sync.status, model=_CURSOR)
     _CURSOR.sync, _CURSOR.policy = sync, policy
     try:
@@ -717,31 +739,24 @@ def _apply(
                 worker_id=sync.locked_by_worker_id,
             )
         case RunStartData():
-            if (
-                sync.lock_token is not None
-                and sync.lock_expires_at is not None
-                and (sync.lock_expires_at > now)
-            ):
+            if sync.lock_token is not None:
+                # Held, or expired and not yet taken back: the scheduler is the one place a
+                # lease expires (and counts as a failed run); the worker retries after it.
+                expired = sync.lock_expires_at is not None and sync.lock_expires_at <= now
                 return _reject(
                     ErrorCode.LOCK_CONFLICT,
-                    f"the run lock is held by worker {sync.locked_by_worker_id}",
+                    f"the run lock is held by worker {sync.locked_by_worker_id}"
+                    + ("; its lease expired and is being taken back" if expired else ""),
                     sync,
                     {
                         "locked_by_worker_id": sync.locked_by_worker_id,
-                        "lock_expires_at": sync.lock_expires_at.isoformat(),
+                        "lock_expires_at": (
+                            sync.lock_expires_at.isoformat() if sync.lock_expires_at else None
+                        ),
+                        "lease_expired": expired,
                     },
                 )
             actor = f"worker:{data.worker_id}"
-            if sync.lock_token is not None:  # an expired lease not yet reaped: reap it first
-                problem = _failure(
-                    ch,
-                    S.ACTIVE if dest is S.ACTIVE else sync.status,
-                    f"the lease of worker {sync.locked_by_worker_id} expired",
-                    EventType.LOCK_EXPIRED,
-                    SYSTEM_ACTOR,
-                    "lease expired",
-                    worker_id=sync.locked_by_worker_id,
-                )
             if problem is None:
                 counter = ch.sync.sync_run_counter + 1
                 run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"synclife:{command.command_id}")
