@@ -762,7 +762,9 @@ async def test_message_without_readable_id_is_only_dead_lettered(
     assert headers["x-marker"] == marker.encode()
     assert headers["dlq_reason"] == b"bad_envelope"
     assert_redacted(headers, None, tenant)
-    # ... and it is the only result under that key: the id-less message got none.
+    # ... and it is the only result under that key: the id-less message got none. (The
+    # client saw its result; wait until the test's own reader has it too.)
+    await results.wait(sync_id, 1)
     assert [r.command_id for r in results.results(sync_id)] == [created.command_id]
 
 

@@ -1,0 +1,101 @@
+"""The fault suite's stack (its own Kafka and Postgres), tenant and summary table.
+
+The suite never touches the shared stack (127.0.0.1:19092 and :15432) that other test runs use:
+it starts a stack of its own on other ports and in ``.cache/faultstack`` (``stack.up`` with
+``use_environment=False``, since ``tests/integration`` points the environment at the shared
+one), stops and starts that stack's broker and Postgres, and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from events import stack
+from events.db import connect, migrate
+from events.settings import Settings
+from events.tenancy import create_key, create_namespace, create_org
+from tests.faults.harness import (
+    POSTGRES_PORT,
+    SUMMARY_FILE,
+    Fixture,
+    Row,
+    delete_topics,
+    echo_nothing,
+    stack_settings,
+    write_summary,
+)
+
+_ROWS: list[Row] = []
+_NOTES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The per-scenario table, whatever ``-s`` says (also in .cache/faults/summary.md)."""
+    if not _ROWS and not _NOTES:
+        return
+    text = write_summary(_ROWS, _NOTES)
+    terminalreporter.section("fault suite")
+    terminalreporter.write(text)
+    terminalreporter.write_line(f"(written to {SUMMARY_FILE})")
+
+
+@pytest.fixture(scope="session")
+def notes() -> list[str]:
+    """Lines added under the table (the pause guarantee's outcome)."""
+    return _NOTES
+
+
+@pytest.fixture(scope="session")
+async def fault_stack() -> AsyncIterator[tuple[Settings, str]]:
+    """Start (or reuse) the suite's own stack; stop it at the end (its data stays)."""
+    settings = stack_settings()
+    assert POSTGRES_PORT != 15432, "the fault suite must not use the shared Postgres"
+    env = await stack.up(settings, echo_nothing, use_environment=False)
+    database_url = env[stack.ENV_DATABASE_URL]
+    await delete_topics(settings.kafka_bootstrap_servers, "faults.")  # an interrupted run's
+    yield settings, database_url
+    if os.environ.get("SYNCLIFE_FAULTS_KEEP_STACK") != "1":
+        await stack.down(settings, echo_nothing)
+
+
+@pytest.fixture(scope="session")
+async def fx(
+    fault_stack: tuple[Settings, str], tmp_path_factory: pytest.TempPathFactory
+) -> Fixture:
+    settings, database_url = fault_stack
+    with_url = settings.model_copy(update={"database_url": SecretStr(database_url)})
+    conn = await connect(with_url)
+    try:
+        await migrate(conn)
+        # This database is the suite's own (never the shared one): start from empty, so an
+        # interrupted earlier run leaves no outbox rows or due syncs behind.
+        await conn.execute("TRUNCATE syncs, sync_history, processed_commands, outbox, dead_letters")
+        org = await create_org(conn, f"faults-{secrets.token_hex(4)}")
+        await create_namespace(conn, org["id"], "production")
+        key = await create_key(conn, org["id"], ["syncs:write"])
+    finally:
+        await conn.close()
+    log_root = Path(tmp_path_factory.mktemp("faults"))
+    return Fixture(
+        stack=settings,
+        database_url=database_url,
+        api_key=key["key"],
+        namespace="production",
+        log_root=log_root,
+        rows=_ROWS,
+        run=secrets.token_hex(3),
+    )
+
+
+@pytest.fixture
+async def db(fx: Fixture) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(fx.database_url)
+    yield conn
+    await conn.close()

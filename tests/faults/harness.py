@@ -1,0 +1,934 @@
+"""The fault suite's machinery: its own stack, ``serve`` processes, a load, and the checks.
+
+Everything runs for real: a Kafka broker and a Postgres of the suite's own (other ports, another
+stack dir, so the shared stack other people test against is never touched), several
+``python -m events.cli serve`` processes in one consumer group, and a load of thousands of
+commands over many syncs from an idempotent aiokafka producer (only the contract's headers and
+JSON; no synclife client code). Faults are injected from outside
+(signals to the processes, stopping and starting the broker or Postgres) or from inside
+(``SYNCLIFE_CRASH_POINTS``: ``events/faults.py``), and afterwards the invariants are read back
+from the topics (from their beginning) and from Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import platform
+import random
+import re
+import signal
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from events import stack
+from events.envelope import ce_headers
+from events.kafka import idempotent_producer
+from events.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_DIR = ROOT / ".cache" / "faultstack"
+SUMMARY_FILE = ROOT / ".cache" / "faults" / "summary.md"
+
+# Ports of the suite's own stack: away from the shared stack (19092, 15432), overridable, and
+# below Linux's ephemeral range (32768-60999): while the broker is down, clients retry
+# connecting to it, and one whose source port happens to equal the broker's port connects to
+# itself (TCP simultaneous open) and holds the port, so the broker cannot bind it again.
+KAFKA_PORT = int(os.environ.get("SYNCLIFE_FAULTS_KAFKA_PORT", "28092"))  # and 28093
+POSTGRES_PORT = int(os.environ.get("SYNCLIFE_FAULTS_POSTGRES_PORT", "28432"))
+
+# Bounds the suite holds the service to.
+SHUTDOWN_BOUND_SECONDS = 20.0  # SIGTERM to exit 0
+READY_TIMEOUT_SECONDS = 60.0  # a started process answers /readyz 200
+DRAIN_TIMEOUT_SECONDS = 120.0  # after the load: every result and event out
+CAUGHT_UP_SECONDS = 2.0  # a command older than this without a result: not recovered yet
+
+# The advisory locks of the relay and scheduler leaders (events/relay.py, scheduler.py).
+RELAY_LOCK = 0x5F5C11FF
+
+CREATE = {
+    "bucket_id": "bkt_faults",
+    "connection_id": "conn_faults",
+    "provider": "s3",
+    "source_path": "bucket/prefix",
+    "created_by_user_id": "user_faults",
+    # The longest interval: a sync's only scheduled runs in a scenario are its first one and
+    # those a resume requests, and no scheduler of a later scenario touches it.
+    "polling_interval_seconds": 900,
+}
+
+
+def echo_nothing(_: str) -> None:
+    return None
+
+
+def stack_settings() -> Settings:
+    """The suite's own stack (never the shared one other people run tests against)."""
+    return Settings(
+        kafka_bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}",
+        database_url=f"postgresql://synclife@127.0.0.1:{POSTGRES_PORT}/synclife",  # type: ignore[arg-type]
+        stack_dir=str(STACK_DIR),
+        topic_partitions=6,
+    )
+
+
+def machine() -> str:
+    """One line naming the machine the summary was measured on."""
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text(encoding="utf-8").split()[1])
+        memory = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    return f"{platform.node()}: {os.cpu_count()} x {cpu}{memory}, {platform.platform(terse=True)}"
+
+
+# --------------------------------------------------------------------------------------------
+# serve processes
+# --------------------------------------------------------------------------------------------
+
+
+_PORT_LINE = re.compile(r"metrics and health on http://([\d.]+):(\d+)")
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    return path.open("ab")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(_read_text(path).splitlines()[-lines:])
+
+
+class Serve:
+    """One ``synclife serve`` process (a new one per start; the name stays)."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.env = env
+        self.log_dir = log_dir
+        self.starts = 0
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log: Path = log_dir / f"{name}.log"
+        self.url: str | None = None
+        self.exits: list[int] = []  # return codes of earlier incarnations
+        self.stopped = False  # SIGSTOPped right now
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        assert not self.alive, f"{self.name} already runs"
+        self.starts += 1
+        self.log = self.log_dir / f"{self.name}.{self.starts}.log"
+        self.url = None
+        out = _open_log(self.log)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "events.cli",
+                "serve",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self.env,
+                cwd=str(ROOT),
+            )
+        finally:
+            out.close()
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if not self.alive:
+                    raise AssertionError(f"{self.name} exited while starting:\n{tail(self.log)}")
+                if await self.ready(session):
+                    return
+                if loop.time() > deadline:
+                    raise AssertionError(f"{self.name} not ready in {timeout}s:\n{tail(self.log)}")
+                await asyncio.sleep(0.2)
+
+    def _find_url(self) -> str | None:
+        if self.url is None:
+            match = _PORT_LINE.search(_read_text(self.log))
+            if match is not None:
+                self.url = f"http://{match[1]}:{match[2]}"
+        return self.url
+
+    async def ready(self, session: aiohttp.ClientSession) -> bool:
+        """Whether /readyz answers 200 (False while the process starts, is stopped or gone)."""
+        url = self._find_url()
+        if url is None or not self.alive or self.stopped:
+            return False
+        try:
+            async with session.get(
+                f"{url}/readyz", timeout=aiohttp.ClientTimeout(total=3)
+            ) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None and self.alive, f"{self.name} is not running"
+        self.proc.send_signal(sig)
+        if sig is signal.SIGSTOP:
+            self.stopped = True
+        elif sig is signal.SIGCONT:
+            self.stopped = False
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        """The exit code, or None if it still runs after ``timeout``."""
+        assert self.proc is not None
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            return None
+        self.exits.append(code)
+        self.stopped = False
+        return code
+
+    async def terminate(self) -> float:
+        """SIGTERM and the seconds until a clean exit; fails if it is not 0 within the bound."""
+        started = time.monotonic()
+        self.signal(signal.SIGTERM)
+        code = await self.wait_exit(SHUTDOWN_BOUND_SECONDS)
+        if code is None:
+            self.signal(signal.SIGKILL)
+            await self.wait_exit(10)
+            raise AssertionError(
+                f"{self.name} did not exit within {SHUTDOWN_BOUND_SECONDS}s of SIGTERM:\n"
+                f"{tail(self.log)}"
+            )
+        assert code == 0, f"{self.name} exited {code} after SIGTERM:\n{tail(self.log)}"
+        return time.monotonic() - started
+
+    async def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        await self.wait_exit(10)
+
+    async def ensure_gone(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)
+                self.proc.send_signal(signal.SIGKILL)
+            await self.wait_exit(10)
+
+
+# --------------------------------------------------------------------------------------------
+# the load
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    command_id: str
+    sync_id: str
+    command_type: str
+    at: float  # monotonic time of the acknowledgement
+
+
+class Load:
+    """Creates ``syncs`` syncs, then streams pause/resume/update/trigger at them.
+
+    Every command has a new id; a send Kafka did not acknowledge is retried with the same id
+    (which the contract allows: one effect, one result), so every command in ``sent`` reached
+    the topic at least once.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        api_key: str,
+        namespace: str,
+        *,
+        syncs: int,
+        seconds: float,
+        interval: tuple[float, float] = (0.6, 1.4),
+        seed: int = 7,
+    ) -> None:
+        self.settings = settings
+        self.api_key = api_key
+        self.namespace = namespace
+        self.sync_ids = [f"sync_{uuid.uuid4().hex}" for _ in range(syncs)]
+        self.seconds = seconds
+        self.interval = interval
+        self.random = random.Random(seed)
+        self.sent: dict[str, Sent] = {}
+        self.retries = 0
+        self.done = asyncio.Event()
+
+    def acked_before(self, moment: float) -> set[str]:
+        return {cid for cid, s in self.sent.items() if s.at <= moment}
+
+    async def run(self) -> None:
+        # acks=all, idempotent (and with the metadata backoff of events/kafka.py, so that the
+        # load itself does not spin while the broker is away).
+        producer = idempotent_producer(self.settings, client_id="faults-load", linger_ms=5)
+        await producer.start()
+        try:
+            deadline = time.monotonic() + self.seconds
+            await asyncio.gather(
+                *(self._one_sync(producer, sid, deadline) for sid in self.sync_ids)
+            )
+        finally:
+            self.done.set()
+            await producer.stop()
+
+    async def _one_sync(self, producer: AIOKafkaProducer, sync_id: str, deadline: float) -> None:
+        rnd = random.Random(self.random.random())
+        await asyncio.sleep(rnd.uniform(0, 1.0))
+        await self._send(producer, sync_id, "sync.create", CREATE)
+        while True:
+            await asyncio.sleep(rnd.uniform(*self.interval))
+            if time.monotonic() >= deadline:
+                return
+            roll = rnd.random()
+            data: dict[str, Any]
+            if roll < 0.35:
+                kind, data = "sync.pause", {"paused_by_user_id": "u1", "reason": "faults"}
+            elif roll < 0.7:
+                kind, data = "sync.resume", {"resumed_by_user_id": "u1"}
+            elif roll < 0.92:
+                kind, data = "sync.update", {"batch_size": rnd.randint(1, 100)}
+            else:
+                kind, data = "sync.trigger", {"requested_by_user_id": "u1"}
+            await self._send(producer, sync_id, kind, data)
+
+    async def _send(
+        self, producer: AIOKafkaProducer, sync_id: str, kind: str, data: dict[str, Any]
+    ) -> None:
+        command_id = str(uuid.uuid4())
+        headers = ce_headers(
+            event_id=command_id,
+            event_type=kind,
+            source="faults",
+            subject=sync_id,
+            time=datetime.now(UTC),
+            extra={"authorization": f"Bearer {self.api_key}", "x-namespace": self.namespace},
+        )
+        value = json.dumps(data).encode()
+        while True:
+            try:
+                await producer.send_and_wait(
+                    self.settings.commands_topic,
+                    key=sync_id.encode(),
+                    value=value,
+                    headers=headers,
+                )
+                break
+            except KafkaError:
+                self.retries += 1  # the same command id again: one effect, one result
+                await asyncio.sleep(0.5)
+        self.sent[command_id] = Sent(command_id, sync_id, kind, time.monotonic())
+
+
+# --------------------------------------------------------------------------------------------
+# what the topics carried
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    partition: int
+    offset: int
+    key: str
+    headers: dict[str, bytes]
+    value: bytes
+
+    @property
+    def id(self) -> str:
+        return self.headers["ce_id"].decode()
+
+
+class TopicReader:
+    """Reads a whole topic from its beginning, and keeps reading (through broker restarts)."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.messages: list[Message] = []
+        self.changed = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        partitions = consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+        assert partitions, f"topic {self.topic} has no partitions"
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._pump(), name=f"read {self.topic}")
+
+    async def _pump(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=200)
+            except KafkaError:
+                await asyncio.sleep(0.2)
+                continue
+            for records in batches.values():
+                for r in records:
+                    self.messages.append(
+                        Message(
+                            r.partition,
+                            r.offset,
+                            (r.key or b"").decode(),
+                            {k: v for k, v in r.headers},
+                            r.value or b"",
+                        )
+                    )
+            if batches:
+                self.changed.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# a scenario
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the summary table."""
+
+    scenario: str
+    processes: str
+    sent: int = 0
+    results: int = 0
+    applied: int = 0
+    applied_twice: int = 0
+    events: int = 0
+    events_missing: int = 0
+    version_gaps: int = 0
+    redelivered: int = 0  # duplicate copies on the topics (same ids): at-least-once at work
+    faults: int = 0
+    recover_seconds: float | None = None
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def header() -> str:
+        return (
+            "| scenario | serve processes | commands sent | results | applied twice "
+            "| events | events missing | version gaps | duplicates delivered | faults "
+            "| seconds to recover | scenario seconds |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )
+
+    def line(self) -> str:
+        recover = f"{self.recover_seconds:.1f}" if self.recover_seconds is not None else "-"
+        return (
+            f"| {self.scenario} | {self.processes} | {self.sent} | {self.results} "
+            f"| {self.applied_twice} | {self.events} | {self.events_missing} "
+            f"| {self.version_gaps} | {self.redelivered} | {self.faults} | {recover} "
+            f"| {self.seconds:.0f} |"
+        )
+
+
+@dataclass
+class Fixture:
+    """What every scenario shares: the stack, a tenant, where logs go, the summary."""
+
+    stack: Settings
+    database_url: str
+    api_key: str
+    namespace: str
+    log_root: Path
+    rows: list[Row]
+    run: str
+
+
+class Scenario:
+    """One scenario: its own topics and group, its processes, a load, faults, then checks."""
+
+    def __init__(
+        self,
+        fx: Fixture,
+        name: str,
+        *,
+        processes: int,
+        syncs: int = 200,
+        seconds: float = 15.0,
+        crash_points: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.fx = fx
+        self.name = name
+        self.slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        slug = f"{fx.run}.{self.slug}"
+        self.settings = Settings(
+            kafka_bootstrap_servers=fx.stack.kafka_bootstrap_servers,
+            database_url=fx.database_url,  # type: ignore[arg-type]
+            stack_dir=fx.stack.stack_dir,
+            commands_topic=f"faults.{slug}.commands",
+            lifecycle_topic=f"faults.{slug}.lifecycle",
+            results_topic=f"faults.{slug}.results",
+            dlq_topic=f"faults.{slug}.dlq",
+            consumer_group=f"faults-{slug}",
+            topic_partitions=6,
+            http_port=0,
+            **(settings or {}),
+        )
+        self.log_dir = fx.log_root / self.slug
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCLIFE_")}
+        env.update(
+            {
+                "SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_bootstrap_servers,
+                "SYNCLIFE_DATABASE_URL": fx.database_url,
+                "SYNCLIFE_COMMANDS_TOPIC": self.settings.commands_topic,
+                "SYNCLIFE_LIFECYCLE_TOPIC": self.settings.lifecycle_topic,
+                "SYNCLIFE_RESULTS_TOPIC": self.settings.results_topic,
+                "SYNCLIFE_DLQ_TOPIC": self.settings.dlq_topic,
+                "SYNCLIFE_CONSUMER_GROUP": self.settings.consumer_group,
+                "SYNCLIFE_CLIENT_ID": f"faults-{self.slug}",
+                "SYNCLIFE_HTTP_PORT": "0",
+                "SYNCLIFE_LOG_FORMAT": "json",
+                "SYNCLIFE_LOG_LEVEL": "INFO",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        for key, value in (settings or {}).items():
+            env[f"SYNCLIFE_{key.upper()}"] = str(value)
+        if crash_points:
+            env["SYNCLIFE_CRASH_POINTS"] = crash_points
+        self.env = env
+        self.initial = processes
+        self.serves: list[Serve] = []
+        self.load = Load(self.settings, fx.api_key, fx.namespace, syncs=syncs, seconds=seconds)
+        self.results = TopicReader(self.settings, self.settings.results_topic)
+        self.lifecycle = TopicReader(self.settings, self.settings.lifecycle_topic)
+        self.row = Row(name, str(processes))
+        self.recoveries: list[float] = []
+        self.not_ready_seen: list[float] = []  # monotonic times a live process said 503
+        self.started = time.monotonic()
+        self._prober: asyncio.Task[None] | None = None
+        self._supervise = False
+        self.crashes = 0
+        self.last_crash = 0.0  # when the supervisor last found a process dead
+
+    # --- processes -------------------------------------------------------------------------
+
+    def serve(self, name: str | None = None, env: dict[str, str] | None = None) -> Serve:
+        s = Serve(name or f"serve{len(self.serves) + 1}", {**self.env, **(env or {})}, self.log_dir)
+        self.serves.append(s)
+        return s
+
+    @property
+    def live(self) -> list[Serve]:
+        return [s for s in self.serves if s.alive]
+
+    async def start(self, *serves: Serve) -> None:
+        for s in serves:
+            await s.start()
+        await asyncio.gather(*(s.wait_ready() for s in serves))
+
+    async def add(self, count: int = 1) -> list[Serve]:
+        new = [self.serve() for _ in range(count)]
+        await self.start(*new)
+        return new
+
+    async def _probe(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                for s in list(self.serves):
+                    if s.alive and not s.stopped and s.url is not None:
+                        if not await s.ready(session):
+                            self.not_ready_seen.append(time.monotonic())
+                    elif self._supervise and not s.alive and not s.stopped:
+                        # A crash point killed it: start it again, as a supervisor would.
+                        code = await s.wait_exit(5)
+                        if code is not None and code < 0:
+                            self.crashes += 1
+                            self.last_crash = time.monotonic()
+                        await s.start()
+                await asyncio.sleep(0.25)
+
+    def supervise(self, on: bool = True) -> None:
+        """Restart processes that die (crash points kill them from inside)."""
+        self._supervise = on
+
+    # --- measuring ---------------------------------------------------------------------------
+
+    def fault(self) -> float:
+        """Note a fault injected now; returns its time."""
+        self.row.faults += 1
+        return time.monotonic()
+
+    async def all_ready(self) -> bool:
+        async with aiohttp.ClientSession() as session:
+            live = [s for s in self.live if not s.stopped]
+            if not live:
+                return False
+            states = await asyncio.gather(*(s.ready(session) for s in live))
+            return all(states)
+
+    def answered(self) -> set[str]:
+        ids: set[str] = set()
+        for m in self.results.messages:
+            ids.add(m.id.removeprefix("result:"))
+        return ids
+
+    async def wait_recovered(self, since: float, timeout: float = 90.0) -> float:
+        """Seconds from ``since`` until the service is back to normal: every live process
+        ready, and every command acknowledged before ``since`` or more than ``CAUGHT_UP``
+        seconds ago answered (so a stall that starts after the fault counts too)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        before: set[str] = set()
+        while True:
+            now = time.monotonic()
+            before = self.load.acked_before(max(since, now - CAUGHT_UP_SECONDS))
+            if before <= self.answered() and await self.all_ready():
+                seconds = time.monotonic() - since
+                self.recoveries.append(seconds)
+                return seconds
+            if loop.time() > deadline:
+                missing = len(before - self.answered())
+                raise AssertionError(
+                    f"{self.name}: not recovered {timeout}s after the fault "
+                    f"({missing} commands unanswered){self.tails()}"
+                )
+            await asyncio.sleep(0.2)
+
+    def saw_not_ready(self, start: float, end: float) -> bool:
+        return any(start <= t <= end for t in self.not_ready_seen)
+
+    def tails(self) -> str:
+        parts = []
+        for s in self.serves:
+            parts.append(f"\n--- {s.log} (last lines):\n{tail(s.log, 25)}")
+        return "".join(parts)
+
+    # --- the run -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """The scenario's topics, its readers of them, and the readiness prober."""
+        await stack.ensure_topics(
+            self.settings, self.settings.kafka_bootstrap_servers, echo_nothing
+        )
+        await self.results.start()
+        await self.lifecycle.start()
+        self._prober = asyncio.create_task(self._probe(), name="probe")
+
+    async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+        for s in self.serves:
+            await s.ensure_gone()
+        await self.results.stop()
+        await self.lifecycle.stop()
+        await delete_topics(
+            self.settings.kafka_bootstrap_servers, f"faults.{self.fx.run}.{self.slug}."
+        )
+
+    async def run(self, faults: Callable[[Scenario], Awaitable[None]]) -> Row:
+        """Start, load, inject ``faults`` while the load flows, drain, stop, check."""
+        await self.open()
+        try:
+            await self.start(*(self.serve() for _ in range(self.initial)))
+            self.started = time.monotonic()
+            load = asyncio.create_task(self.load.run(), name="load")
+            try:
+                await faults(self)
+                await load
+            finally:
+                if not load.done():
+                    load.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await load
+            self.supervise(False)
+            await self._drain()
+            for s in self.live:
+                if s.stopped:
+                    s.signal(signal.SIGCONT)
+            await asyncio.gather(*(s.terminate() for s in self.live))
+            self.row.seconds = time.monotonic() - self.started
+            await self.check()
+        except BaseException:
+            print(self.tails(), file=sys.stderr)
+            raise
+        finally:
+            await self.close()
+        if self.recoveries:
+            self.row.recover_seconds = max(self.recoveries)
+        self.row.faults += self.crashes
+        self.fx.rows.append(self.row)
+        print(f"\n{Row.header()}\n{self.row.line()}", file=sys.stderr)
+        return self.row
+
+    async def relay_leader(self) -> Serve:
+        """The process whose relay holds the leader lock (its session's application_name
+        names the process: events/db.py)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        conn = await asyncpg.connect(self.fx.database_url)
+        try:
+            while True:
+                name = await conn.fetchval(
+                    """SELECT a.application_name FROM pg_locks l
+                       JOIN pg_stat_activity a ON a.pid = l.pid
+                       WHERE l.locktype = 'advisory' AND l.granted
+                         AND l.classid = 0 AND l.objid = $1::bigint::oid""",
+                    RELAY_LOCK,
+                )
+                if name:
+                    pid = int(str(name).rpartition(":")[2])
+                    for s in self.live:
+                        if s.pid == pid:
+                            return s
+                if loop.time() > deadline:
+                    raise AssertionError(f"no relay leader among {[s.pid for s in self.live]}")
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+
+    def crash_points_hit(self) -> dict[str, int]:
+        """How often each crash point killed a process (from the processes' logs)."""
+        hits: dict[str, int] = defaultdict(int)
+        for path in sorted(self.log_dir.glob("*.log")):
+            for line in _read_text(path).splitlines():
+                if line.startswith("crash point "):
+                    hits[line.split()[2].rstrip(":")] += 1
+        return dict(hits)
+
+    async def _drain(self) -> None:
+        """Wait until every command has a result and the outbox is empty."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_TIMEOUT_SECONDS
+        conn = await asyncpg.connect(self.fx.database_url)
+        try:
+            while True:
+                missing = set(self.load.sent) - self.answered()
+                outbox = await conn.fetchval("SELECT count(*) FROM outbox")
+                if not missing and outbox == 0:
+                    # And the lifecycle topic caught up with every sync's version.
+                    versions: dict[str, int] = {
+                        r["sync_config_id"]: r["version"]
+                        for r in await conn.fetch(
+                            "SELECT sync_config_id, version FROM syncs "
+                            "WHERE sync_config_id = ANY($1::text[])",
+                            self.load.sync_ids,
+                        )
+                    }
+                    seen: dict[str, int] = defaultdict(int)
+                    for m in self.lifecycle.messages:
+                        v = int(m.id.rpartition(":v")[2])
+                        seen[m.key] = max(seen[m.key], v)
+                    if all(seen[k] >= v for k, v in versions.items()):
+                        return
+                if loop.time() > deadline:
+                    raise AssertionError(
+                        f"{self.name}: no drain within {DRAIN_TIMEOUT_SECONDS}s: "
+                        f"{len(missing)} results missing, {outbox} outbox rows{self.tails()}"
+                    )
+                await asyncio.sleep(0.25)
+        finally:
+            await conn.close()
+
+    async def check(self) -> None:
+        """Every invariant, read back from the topics and Postgres."""
+        row = self.row
+        problems = row.problems
+        sent = self.load.sent
+        row.sent = len(sent)
+
+        # Results: one distinct result per command id, for every command sent.
+        results: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for m in self.results.messages:
+            results[m.id.removeprefix("result:")].append(json.loads(m.value))
+        row.results = sum(1 for cid in sent if cid in results)
+        row.redelivered += sum(len(v) - 1 for v in results.values())
+        if row.results != row.sent:
+            problems.append(f"{row.sent - row.results} commands without a result")
+        for cid, copies in results.items():
+            if cid not in sent:
+                problems.append(f"a result for a command never sent: {cid}")
+            elif any(c != copies[0] for c in copies[1:]):
+                problems.append(f"command {cid} has {len(copies)} differing results")
+        row.applied = sum(1 for c in results.values() if c[0]["outcome"] == "applied")
+
+        # Lifecycle events, deduplicated by id, in order of first appearance per sync.
+        first: dict[str, Message] = {}
+        order: dict[str, list[int]] = defaultdict(list)
+        by_partition_order = sorted(self.lifecycle.messages, key=lambda m: (m.partition, m.offset))
+        for m in by_partition_order:
+            if m.id in first:
+                row.redelivered += 1
+                if m.value != first[m.id].value:
+                    problems.append(f"event {m.id} delivered with differing contents")
+                continue
+            first[m.id] = m
+            order[m.key].append(int(m.id.rpartition(":v")[2]))
+        row.events = len(first)
+
+        conn = await asyncpg.connect(self.fx.database_url)
+        try:
+            syncs: dict[str, int] = {
+                r["sync_config_id"]: r["version"]
+                for r in await conn.fetch(
+                    "SELECT sync_config_id, version FROM syncs "
+                    "WHERE sync_config_id = ANY($1::text[])",
+                    self.load.sync_ids,
+                )
+            }
+            history = await conn.fetch(
+                """SELECT sync_config_id, version, event_type, from_status, command_id
+                   FROM sync_history WHERE sync_config_id = ANY($1::text[])
+                   ORDER BY sync_config_id, version""",
+                self.load.sync_ids,
+            )
+            processed = await conn.fetchval(
+                "SELECT count(*) FROM processed_commands WHERE command_id = ANY($1::text[])",
+                list(sent),
+            )
+            outbox = await conn.fetchval("SELECT count(*) FROM outbox")
+            dead = await conn.fetchval(
+                "SELECT count(*) FROM dead_letters WHERE source_topic = $1",
+                self.settings.commands_topic,
+            )
+        finally:
+            await conn.close()
+
+        if processed != len(sent):
+            problems.append(f"{processed} processed_commands rows for {len(sent)} commands")
+        if outbox:
+            problems.append(f"{outbox} outbox rows left")
+        if dead:
+            problems.append(f"{dead} commands dead-lettered")
+
+        # Per sync: Postgres history is 1..N, the topic carried exactly 1..N, in order.
+        history_versions: dict[str, list[int]] = defaultdict(list)
+        by_command: dict[str, list[str]] = defaultdict(list)
+        for h in history:
+            history_versions[h["sync_config_id"]].append(h["version"])
+            if h["command_id"] is not None:
+                by_command[h["command_id"]].append(f"{h['sync_config_id']}:v{h['version']}")
+            if h["event_type"] == "sync.run_requested" and h["from_status"] == "SUSPENDED":
+                problems.append(f"a run requested while paused: {h['sync_config_id']}")
+            got = first.get(f"{h['sync_config_id']}:v{h['version']}")
+            if got is not None and got.headers["ce_type"].decode() != h["event_type"]:
+                problems.append(f"event {got.id} is {got.headers['ce_type']!r}, not as history")
+        for sid, n in syncs.items():
+            expected = list(range(1, n + 1))
+            if history_versions[sid] != expected:
+                problems.append(f"{sid}: history versions {history_versions[sid]} != 1..{n}")
+            seen = order.get(sid, [])
+            row.events_missing += len(set(expected) - set(seen))
+            row.version_gaps += sum(1 for a, b in itertools.pairwise(seen) if b != a + 1)
+            if seen and seen[0] != 1:
+                row.version_gaps += 1
+            if set(seen) - set(expected):
+                problems.append(f"{sid}: events beyond version {n}: {sorted(set(seen))}")
+
+        # Applied twice: a command whose effect shows more than once, in Postgres or on the
+        # topic, than the one its result lists.
+        events_by_command: dict[str, set[str]] = defaultdict(set)
+        for m in first.values():
+            cid = json.loads(m.value).get("command_id")
+            if cid is not None:
+                events_by_command[cid].add(m.id)
+        for cid in sent:
+            answer = results.get(cid)
+            listed: list[str] = (answer[0].get("events") or []) if answer else []
+            in_history = by_command.get(cid, [])
+            if (
+                len(in_history) > len(listed)
+                or len(events_by_command.get(cid, ())) > len(listed)
+                or len(set(listed)) != len(listed)
+            ):
+                row.applied_twice += 1
+            elif sorted(in_history) != sorted(listed):
+                problems.append(f"command {cid}: history {in_history} != result events {listed}")
+
+        if row.events_missing:
+            problems.append(f"{row.events_missing} events missing")
+        if row.version_gaps:
+            problems.append(f"{row.version_gaps} version gaps or reorderings")
+        if row.applied_twice:
+            problems.append(f"{row.applied_twice} commands applied twice")
+
+
+async def delete_topics(bootstrap_servers: str, prefix: str) -> None:
+    """Delete the topics named ``prefix...``: a broker with thousands of partitions left by
+    earlier scenarios restarts slowly, and the broker restart is one of the faults."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="faults-admin")
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names, timeout_ms=30_000)
+    finally:
+        await admin.close()
+
+
+def write_summary(rows: list[Row], extra: list[str]) -> str:
+    """The summary table (with date and machine), written under .cache/ and returned."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Fault suite, {when}, on {machine()}.",
+        "",
+        Row.header(),
+        *(r.line() for r in rows),
+    ]
+    if extra:
+        lines += ["", *extra]
+    text = "\n".join(lines) + "\n"
+    SUMMARY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    SUMMARY_FILE.write_text(text, encoding="utf-8")
+    return text
