@@ -29,6 +29,10 @@ lint: $(BIN)/.installed
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit
 
+## Throughput, latency and RSS of serve on the real stack, against a pgbench baseline (README).
+bench: $(BIN)/.installed
+	$(BIN)/synclife bench
+
 stack-up: $(BIN)/.installed
 	$(BIN)/synclife stack up
 

@@ -508,7 +508,18 @@ async def demo() -> None:
 @click.option("--seconds", type=float, default=None, help="Length of each latency phase (10).")
 @click.option("--pgbench-seconds", type=float, default=None, help="Length of each pgbench run.")
 @click.option("--pgbench", "pgbench_path", default=None, help="The pgbench binary.")
-@click.option("--profile", default=None, help="Write cProfile stats of serve to this file.")
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False, resolve_path=True),
+    default=None,
+    help="Write cProfile stats of serve to this file.",
+)
+@click.option(
+    "--serve-path",
+    type=click.Path(exists=True, file_okay=False, resolve_path=True),
+    default=None,
+    help="Run serve from this checkout (e.g. a git worktree of another commit), to compare.",
+)
 @click.option("--keep", is_flag=True, help="Keep the topics, tenant, syncs and scratch schema.")
 @click.option("--quick", is_flag=True, help="A smoke check: small, one run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -523,6 +534,7 @@ async def bench(
     pgbench_seconds: float | None,
     pgbench_path: str | None,
     profile: str | None,
+    serve_path: str | None,
     keep: bool,
     quick: bool,
     as_json: bool,
@@ -548,6 +560,7 @@ async def bench(
         "pgbench_seconds": pgbench_seconds,
         "pgbench": pgbench_path,
         "profile": profile,
+        "serve_path": serve_path,
         "keep": keep,
     }
     if quick:

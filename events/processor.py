@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
 from events.envelope import RawCommand, Undecodable, ce_headers, decode_command, header
 from events.errors import TransientError
+from events.faults import crash_point
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
 from events.observability import bind
 from events.settings import Settings
@@ -504,15 +505,6 @@ async def _load(
         )
         fresh = {(row["source_partition"], row["source_offset"]) for row in rows}
 
-    command_ids = sorted({d.command_id for _, d in decoded if d.command_id is not None})
-    if command_ids:
-        rows = await conn.fetch(
-            """SELECT command_id, key_id, result FROM processed_commands
-               WHERE command_id = ANY($1::text[])""",
-            command_ids,
-        )
-        batch.processed = {r["command_id"]: (r["key_id"], r["result"].encode()) for r in rows}
-
     commands = [d for _, d in decoded if isinstance(d, RawCommand)]
     tokens = {t for t in (batch.token(c.authorization) for c in commands) if t}
     batch.keys = await find_keys(conn, tokens)
@@ -536,6 +528,20 @@ async def _load(
             sync = SyncConfiguration.model_validate_json(r["data"])
             batch.syncs[r["sync_config_id"]] = sync
             batch.loaded_versions[r["sync_config_id"]] = sync.version
+
+    # Which commands are done, read only once the syncs are locked: when two processes
+    # briefly own a partition (a rebalance, a zombie waking up), the other one's batch of
+    # the same commands has committed by the time we hold its syncs' locks, and this read
+    # (a new statement, so a new snapshot) sees it: the commands are replayed, not decided
+    # again only to fail on the processed_commands key and retry the whole batch.
+    command_ids = sorted({d.command_id for _, d in decoded if d.command_id is not None})
+    if command_ids:
+        rows = await conn.fetch(
+            """SELECT command_id, key_id, result FROM processed_commands
+               WHERE command_id = ANY($1::text[])""",
+            command_ids,
+        )
+        batch.processed = {r["command_id"]: (r["key_id"], r["result"].encode()) for r in rows}
     return fresh
 
 
@@ -662,6 +668,7 @@ async def apply_batch(
             else:
                 batch.command(record, item)
         await _write(conn, batch.writes)
+        crash_point("apply.before_commit")  # written, not committed: rolled back
     return batch.stats
 
 

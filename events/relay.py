@@ -36,8 +36,13 @@ log = logging.getLogger("synclife.relay")
 
 RELAY_LOCK: Final = 0x5F5C11FF
 FLUSH_SECONDS: Final = 5.0
+# Delete what was published ($2) and read the next page, in id order, in one statement.
+_NEXT_PAGE: Final = """
+    WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[]))
+    SELECT id, topic, key, value, header_keys, header_values
+    FROM outbox WHERE id <> ALL($2::bigint[]) ORDER BY id LIMIT $1"""
 _PARTITIONER: Final = DefaultPartitioner()
-_PARTITION_CACHE: Final = 100_000  # keys whose partition is remembered (then forgotten at once)
+_PARTITION_CACHE: Final = 10_000  # keys whose partition is remembered (then forgotten at once)
 
 
 class OutboxRelay:
@@ -51,6 +56,7 @@ class OutboxRelay:
         self.published = 0
         self.is_leader = False
         self._partitions: dict[str, list[int]] = {}
+        self._published_ids: list[int] = []  # acknowledged by Kafka, not yet deleted
         self._by_key: dict[tuple[bytes, int], int] = {}
 
     def _notified(self, *_: Any) -> None:
@@ -99,6 +105,7 @@ class OutboxRelay:
                 self._producer = producer
             await self._drain_loop(conn, self._producer, stop)
             await self._flush(conn, self._producer)
+            await self._delete_published(conn)
         finally:
             self.is_leader = False
             with contextlib.suppress(Exception):
@@ -136,12 +143,18 @@ class OutboxRelay:
                 return
 
     async def drain(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
-        """Publish one page of the outbox; returns how many rows went out."""
-        rows = await conn.fetch(
-            """SELECT id, topic, key, value, header_keys, header_values
-               FROM outbox ORDER BY id LIMIT $1""",
-            self.settings.relay_batch_size,
-        )
+        """Publish one page of the outbox; returns how many rows went out.
+
+        The rows of the page before, acknowledged by Kafka, are deleted by the statement that
+        reads this page: one round trip, and the page excludes them (its snapshot still has
+        them). A drain that finds nothing new has deleted them too.
+        """
+        published, self._published_ids = self._published_ids, []
+        try:
+            rows = await conn.fetch(_NEXT_PAGE, self.settings.relay_batch_size, published)
+        except BaseException:
+            self._published_ids = published  # not deleted: the next read deletes them
+            raise
         if not rows:
             return 0
         started = time.perf_counter()
@@ -149,11 +162,17 @@ class OutboxRelay:
         crash_point("relay.after_send")  # published, not deleted yet: resent, same ids
         RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
         RELAY_PUBLISHED.inc(len(rows))
-        await conn.execute(
-            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
-        )
+        self._published_ids = [r["id"] for r in rows]
         self.published += len(rows)
         return len(rows)
+
+    async def _delete_published(self, conn: asyncpg.Connection) -> None:
+        """Delete the last page's rows now (on the way out), not with the next read."""
+        if self._published_ids:
+            await conn.execute(
+                "DELETE FROM outbox WHERE id = ANY($1::bigint[])", self._published_ids
+            )
+            self._published_ids = []
 
     async def _send(
         self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]
@@ -175,11 +194,12 @@ class OutboxRelay:
             if batch is None:
                 batch = batches[tp] = producer.create_batch()
             if batch.append(key=key, value=r["value"], timestamp=None, headers=headers) is None:
-                # Full: send it (after the partition's earlier batches) and start the next.
+                # Full (and closed): send it, after the partition's earlier batches; next one.
                 futures.append(await producer.send_batch(batch, topic, partition=tp[1]))
                 batch = batches[tp] = producer.create_batch()
                 batch.append(key=key, value=r["value"], timestamp=None, headers=headers)
         for (topic, partition), batch in batches.items():
+            batch.close()  # complete: goes out at once instead of lingering (linger_ms)
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 

@@ -75,7 +75,9 @@ class Scheduler:
                 backoff = min(backoff * 2, 5.0)
 
     async def _lead(self, stop: asyncio.Event) -> None:
-        conn = await connect(self.settings)
+        # A leader's session: Postgres ends it if this process stops talking (SIGSTOP), which
+        # releases the lock and lets another process's scheduler take over.
+        conn = await connect(self.settings, leader="scheduler")
         try:
             while not stop.is_set():
                 if not self.is_leader:

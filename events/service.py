@@ -1,7 +1,8 @@
 """``synclife serve``: the command consumer, the scheduler and the outbox relay, in one process.
 
-Shutdown (SIGTERM or SIGINT): stop fetching, finish and commit the batch in flight, commit its
-offsets, let the relay flush, leave the consumer group, exit 0.
+Shutdown (SIGTERM or SIGINT): stop fetching, finish and commit the batches in flight, commit
+their offsets, then leave the consumer group while the relay flushes, and exit 0, all within
+``SHUTDOWN_SECONDS`` whatever is unavailable.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -45,8 +48,11 @@ MAX_POISON_ATTEMPTS = 3
 # cannot hold the process): what is not finished is redelivered or left in the outbox.
 SHUTDOWN_SECONDS = 15.0
 FINAL_COMMIT_SECONDS = 5.0
+FETCH_WAIT_SECONDS = 1.0  # after SIGTERM, a fetch still waiting (for an assignment) is cut
 MAX_CONFLICT_RETRIES = 20
 BACKLOG_INTERVAL_SECONDS = 5.0
+# A rebalance waits this long, at most, for the batches in flight to commit.
+SETTLE_SECONDS = 10.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -54,12 +60,28 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        # Records fetched but not applied are dropped (the next owner, maybe this process
+        # again, fetches them from the committed offsets) and batches in flight finish.
         # Everything processed so far is committed in Postgres: commit its offsets too, so
         # the next owner does not redo it (redoing would still be harmless).
-        await self.service.commit_offsets()
+        await self.service.settle_lanes()
+        # Bounded: aiokafka retries a commit for as long as the coordinator is unreachable,
+        # and the group's coordination (and leaving the group on SIGTERM) waits for this.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.service.commit_offsets(), FINAL_COMMIT_SECONDS)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+
+@dataclass(eq=False)
+class _Lane:
+    """Applies the records of its share of the assigned partitions, in order, batch by batch."""
+
+    queue: deque[Record] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: bool = False  # a batch is being applied
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Service:
@@ -90,6 +112,8 @@ class Service:
         self._pool: asyncpg.Pool | None = None
         self._degraded: str | None = None  # why the last batch is being retried, if it is
         self._background_stop = asyncio.Event()  # set once the consumer loop is done
+        self._lanes: list[_Lane] = []
+        self._room = asyncio.Event()  # set when the lanes took records off their queues
 
     async def commit_offsets(self) -> bool:
         """Commit the offsets of every batch committed in Postgres so far (and wait for it).
@@ -340,25 +364,7 @@ class Service:
             "serving %s as group %s", self.settings.commands_topic, self.settings.consumer_group
         )
         try:
-            while not self.stop.is_set():
-                try:
-                    batches = await consumer.getmany(
-                        timeout_ms=200, max_records=self.settings.max_batch_records
-                    )
-                except KafkaError as exc:
-                    log.warning("fetch failed (%s); retrying", type(exc).__name__)
-                    await asyncio.sleep(0.5)
-                    continue
-                records = [r for tp_records in batches.values() for r in tp_records]
-                if not records:
-                    continue
-                if not await self._apply(pool, records):
-                    break  # stopping while Postgres is away: redelivered to the next owner
-                crash_point("apply.after_commit")  # in Postgres; offsets not committed yet
-                for tp, tp_records in batches.items():
-                    self._pending[tp] = tp_records[-1].offset + 1
-                self._commit_soon()
-                await self._update_lag(consumer)
+            await self._consume(consumer, pool)
         finally:
             # Graceful: the batch in flight was finished and committed above.
             self.stop.set()
@@ -369,6 +375,121 @@ class Service:
                 self.totals.applied,
                 self.totals.events,
             )
+
+    async def _consume(self, consumer: AIOKafkaConsumer, pool: asyncpg.Pool) -> None:
+        """Fetch, and apply in ``apply_concurrency`` lanes until ``stop``.
+
+        Each assigned partition belongs to one lane, which applies its records in offset
+        order, a batch (one transaction) at a time, and commits their offsets after it: the
+        lanes are independent consumers of disjoint partitions, like ``serve`` processes of one
+        group, and while one lane waits for Postgres another decides its batch.
+        """
+        self._lanes = [_Lane() for _ in range(self.settings.apply_concurrency)]
+        tasks = [
+            asyncio.create_task(self._fetch(consumer), name="fetch"),
+            *(
+                asyncio.create_task(self._run_lane(lane, pool), name=f"lane-{i}")
+                for i, lane in enumerate(self._lanes)
+            ),
+        ]
+        unblock = asyncio.create_task(self._unblock_fetch(tasks[0]), name="unblock-fetch")
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            unblock.cancel()
+            # Each lane finishes the batch in flight; what is only queued is redelivered.
+            self.stop.set()
+            for lane in self._lanes:
+                lane.wake.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _unblock_fetch(self, fetch: asyncio.Task[None]) -> None:
+        """On SIGTERM, cancel the fetch if it has not seen ``stop`` within a second.
+
+        getmany waits for an assignment with no timeout, so during a rebalance (one that
+        waits out a crashed member's session, say) it does not return, and the idle lanes
+        wake only when the fetch ends: SIGTERM would wait for the rebalance. Cancelling it
+        loses nothing: records it has not returned are not consumed.
+        """
+        await self.stop.wait()
+        await asyncio.sleep(FETCH_WAIT_SECONDS)
+        fetch.cancel()
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            await self._fetch_until_stopped(consumer)
+        except asyncio.CancelledError:
+            if not self.stop.is_set():  # cancelled by _consume only when stopping
+                raise
+        finally:
+            for lane in self._lanes:  # an idle lane wakes up to see ``stop``
+                lane.wake.set()
+
+    async def _fetch_until_stopped(self, consumer: AIOKafkaConsumer) -> None:
+        limit = 2 * self.settings.max_batch_records
+        while not self.stop.is_set():
+            if any(len(lane.queue) >= limit for lane in self._lanes):
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), 0.2)
+                continue
+            try:
+                # Awaited directly, never in a task of its own (asyncio.wait_for): aiokafka
+                # checks that no rebalance is under way and returns the records in the same
+                # step in which they are queued below. Through a task, a revocation could run
+                # in between, empty the lanes, and these later records be applied after the
+                # dropped ones were not: the offset commit would then skip those (the fault
+                # suite lost four commands that way). _consume unblocks it on SIGTERM instead.
+                batches = await consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.max_batch_records
+                )
+            except KafkaError as exc:
+                log.warning("fetch failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            if not batches:
+                continue
+            # Partitions are dealt to the lanes in the order of the assignment, which only
+            # changes in a rebalance, when the lanes are emptied (settle_lanes).
+            order = {tp: i for i, tp in enumerate(sorted(consumer.assignment()))}
+            for tp, records in batches.items():
+                lane = self._lanes[order.get(tp, tp.partition) % len(self._lanes)]
+                lane.queue.extend(records)
+                lane.wake.set()
+            await self._update_lag(consumer)
+
+    async def _run_lane(self, lane: _Lane, pool: asyncpg.Pool) -> None:
+        size = self.settings.max_batch_records
+        while not self.stop.is_set():  # stopping: what is only queued is redelivered
+            if not lane.queue:
+                lane.wake.clear()
+                await lane.wake.wait()
+                continue
+            records = [lane.queue.popleft() for _ in range(min(size, len(lane.queue)))]
+            self._room.set()
+            lane.busy = True
+            lane.idle.clear()
+            try:
+                if not await self._apply(pool, records):
+                    return  # stopping while Postgres is away: redelivered to the next owner
+                crash_point("apply.after_commit")  # in Postgres; offsets not committed yet
+            finally:
+                lane.busy = False
+                lane.idle.set()
+            for record in records:
+                tp = TopicPartition(record.topic, record.partition)
+                self._pending[tp] = max(self._pending.get(tp, 0), record.offset + 1)
+            self._commit_soon()
+
+    async def settle_lanes(self, within: float = SETTLE_SECONDS) -> None:
+        """Drop the records not yet applied and wait (bounded) for the batches in flight."""
+        for lane in self._lanes:
+            lane.queue.clear()
+        self._room.set()
+        busy = [lane.idle.wait() for lane in self._lanes if lane.busy]
+        if busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*busy), within)
 
 
 class _Stopped(Exception):

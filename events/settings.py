@@ -58,6 +58,9 @@ class Settings(BaseSettings):
 
     # Consumer batching: one `getmany` batch is decided and committed in one transaction.
     max_batch_records: int = Field(default=500, ge=1, le=100_000)
+    # Batches applied at once, each by a lane owning a share of the assigned partitions (its
+    # own transaction, its own pooled connection): one decides while another waits for Postgres.
+    apply_concurrency: int = Field(default=2, ge=1, le=64)
     batch_timeout_ms: int = Field(default=50, ge=0, le=60_000)
 
     # Limits on input.

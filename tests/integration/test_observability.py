@@ -47,12 +47,21 @@ async def test_metrics_move_with_traffic(service: Service, client: SynclifeClien
     before = await scrape(service)
     sync_id = new_sync_id()
     await client.create(sync_id, **CREATE)
-    await client.pause(sync_id, paused_by_user_id="u1")
-    await client.pause(sync_id, paused_by_user_id="u1")
-    after = await scrape(service)
 
     def delta(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
+
+    # The scheduler requests the PENDING sync's first run (before it is paused: a paused sync
+    # is never requested, and a pause can be applied before the scheduler's next pass).
+    for _ in range(200):
+        after = await scrape(service)
+        if delta('synclife_scheduler_changes_total{event_type="sync.run_requested"}') >= 1:
+            break
+        await asyncio.sleep(0.1)
+    assert delta('synclife_scheduler_changes_total{event_type="sync.run_requested"}') >= 1
+    await client.pause(sync_id, paused_by_user_id="u1")
+    await client.pause(sync_id, paused_by_user_id="u1")
+    after = await scrape(service)
 
     assert delta('synclife_commands_total{outcome="applied",type="sync.pause"}') >= 1
     assert delta('synclife_commands_total{outcome="noop",type="sync.pause"}') >= 1
@@ -61,13 +70,6 @@ async def test_metrics_move_with_traffic(service: Service, client: SynclifeClien
     assert delta("synclife_relay_published_total") >= 3  # results and events went out
     assert "synclife_outbox_backlog" in after
     assert any(name.startswith("synclife_consumer_lag{") for name in after)
-    # The scheduler requested the PENDING sync's first run.
-    for _ in range(200):
-        after = await scrape(service)
-        if delta('synclife_scheduler_changes_total{event_type="sync.run_requested"}') >= 1:
-            break
-        await asyncio.sleep(0.1)
-    assert delta('synclife_scheduler_changes_total{event_type="sync.run_requested"}') >= 1
 
 
 async def test_health_and_readiness(service: Service) -> None:

@@ -1,0 +1,69 @@
+"""The benchmark's arithmetic and its table (the runs themselves need the real stack)."""
+
+from __future__ import annotations
+
+import math
+
+from events.bench import BenchOptions, RepeatResult, _summarise, format_table, percentile
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile([7.0], 99) == 7
+    assert math.isnan(percentile([], 50))
+
+
+def test_quick_keeps_what_is_given() -> None:
+    quick = BenchOptions.quick(scales=None, commands=500)
+    assert quick.repeats == 1 and quick.scales == (200,) and quick.commands == 500
+
+
+def _repeat(throughput: float, tps: float) -> RepeatResult:
+    latency = {
+        "offered_rate": 1000.0,
+        "p50_ms": 5.0,
+        "p95_ms": 9.0,
+        "p99_ms": 12.0,
+        "max_ms": 20.0,
+        "relay_lag_p50_ms": 1.0,
+        "relay_lag_p99_ms": 3.0,
+        "to_decision_p50_ms": 2.0,
+        "to_observed_p50_ms": 1.5,
+    }
+    return RepeatResult(
+        throughput=throughput,
+        publish_rate=50_000.0,
+        fixed_rate=1000.0,
+        fixed=latency,
+        half_rate=throughput / 2,
+        half=latency,
+        pgbench_tps=tps,
+        ratio=throughput / tps,
+        not_applied=0,
+    )
+
+
+def test_medians_and_table() -> None:
+    scale = _summarise(1000, [_repeat(3000, 2000), _repeat(5000, 2500), _repeat(4000, 2000)], 0, 80)
+    scale["loadavg_1m"] = [0.5, 1.5]
+    assert scale["median"]["throughput"] == 4000
+    assert scale["median"]["ratio"] == 2.0
+    assert scale["range"]["throughput"] == [3000, 5000]
+    report = {
+        "date": "2026-01-01T00:00:00+00:00",
+        "machine": {"cpus": 2, "cpu": "test", "memory_gib": 4.0},
+        "versions": {"kafka": "4.1.1 (setting)", "postgres": "15"},
+        "options": {"repeats": 3, "rate": 1000.0, "pgbench_clients": 4},
+        "scales": [scale],
+        "notes": ["a note"],
+    }
+    table = format_table(report)
+    assert "4,000 [3,000-5,000]" in table
+    assert "2.00 [1.50-2.00]" in table
+    assert "5.0 / 9.0 / 12.0" in table
+    assert "note: a note" in table
+    widths = {len(line) for line in table.splitlines()[2:-2]}
+    assert len(widths) == 1, "the table's rows are aligned"

@@ -1,0 +1,93 @@
+"""The relay's batching: one record batch per partition, rows in id order, the partition that
+``producer.send`` would have chosen (the default murmur2 partitioner)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from events.relay import OutboxRelay
+from events.settings import Settings
+
+
+class _Batch:
+    def __init__(self, room: int) -> None:
+        self.rows: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        self.room = room
+        self.closed = False
+
+    def append(
+        self, *, key: bytes | None, value: bytes | None, timestamp: None, headers: Any
+    ) -> object | None:
+        if self.closed or len(self.rows) >= self.room:
+            self.closed = True
+            return None
+        self.rows.append((key, value, headers))
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Producer:
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.sent: list[tuple[str, int, _Batch]] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(6))
+
+    def create_batch(self) -> _Batch:
+        return _Batch(self.room)
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> Any:
+        assert batch.closed, "a batch goes out closed: complete, no linger"
+        self.sent.append((topic, partition, batch))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def _rows(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": i,
+            "topic": "events" if i % 3 else "results",
+            "key": f"sync_{i % 7}".encode(),
+            "value": f"v{i}".encode(),
+            "header_keys": ["ce_id", "ce_type"],
+            "header_values": [f"id{i}".encode(), b"t"],
+        }
+        for i in range(1, count + 1)
+    ]
+
+
+async def test_batches_keep_each_partitions_order_and_the_default_partition() -> None:
+    relay = OutboxRelay(Settings())
+    producer = _Producer(room=4)  # small batches: a partition's rows span several
+    rows = _rows(60)
+    futures = await relay._send(producer, rows)  # type: ignore[arg-type]
+    assert len(futures) == len(producer.sent)
+    by_tp: dict[tuple[str, int], list[bytes | None]] = {}
+    for topic, partition, batch in producer.sent:
+        by_tp.setdefault((topic, partition), []).extend(value for _, value, _ in batch.rows)
+    sent = sorted(v for values in by_tp.values() for v in values if v is not None)
+    assert sent == sorted(r["value"] for r in rows)  # every row once
+    default = DefaultPartitioner()
+    for (topic, partition), values in by_tp.items():
+        expected = [
+            r["value"]
+            for r in rows
+            if r["topic"] == topic
+            and default(r["key"], list(range(6)), list(range(6))) == partition
+        ]
+        assert values == expected  # the default partition, in id order
+    source = {r["value"]: r for r in rows}
+    for _, _, batch in producer.sent:
+        for key, value, headers in batch.rows:
+            assert value is not None
+            row = source[value]
+            assert key == row["key"]
+            assert headers == list(zip(row["header_keys"], row["header_values"], strict=True))
