@@ -144,10 +144,11 @@ def _result_row(
     return _outbox_row(settings.results_topic, key, result, headers)
 
 
-def _around_sync(model: type[BaseModel]) -> tuple[frozenset[str], frozenset[str]]:
+def _around_sync(model: type[BaseModel]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The model's fields before ``sync`` (all scalars) and after it, in order."""
     names = list(model.model_fields)
     at = names.index("sync")
-    return frozenset(names[:at]), frozenset(names[at + 1 :])
+    return tuple(names[:at]), tuple(names[at + 1 :])
 
 
 _EVENT_PARTS: Final = _around_sync(LifecycleEvent)
@@ -156,20 +157,23 @@ _RESULT_PARTS: Final = _around_sync(CommandResult)
 
 def _dump_with_sync(
     model: BaseModel,
-    parts: tuple[frozenset[str], frozenset[str]],
+    parts: tuple[tuple[str, ...], tuple[str, ...]],
     sync_json: str,
     exclude: AbstractSet[str] = frozenset(),
 ) -> bytes:
     """``model.model_dump_json(exclude=exclude)``, with its ``sync`` given already serialized.
 
-    A sync is serialized once per version and reused in its event, its result and its row;
-    the bytes are the same as a whole dump's (a unit test holds them equal).
+    A sync is serialized once per version and reused in its event, its result and its row:
+    the model is dumped without it and the sync's JSON put back before the field that follows
+    it (found by its key: the fields before ``sync`` are scalars, whose strings escape every
+    quote). The bytes are those of a whole dump (a unit test holds them equal).
     """
-    head = model.model_dump_json(include=set(parts[0] - exclude))
-    tail = model.model_dump_json(include=set(parts[1] - exclude))
-    text = head[:-1] + ("," if len(head) > 2 else "") + '"sync":' + sync_json
-    text += "," + tail[1:] if len(tail) > 2 else "}"
-    return text.encode()
+    text = model.model_dump_json(exclude={"sync", *exclude})
+    following = next((name for name in parts[1] if name not in exclude), None)
+    at = text.find(f',"{following}":') if following is not None else len(text) - 1
+    if at <= 0:
+        return model.model_dump_json(exclude=set(exclude)).encode()
+    return (text[:at] + ',"sync":' + sync_json + text[at:]).encode()
 
 
 class _Batch:

@@ -34,7 +34,11 @@ def _changes() -> list[Change]:
     requested = decide(pending, system_command(pending, SystemTrigger.REQUEST_RUN), later)
     out += requested.changes
     paused = decide(
-        active, make_command(CommandType.PAUSE, {"paused_by_user_id": "u", "reason": 'a "q"'}), T1
+        active,
+        make_command(
+            CommandType.PAUSE, {"paused_by_user_id": "u", "reason": 'a ,"from_status": "q"'}
+        ),
+        T1,
     )
     out += paused.changes
     assert paused.final is not None
@@ -74,7 +78,7 @@ def test_event_bytes_equal_a_whole_dump(change: Change) -> None:
 
 
 def _results(sync: SyncConfiguration) -> list[CommandResult]:
-    base: dict[str, Any] = {"command_id": "c1", "command_type": "sync.pause"}
+    base: dict[str, Any] = {"command_id": 'c1,"error":', "command_type": "sync.pause"}
     return [
         CommandResult(
             **base,
