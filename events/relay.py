@@ -23,9 +23,10 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from events.db import connect, is_transient
+from events.db import connect
 from events.faults import crash_point
 from events.kafka import idempotent_producer, start_client
+from events.leader import acquire_leadership, keep_running
 from events.observability import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
 from events.processor import NOTIFY_CHANNEL
 from events.settings import Settings
@@ -64,32 +65,17 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set; reconnect with backoff on any transient failure."""
-        backoff = 0.2
-        while not stop.is_set():
-            try:
-                await self._lead(stop)
-                backoff = 0.2
-            except Exception as exc:
-                if not is_transient(exc) and not isinstance(exc, ConnectionError):
-                    log.exception("relay failed; restarting")
-                else:
-                    log.warning("relay lost a connection (%s); retrying", type(exc).__name__)
-                self.is_leader = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+        await keep_running("relay", self._lead, stop, log, self._step_down)
+
+    def _step_down(self) -> None:
+        self.is_leader = False
 
     async def _lead(self, stop: asyncio.Event) -> None:
         # A leader's session: Postgres ends it if this process stops talking (SIGSTOP), which
         # releases the lock, so a zombie cannot keep the outbox from draining.
         conn = await connect(self.settings, leader="relay")
         try:
-            while not stop.is_set():
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-            if stop.is_set():
+            if not await acquire_leadership(conn, RELAY_LOCK, stop):
                 return
             self.is_leader = True
             log.info("relay is the leader")

@@ -16,7 +16,8 @@ from typing import Final
 
 import asyncpg
 
-from events.db import acquire, connect, is_transient
+from events.db import acquire, connect
+from events.leader import acquire_leadership, keep_running
 from events.observability import SYSTEM_CHANGES
 from events.processor import BatchStats, apply_system
 from events.settings import Settings
@@ -59,38 +60,27 @@ class Scheduler:
                 return total
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
-        while not stop.is_set():
-            try:
-                await self._lead(stop)
-                backoff = 0.2
-            except Exception as exc:
-                if is_transient(exc):
-                    log.warning("scheduler lost Postgres (%s); retrying", type(exc).__name__)
-                else:
-                    log.exception("scheduler failed; restarting")
-                self.is_leader = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+        await keep_running("scheduler", self._lead, stop, log, self._step_down)
+
+    def _step_down(self) -> None:
+        self.is_leader = False
 
     async def _lead(self, stop: asyncio.Event) -> None:
         # A leader's session: Postgres ends it if this process stops talking (SIGSTOP), which
         # releases the lock and lets another process's scheduler take over.
         conn = await connect(self.settings, leader="scheduler")
         try:
+            if not await acquire_leadership(
+                conn, SCHEDULER_LOCK, stop, self.settings.scheduler_interval_seconds
+            ):
+                return
+            self.is_leader = True
+            log.info("scheduler is the leader")
             while not stop.is_set():
-                if not self.is_leader:
-                    self.is_leader = bool(
-                        await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULER_LOCK)
-                    )
-                    if self.is_leader:
-                        log.info("scheduler is the leader")
-                else:
-                    # Still connected, so still the lock holder; a lost connection raises here.
-                    await conn.fetchval("SELECT 1")
-                    stats = await self.tick()
-                    self.system_changes += stats.events
+                # Still connected, so still the lock holder; a lost connection raises here.
+                await conn.fetchval("SELECT 1")
+                stats = await self.tick()
+                self.system_changes += stats.events
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.scheduler_interval_seconds)
         finally:
