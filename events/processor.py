@@ -33,6 +33,7 @@ from statemachine import (
     Change,
     Command,
     CommandError,
+    Decision,
     ErrorCode,
     Outcome,
     SyncConfiguration,
@@ -57,6 +58,7 @@ __all__ = [
     "Record",
     "apply_batch",
     "apply_system",
+    "command_result",
     "dead_letter_one",
     "event_id",
     "result_id",
@@ -174,6 +176,28 @@ def _dump_with_sync(
     if at <= 0:
         return model.model_dump_json(exclude=set(exclude)).encode()
     return (text[:at] + ',"sync":' + sync_json + text[at:]).encode()
+
+
+def command_result(
+    command_id: str,
+    command_type: str,
+    sync_config_id: str,
+    decision: Decision,
+    final: SyncConfiguration | None,
+) -> CommandResult:
+    """The result of a decided command; ``final`` is the sync if the caller may see it."""
+    return CommandResult(
+        command_id=command_id,
+        command_type=command_type,
+        sync_config_id=sync_config_id,
+        outcome=decision.outcome,
+        version=final.version if final else None,
+        status=final.status if final else None,
+        sync=final,
+        error=decision.error,
+        events=[event_id(c.sync.sync_config_id, c.sync.version) for c in decision.changes],
+        run=decision.run if final is not None else None,
+    )
 
 
 class _Batch:
@@ -417,18 +441,7 @@ class _Batch:
             final.internal_id != key.internal_id or final.namespace_id != namespace_id
         ):
             final = None
-        result = CommandResult(
-            command_id=raw.command_id,
-            command_type=raw.type.value,
-            sync_config_id=raw.sync_config_id,
-            outcome=decision.outcome,
-            version=final.version if final else None,
-            status=final.status if final else None,
-            sync=final,
-            error=decision.error,
-            events=[event_id(c.sync.sync_config_id, c.sync.version) for c in decision.changes],
-            run=decision.run if final is not None else None,
-        )
+        result = command_result(raw.command_id, raw.type.value, raw.sync_config_id, decision, final)
         self._record_result(raw.command_id, raw.type.value, raw.sync_config_id, key_id, result)
 
     def _persist(self, command: Command | None, change: Change) -> None:

@@ -31,7 +31,7 @@ from events.asyncapi import (
 )
 from events.envelope import ce_headers
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
-from events.processor import _Batch, event_id
+from events.processor import _Batch, command_result
 from events.settings import Settings
 from statemachine.commands import Command, CommandType, SystemTrigger, parse_data
 from statemachine.errors import CommandError
@@ -224,17 +224,12 @@ class Scenario:
         self.events += _rows(batch)
         if command.command_id is not None:
             final = decision.final if decision.visible else None
-            result = CommandResult(
-                command_id=command.command_id,
-                command_type=command.type.value,
-                sync_config_id=command.sync_config_id,
-                outcome=decision.outcome,
-                version=final.version if final else None,
-                status=final.status if final else None,
-                sync=final,
-                error=decision.error,
-                events=[event_id(c.sync.sync_config_id, c.sync.version) for c in decision.changes],
-                run=decision.run if final is not None else None,
+            result = command_result(
+                command.command_id,
+                command.type.value,
+                command.sync_config_id,
+                decision,
+                final,
             )
             batch._record_result(
                 command.command_id, command.type.value, command.sync_config_id, None, result
