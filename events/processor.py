@@ -21,14 +21,14 @@ from typing import Any, Final, Protocol
 import asyncpg
 from pydantic import BaseModel
 
-from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
+from events.auth import SCOPE_RUN, SCOPE_WRITE, hash_key, parse_authorization
 from events.envelope import RawCommand, Undecodable, ce_headers, decode_command, header
 from events.errors import TransientError
 from events.faults import crash_point
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
 from events.observability import bind
 from events.settings import Settings
-from events.tenancy import ApiKey, find_keys, find_namespaces, touch_keys
+from events.tenancy import ApiKey, match_namespaces
 from statemachine import (
     Change,
     Command,
@@ -134,7 +134,7 @@ def _outbox_row(
     topic: str, key: str | bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
 ) -> tuple[Any, ...]:
     raw_key = key.encode() if isinstance(key, str) else key
-    return (topic, raw_key, value, [h for h, _ in headers], [v for _, v in headers])
+    return (topic, raw_key, value, headers)
 
 
 def _result_row(
@@ -504,6 +504,37 @@ class _Batch:
         self.stats.event_types[change.event_type.value] += 1
 
 
+# Everything a batch reads, in one statement: the presented keys, the namespaces their
+# organizations have by the names asked for (a superset, matched in Python), the syncs, locked
+# FOR UPDATE in id order (two batches that share syncs never deadlock), and which commands are
+# done. The last read shares the statement's snapshot, taken before the locks are granted:
+# when two processes briefly own a partition (a rebalance, a zombie waking up), the other
+# one's batch of the same commands may commit while this one waits for the locks; its
+# commands are then decided again here, their processed_commands rows collide, and the batch
+# is retried (a conflict), reading them this time. Nothing is applied twice.
+_LOAD: Final = """
+    WITH k AS (
+        SELECT key_id, internal_id, key_hash, scopes, namespaces, expires_at, revoked_at
+        FROM api_keys WHERE key_hash = ANY($1::bytea[])
+    ), s AS (
+        SELECT sync_config_id, data FROM syncs WHERE sync_config_id = ANY($3::text[])
+        ORDER BY sync_config_id FOR UPDATE
+    )
+    SELECT 'k' AS kind, key_id AS id, internal_id AS owner, NULL::text AS name, key_hash,
+           scopes, namespaces, expires_at, revoked_at, NULL::text AS doc
+    FROM k
+    UNION ALL
+    SELECT 'n', namespace_id, internal_id, name, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM namespaces
+    WHERE internal_id IN (SELECT internal_id FROM k)
+      AND (namespace_id = ANY($2::text[]) OR name = ANY($2::text[]))
+    UNION ALL
+    SELECT 's', sync_config_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, data::text FROM s
+    UNION ALL
+    SELECT 'p', command_id, key_id, NULL, NULL, NULL, NULL, NULL, NULL, result
+    FROM processed_commands WHERE command_id = ANY($4::text[])"""
+
+
 async def _load(
     conn: asyncpg.Connection, batch: _Batch, decoded: list[tuple[Record, RawCommand | Undecodable]]
 ) -> set[tuple[int, int]]:
@@ -523,42 +554,40 @@ async def _load(
         fresh = {(row["source_partition"], row["source_offset"]) for row in rows}
 
     commands = [d for _, d in decoded if isinstance(d, RawCommand)]
-    tokens = {t for t in (batch.token(c.authorization) for c in commands) if t}
-    batch.keys = await find_keys(conn, tokens)
+    by_hash = {hash_key(t): t for t in (batch.token(c.authorization) for c in commands) if t}
+    sync_ids = sorted({c.sync_config_id for c in commands})
+    command_ids = sorted({d.command_id for _, d in decoded if d.command_id is not None})
+    if not (by_hash or sync_ids or command_ids):
+        return fresh
+    refs = sorted({c.namespace for c in commands if c.namespace is not None})
+    rows = await conn.fetch(_LOAD, list(by_hash), refs, sync_ids, command_ids)
+    namespace_rows: list[tuple[str, str, str]] = []
+    for r in rows:
+        match r["kind"]:
+            case "k":
+                batch.keys[by_hash[bytes(r["key_hash"])]] = ApiKey(
+                    key_id=r["id"],
+                    internal_id=r["owner"],
+                    scopes=frozenset(r["scopes"]),
+                    namespaces=frozenset(r["namespaces"]) if r["namespaces"] is not None else None,
+                    expires_at=r["expires_at"],
+                    revoked_at=r["revoked_at"],
+                )
+            case "n":
+                namespace_rows.append((r["id"], r["owner"], r["name"]))
+            case "s":
+                sync = SyncConfiguration.model_validate_json(r["doc"])
+                batch.syncs[r["id"]] = sync
+                batch.loaded_versions[r["id"]] = sync.version
+            case _:
+                batch.processed[r["id"]] = (r["owner"], r["doc"].encode())
     wanted = set()
     for c in commands:
         token = batch.token(c.authorization)
         key = batch.keys.get(token) if token else None
         if key is not None and c.namespace is not None:
             wanted.add((key.internal_id, c.namespace))
-    batch.namespaces = await find_namespaces(conn, wanted)
-
-    sync_ids = sorted({c.sync_config_id for c in commands})
-    if sync_ids:
-        # Lock in id order, so two batches that share syncs never deadlock.
-        rows = await conn.fetch(
-            """SELECT sync_config_id, data FROM syncs WHERE sync_config_id = ANY($1::text[])
-               ORDER BY sync_config_id FOR UPDATE""",
-            sync_ids,
-        )
-        for r in rows:
-            sync = SyncConfiguration.model_validate_json(r["data"])
-            batch.syncs[r["sync_config_id"]] = sync
-            batch.loaded_versions[r["sync_config_id"]] = sync.version
-
-    # Which commands are done, read only once the syncs are locked: when two processes
-    # briefly own a partition (a rebalance, a zombie waking up), the other one's batch of
-    # the same commands has committed by the time we hold its syncs' locks, and this read
-    # (a new statement, so a new snapshot) sees it: the commands are replayed, not decided
-    # again only to fail on the processed_commands key and retry the whole batch.
-    command_ids = sorted({d.command_id for _, d in decoded if d.command_id is not None})
-    if command_ids:
-        rows = await conn.fetch(
-            """SELECT command_id, key_id, result FROM processed_commands
-               WHERE command_id = ANY($1::text[])""",
-            command_ids,
-        )
-        batch.processed = {r["command_id"]: (r["key_id"], r["result"].encode()) for r in rows}
+    batch.namespaces = match_namespaces(namespace_rows, wanted)
     return fresh
 
 
@@ -576,93 +605,91 @@ def _sync_columns(sync: SyncConfiguration, data: str) -> tuple[Any, ...]:
     )
 
 
+# Every write of a batch, in one statement: new syncs, changed syncs (fenced on the version
+# read), their history, the processed commands with their results, the outbox rows (each
+# row an ``outbox_message``), the keys' last use, and one NOTIFY for the relay
+# if the outbox grew. Each part is an unnest of column arrays: one prepared statement for
+# every batch, whatever it holds. The outbox ids follow the order of the rows given.
+_WRITE: Final = """
+    WITH inserted AS (
+        INSERT INTO syncs (sync_config_id, internal_id, namespace_id, status, version,
+                           next_sync_at, lock_expires_at, data, updated_at)
+        SELECT id, internal_id, namespace_id, status, version, next_sync_at,
+               lock_expires_at, data::jsonb, updated_at
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],
+                    $6::timestamptz[], $7::timestamptz[], $8::text[], $9::timestamptz[])
+             AS u(id, internal_id, namespace_id, status, version, next_sync_at,
+                  lock_expires_at, data, updated_at)
+    ), updated AS (
+        UPDATE syncs AS s SET status = u.status, version = u.version,
+               next_sync_at = u.next_sync_at, lock_expires_at = u.lock_expires_at,
+               data = u.data::jsonb, updated_at = u.updated_at
+        FROM unnest($10::text[], $11::text[], $12::int[], $13::timestamptz[],
+                    $14::timestamptz[], $15::text[], $16::timestamptz[], $17::int[])
+             AS u(id, status, version, next_sync_at, lock_expires_at, data, updated_at, prev)
+        WHERE s.sync_config_id = u.id AND s.version = u.prev
+        RETURNING 1
+    ), history AS (
+        INSERT INTO sync_history (sync_config_id, version, event_type, from_status, to_status,
+                                  trigger, command_id, actor, reason, occurred_at)
+        SELECT * FROM unnest($18::text[], $19::int[], $20::text[], $21::text[], $22::text[],
+                             $23::text[], $24::text[], $25::text[], $26::text[],
+                             $27::timestamptz[])
+    ), processed AS (
+        INSERT INTO processed_commands (command_id, command_type, sync_config_id, key_id,
+                                        outcome, result, processed_at)
+        SELECT *
+        FROM unnest($28::text[], $29::text[], $30::text[], $31::text[], $32::text[],
+                    $33::text[], $34::timestamptz[])
+             AS u(id, command_type, sync_config_id, key_id, outcome, result, processed_at)
+    ), outbox AS (
+        INSERT INTO outbox (topic, key, value, headers)
+        SELECT topic, key, value, headers FROM unnest($35::outbox_message[])
+        RETURNING 1
+    ), touched AS (
+        UPDATE api_keys SET last_used_at = now()
+        WHERE key_id = ANY($36::text[])
+          AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')
+    )
+    SELECT (SELECT count(*) FROM updated) AS updated,
+           (SELECT count(*) FROM (SELECT pg_notify($37, '') FROM outbox LIMIT 1) AS n)
+               AS notified"""
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` column lists (empty lists when there are no rows)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(c) for c in zip(*rows, strict=True)]
+
+
 async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
-    """Write the batch's effects set-based: COPY for inserts, one UPDATE from arrays."""
-    if writes.inserts:
-        await conn.copy_records_to_table(
-            "syncs",
-            records=[_sync_columns(s, writes.sync_json[sid]) for sid, s in writes.inserts.items()],
-            columns=[
-                "sync_config_id",
-                "internal_id",
-                "namespace_id",
-                "status",
-                "version",
-                "next_sync_at",
-                "lock_expires_at",
-                "data",
-                "updated_at",
-            ],
-        )
-    if writes.updates:
-        cols = list(
-            zip(
-                *(
-                    (*_sync_columns(s, writes.sync_json[sid]), prev)
-                    for sid, (prev, s) in writes.updates.items()
-                ),
-                strict=True,
-            )
-        )
-        status = await conn.execute(
-            """UPDATE syncs AS s SET status = u.status, version = u.version,
-                   next_sync_at = u.next_sync_at, lock_expires_at = u.lock_expires_at,
-                   data = u.data::jsonb, updated_at = u.updated_at
-               FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[],
-                           $5::timestamptz[], $6::text[], $7::timestamptz[], $8::int[])
-                    AS u(id, status, version, next_sync_at, lock_expires_at, data, updated_at, prev)
-               WHERE s.sync_config_id = u.id AND s.version = u.prev""",
-            list(cols[0]),
-            list(cols[3]),
-            list(cols[4]),
-            list(cols[5]),
-            list(cols[6]),
-            list(cols[7]),
-            list(cols[8]),
-            list(cols[9]),
-        )
-        if int(status.split()[-1]) != len(writes.updates):
-            # The rows are locked FOR UPDATE, so this means someone wrote without the lock.
-            raise TransientError("a sync changed under the batch: version fence")
-    if writes.history:
-        await conn.copy_records_to_table(
-            "sync_history",
-            records=writes.history,
-            columns=[
-                "sync_config_id",
-                "version",
-                "event_type",
-                "from_status",
-                "to_status",
-                "trigger",
-                "command_id",
-                "actor",
-                "reason",
-                "occurred_at",
-            ],
-        )
-    if writes.processed:
-        await conn.copy_records_to_table(
-            "processed_commands",
-            records=writes.processed,
-            columns=[
-                "command_id",
-                "command_type",
-                "sync_config_id",
-                "key_id",
-                "outcome",
-                "result",
-                "processed_at",
-            ],
-        )
-    if writes.outbox:
-        await conn.copy_records_to_table(
-            "outbox",
-            records=writes.outbox,
-            columns=["topic", "key", "value", "header_keys", "header_values"],
-        )
-        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
-    await touch_keys(conn, writes.keys_used)
+    """Write the batch's effects in one set-based statement."""
+    inserts = _columns(
+        [_sync_columns(s, writes.sync_json[sid]) for sid, s in writes.inserts.items()], 9
+    )
+    updates = _columns(
+        [
+            (*_sync_columns(s, writes.sync_json[sid]), prev)
+            for sid, (prev, s) in writes.updates.items()
+        ],
+        10,
+    )
+    row = await conn.fetchrow(
+        _WRITE,
+        *inserts,
+        updates[0],
+        *updates[3:],
+        *_columns(writes.history, 10),
+        *_columns(writes.processed, 7),
+        writes.outbox,
+        sorted(writes.keys_used),
+        NOTIFY_CHANNEL,
+    )
+    assert row is not None  # noqa: S101 - a SELECT without FROM returns one row
+    if row["updated"] != len(writes.updates):
+        # The rows are locked FOR UPDATE, so this means someone wrote without the lock.
+        raise TransientError("a sync changed under the batch: version fence")
 
 
 async def apply_batch(

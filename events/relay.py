@@ -40,7 +40,7 @@ FLUSH_SECONDS: Final = 5.0
 # Delete what was published ($2) and read the next page, in id order, in one statement.
 _NEXT_PAGE: Final = """
     WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[]))
-    SELECT id, topic, key, value, header_keys, header_values
+    SELECT id, topic, key, value, headers
     FROM outbox WHERE id <> ALL($2::bigint[]) ORDER BY id LIMIT $1"""
 _PARTITIONER: Final = DefaultPartitioner()
 _PARTITION_CACHE: Final = 10_000  # keys whose partition is remembered (then forgotten at once)
@@ -175,7 +175,7 @@ class OutboxRelay:
         for r in rows:
             topic, key = r["topic"], r["key"]
             tp = (topic, await self._partition(producer, topic, key))
-            headers = list(zip(r["header_keys"], r["header_values"], strict=True))
+            headers = [tuple(h) for h in r["headers"]]
             batch = batches.get(tp)
             if batch is None:
                 batch = batches[tp] = producer.create_batch()

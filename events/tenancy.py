@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import asyncpg
 from ulid import ULID
 
-from events.auth import SCOPES, generate_key, hash_key
+from events.auth import SCOPES, generate_key
 from events.errors import AdminError
 
 __all__ = [
@@ -19,9 +20,8 @@ __all__ = [
     "create_key",
     "create_namespace",
     "create_org",
-    "find_keys",
-    "find_namespaces",
     "list_keys",
+    "match_namespaces",
     "revoke_key",
     "sync_timeline",
 ]
@@ -192,61 +192,17 @@ class ApiKey:
         return None
 
 
-async def find_keys(conn: asyncpg.Connection, tokens: set[str]) -> dict[str, ApiKey]:
-    """Keys by plaintext token, looked up by hash in one query."""
-    if not tokens:
-        return {}
-    by_hash = {hash_key(t): t for t in tokens}
-    rows = await conn.fetch(
-        """SELECT key_id, internal_id, key_hash, scopes, namespaces, expires_at, revoked_at
-           FROM api_keys WHERE key_hash = ANY($1::bytea[])""",
-        list(by_hash),
-    )
-    return {
-        by_hash[bytes(r["key_hash"])]: ApiKey(
-            key_id=r["key_id"],
-            internal_id=r["internal_id"],
-            scopes=frozenset(r["scopes"]),
-            namespaces=frozenset(r["namespaces"]) if r["namespaces"] is not None else None,
-            expires_at=r["expires_at"],
-            revoked_at=r["revoked_at"],
-        )
-        for r in rows
-    }
-
-
-async def find_namespaces(
-    conn: asyncpg.Connection, wanted: set[tuple[str, str]]
+def match_namespaces(
+    rows: Iterable[tuple[str, str, str]], wanted: set[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:
-    """``(internal_id, id-or-name) -> namespace_id`` for the pairs that exist, in one query."""
-    if not wanted:
-        return {}
-    orgs = sorted({o for o, _ in wanted})
-    refs = sorted({n for _, n in wanted})
-    rows = await conn.fetch(
-        """SELECT namespace_id, internal_id, name FROM namespaces
-           WHERE internal_id = ANY($1::text[])
-             AND (namespace_id = ANY($2::text[]) OR name = ANY($2::text[]))""",
-        orgs,
-        refs,
-    )
+    """``(internal_id, id-or-name) -> namespace_id`` for the ``wanted`` pairs among ``rows``
+    of ``(namespace_id, internal_id, name)``, which may hold more than was asked for."""
     out: dict[tuple[str, str], str] = {}
-    for r in rows:
-        for ref in (r["namespace_id"], r["name"]):
-            if (r["internal_id"], ref) in wanted:
-                out[(r["internal_id"], ref)] = r["namespace_id"]
+    for namespace_id, internal_id, name in rows:
+        for ref in (namespace_id, name):
+            if (internal_id, ref) in wanted:
+                out[(internal_id, ref)] = namespace_id
     return out
-
-
-async def touch_keys(conn: asyncpg.Connection, key_ids: set[str]) -> None:
-    """Record use, at most once a minute per key, so hot keys do not become hot rows."""
-    if key_ids:
-        await conn.execute(
-            """UPDATE api_keys SET last_used_at = now()
-               WHERE key_id = ANY($1::text[])
-                 AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')""",
-            sorted(key_ids),
-        )
 
 
 async def sync_timeline(

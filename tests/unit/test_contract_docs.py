@@ -194,7 +194,7 @@ def _rows(batch: _Batch) -> list[Wire]:
             topic=row[0],
             key=row[1],
             value=row[2],
-            headers=text_headers(zip(row[3], row[4], strict=True)),
+            headers=text_headers(row[3]),
         )
         for row in batch.writes.outbox
     ]

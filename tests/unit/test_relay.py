@@ -57,8 +57,7 @@ def _rows(count: int) -> list[dict[str, Any]]:
             "topic": "events" if i % 3 else "results",
             "key": f"sync_{i % 7}".encode(),
             "value": f"v{i}".encode(),
-            "header_keys": ["ce_id", "ce_type"],
-            "header_values": [f"id{i}".encode(), b"t"],
+            "headers": [("ce_id", f"id{i}".encode()), ("ce_type", b"t")],
         }
         for i in range(1, count + 1)
     ]
@@ -90,4 +89,4 @@ async def test_batches_keep_each_partitions_order_and_the_default_partition() ->
             assert value is not None
             row = source[value]
             assert key == row["key"]
-            assert headers == list(zip(row["header_keys"], row["header_values"], strict=True))
+            assert headers == row["headers"]
