@@ -121,6 +121,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
             max_size=settings.db_pool_max_size,
             command_timeout=60,
             server_settings={**SESSION_SETTINGS, "application_name": application_name("pool")},
+            reset=_end_transaction,
             **_ssl_argument(settings),
         )
     except _TRANSIENT as exc:
@@ -129,6 +130,17 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         raise _refused(exc) from exc
     assert pool is not None  # noqa: S101 - create_pool returns a pool once awaited
     return pool
+
+
+async def _end_transaction(conn: asyncpg.Connection) -> None:
+    """What a connection needs before it goes back to the pool: no open transaction.
+
+    asyncpg's default reset also clears session state (advisory locks, listeners, cursors,
+    settings), one more round trip on every release; pooled connections never hold any
+    (the leaders have connections of their own).
+    """
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def application_name(role: str) -> str:
