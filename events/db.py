@@ -59,10 +59,12 @@ _TRANSIENT: Final = (
 #: statement after 60 s (the client's own ``command_timeout``; it also covers a process
 #: stopped in the middle of a ``COPY``, which is "active", not idle). If the process wakes up,
 #: its next statement fails, and the batch is retried: the processed-command record and the
-#: version fence make that harmless.
+#: version fence make that harmless. Statements are planned once per session, not on every
+#: execution: a batch's statements take arrays whose plans do not depend on their contents.
 SESSION_SETTINGS: Final = {
     "idle_in_transaction_session_timeout": "10000",
     "statement_timeout": "60000",
+    "plan_cache_mode": "force_generic_plan",
 }
 
 #: The relay's and the scheduler's leader connections hold a session advisory lock while
