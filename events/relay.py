@@ -9,6 +9,11 @@ always has a larger id and commits later; reading every unpublished row in id or
 "id > last seen") therefore keeps each sync's events in version order and skips nothing
 committed out of sequence. Publishing is at-least-once: a crash between the send and the
 delete resends rows with the same event ids.
+
+Pipelined: while one page is on its way to Kafka, the next is read (excluding the rows in
+flight) and queued behind it, so the database read overlaps the wait for Kafka's
+acknowledgement. The producer sends a partition's batches in the order they were queued,
+one request at a time, so the pages still reach each partition in id order.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import asyncpg
@@ -37,13 +45,25 @@ log = logging.getLogger("synclife.relay")
 
 RELAY_LOCK: Final = 0x5F5C11FF
 FLUSH_SECONDS: Final = 5.0
-# Delete what was published ($2) and read the next page, in id order, in one statement.
+PAGES_IN_FLIGHT: Final = 2  # sent and not yet acknowledged, at most
+# Delete what was published ($2) and read the next page, in id order, without the rows in
+# flight ($3), in one statement.
 _NEXT_PAGE: Final = """
     WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[]))
     SELECT id, topic, key, value, headers
-    FROM outbox WHERE id <> ALL($2::bigint[]) ORDER BY id LIMIT $1"""
+    FROM outbox WHERE id <> ALL($2::bigint[]) AND id <> ALL($3::bigint[])
+    ORDER BY id LIMIT $1"""
 _PARTITIONER: Final = DefaultPartitioner()
 _PARTITION_CACHE: Final = 10_000  # keys whose partition is remembered (then forgotten at once)
+
+
+@dataclass(eq=False)
+class _Page:
+    """Rows queued on the producer; ``delivered`` completes once Kafka acknowledged them all."""
+
+    ids: list[int]
+    delivered: asyncio.Future[Any]
+    started: float
 
 
 class OutboxRelay:
@@ -100,20 +120,48 @@ class OutboxRelay:
     async def _drain_loop(
         self, conn: asyncpg.Connection, producer: AIOKafkaProducer, stop: asyncio.Event
     ) -> None:
-        while not stop.is_set():
-            self._wake.clear()
-            sent = await self.drain(conn, producer)
-            if sent:
-                continue
-            waiter = asyncio.ensure_future(self._wake.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait(
-                {waiter, stopper},
-                timeout=self.settings.relay_poll_interval_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
+        pages: deque[_Page] = deque()
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                while pages and pages[0].delivered.done():
+                    self._delivered(pages.popleft())  # raises if Kafka refused it
+                if len(pages) < PAGES_IN_FLIGHT:
+                    page = await self._send_page(conn, producer, pages)
+                    if page is not None:
+                        pages.append(page)
+                        continue
+                # Wait for new rows, for the oldest page to be acknowledged, or for stop.
+                waits: set[asyncio.Future[Any]] = {
+                    asyncio.ensure_future(self._wake.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                }
+                try:
+                    await asyncio.wait(
+                        {*waits, *([pages[0].delivered] if pages else [])},
+                        timeout=self.settings.relay_poll_interval_seconds,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    for waiter in waits:
+                        waiter.cancel()
+        finally:
+            await self._settle(pages)
+
+    async def _settle(self, pages: deque[_Page]) -> None:
+        """On the way out, wait (bounded) for the pages in flight: those acknowledged are
+        deleted (on the next read or by ``_delete_published``), the others resent later."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(*(p.delivered for p in pages), return_exceptions=True),
+                FLUSH_SECONDS,
             )
-            waiter.cancel()
-            stopper.cancel()
+        for page in pages:
+            if page.delivered.done() and not page.delivered.cancelled():
+                if page.delivered.exception() is None:
+                    self._delivered(page)
+            else:
+                page.delivered.cancel()
 
     async def _flush(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> None:
         """On the way out, publish what the last batches wrote: every page, not only the
@@ -129,31 +177,52 @@ class OutboxRelay:
                 return
 
     async def drain(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
-        """Publish one page of the outbox; returns how many rows went out.
+        """Publish one page of the outbox and wait for Kafka; returns how many rows went out."""
+        page = await self._send_page(conn, producer, ())
+        if page is None:
+            return 0
+        await page.delivered
+        self._delivered(page)
+        return len(page.ids)
 
-        The rows of the page before, acknowledged by Kafka, are deleted by the statement that
-        reads this page: one round trip, and the page excludes them (its snapshot still has
-        them). A drain that finds nothing new has deleted them too.
+    async def _send_page(
+        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, in_flight: Iterable[_Page]
+    ) -> _Page | None:
+        """Read the next page of the outbox and queue it on the producer, or None if empty.
+
+        The rows of the pages acknowledged since the last read are deleted by the statement
+        that reads this page: one round trip, and the page excludes them (its snapshot still
+        has them), as it excludes the rows in flight. A read that finds nothing new has
+        deleted them too.
         """
         published, self._published_ids = self._published_ids, []
         try:
-            rows = await conn.fetch(_NEXT_PAGE, self.settings.relay_batch_size, published)
+            rows = await conn.fetch(
+                _NEXT_PAGE,
+                self.settings.relay_batch_size,
+                published,
+                [i for page in in_flight for i in page.ids],
+            )
         except BaseException:
             self._published_ids = published  # not deleted: the next read deletes them
             raise
         if not rows:
-            return 0
+            return None
         started = time.perf_counter()
-        await asyncio.gather(*await self._send(producer, rows))
+        delivered = asyncio.gather(*await self._send(producer, rows))
+        return _Page([r["id"] for r in rows], delivered, started)
+
+    def _delivered(self, page: _Page) -> None:
+        """Kafka acknowledged ``page`` (or raise why not): its rows are deleted next."""
+        page.delivered.result()
         crash_point("relay.after_send")  # published, not deleted yet: resent, same ids
-        RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        RELAY_PUBLISHED.inc(len(rows))
-        self._published_ids = [r["id"] for r in rows]
-        self.published += len(rows)
-        return len(rows)
+        RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - page.started)
+        RELAY_PUBLISHED.inc(len(page.ids))
+        self._published_ids.extend(page.ids)
+        self.published += len(page.ids)
 
     async def _delete_published(self, conn: asyncpg.Connection) -> None:
-        """Delete the last page's rows now (on the way out), not with the next read."""
+        """Delete the last pages' rows now (on the way out), not with the next read."""
         if self._published_ids:
             await conn.execute(
                 "DELETE FROM outbox WHERE id = ANY($1::bigint[])", self._published_ids
