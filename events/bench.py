@@ -149,6 +149,70 @@ def _proc_status_kb(pid: int, field: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (None if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(parent: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = (entry / "stat").read_text(encoding="ascii")
+                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                    out.append(int(entry.name))
+    return out
+
+
+#: Whose CPU time the bench accounts per command, in the order it prints them.
+CPU_USERS: Final = ("serve", "kafka", "postgres", "bench")
+
+
+class CpuMeter:
+    """CPU seconds used by ``serve``, the broker, Postgres (the postmaster and its processes:
+    a backend that exits takes its time with it) and the bench itself. Only the local stack's
+    broker and Postgres have known pids; with external ones those are left out."""
+
+    def __init__(self, serve_pid: int, stack_pids: dict[str, int]) -> None:
+        self.serve_pid = serve_pid
+        self.stack_pids = stack_pids
+
+    def read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        serve = _cpu_seconds(self.serve_pid)
+        if serve is not None:
+            out["serve"] = serve
+        if "kafka" in self.stack_pids:
+            kafka = _cpu_seconds(self.stack_pids["kafka"])
+            if kafka is not None:
+                out["kafka"] = kafka
+        if "postgres" in self.stack_pids:
+            postmaster = self.stack_pids["postgres"]
+            out["postgres"] = sum(
+                _cpu_seconds(pid) or 0.0 for pid in [postmaster, *_children(postmaster)]
+            )
+        times = os.times()
+        out["bench"] = times.user + times.system
+        return out
+
+    @staticmethod
+    def per_command(
+        before: dict[str, float], after: dict[str, float], commands: int
+    ) -> dict[str, float]:
+        """Microseconds of CPU per command, by user, between two readings."""
+        return {
+            who: (after[who] - before[who]) / commands * 1e6
+            for who in CPU_USERS
+            if who in before and who in after
+        }
+
+
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {"cpus": os.cpu_count()}
     with contextlib.suppress(OSError):
@@ -383,6 +447,9 @@ class RepeatResult:
     pgbench_tps: float
     ratio: float
     not_applied: int
+    #: CPU microseconds per command by serve, kafka, postgres and the bench, per phase.
+    cpu_max: dict[str, float]
+    cpu_fixed: dict[str, float]
 
 
 class Bench:
@@ -676,6 +743,7 @@ class Bench:
         finally:
             await tail.stop()
         return {
+            "commands": count,
             "offered_rate": offered,
             "p50_ms": percentile(latency, 50),
             "p95_ms": percentile(latency, 95),
@@ -856,6 +924,7 @@ COMMIT;
         load_before = os.getloadavg()[0]
         self.serve = await ServeProcess.start(self.settings, log_path, profile, opts.serve_path)
         self.echo(f"[{scale:,} syncs] serve pid {self.serve.pid} (log {log_path})")
+        meter = CpuMeter(self.serve.pid, stack.service_pids(self.settings))
         try:
             await self.wait_for_leadership()
             missing = scale - len(self.syncs)
@@ -874,14 +943,19 @@ COMMIT;
                 tag = f"[{scale:,} syncs, run {r}/{opts.repeats}]"
                 first_phase = self.phase + 1
                 self.echo(f"{tag} max throughput: {opts.commands:,} pause/resume commands")
-                tput, pub = await self._flood(
-                    self._pause_resume(opts.commands, scale), "throughput"
-                )
+                messages = self._pause_resume(opts.commands, scale)
+                cpu_before = meter.read()
+                tput, pub = await self._flood(messages, "throughput")
+                cpu_max = meter.per_command(cpu_before, meter.read(), len(messages))
                 self.echo(f"{tag}   {tput:,.0f} commands/s (published at {pub:,.0f}/s)")
+                self.echo(f"{tag}   {_cpu_line(cpu_max)}")
                 await self._quiesce()
                 self.echo(f"{tag} latency at {opts.rate:,.0f}/s for {opts.latency_seconds:g}s")
+                cpu_before = meter.read()
                 fixed = await self._paced_phase(opts.rate, opts.latency_seconds, scale)
+                cpu_fixed = meter.per_command(cpu_before, meter.read(), int(fixed["commands"]))
                 self.echo(f"{tag}   {_latency_line(fixed)}")
+                self.echo(f"{tag}   {_cpu_line(cpu_fixed)}")
                 await self._quiesce()
                 half_rate = tput / 2
                 self.echo(f"{tag} latency at {half_rate:,.0f}/s (50% of max)")
@@ -903,6 +977,8 @@ COMMIT;
                         pgbench_tps=tps,
                         ratio=tput / tps,
                         not_applied=not_applied,
+                        cpu_max=cpu_max,
+                        cpu_fixed=cpu_fixed,
                     )
                 )
             peak = self.serve.peak_rss_mb()
@@ -912,6 +988,10 @@ COMMIT;
         # Other work on the machine skews every figure: keep the load next to them.
         summary["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         return summary
+
+
+def _cpu_line(cpu: dict[str, float]) -> str:
+    return "CPU per command, us: " + ", ".join(f"{who} {us:,.0f}" for who, us in cpu.items())
 
 
 def _latency_line(lat: dict[str, float]) -> str:
@@ -950,6 +1030,11 @@ def _summarise(
     ):
         median[f"fixed_{name}"] = med(lambda r, n=name: r.fixed[n])  # type: ignore[misc]
         median[f"half_{name}"] = med(lambda r, n=name: r.half[n])  # type: ignore[misc]
+    for who in CPU_USERS:
+        for phase in ("max", "fixed"):
+            values = [getattr(r, f"cpu_{phase}").get(who) for r in repeats]
+            known = [v for v in values if v is not None]
+            median[f"cpu_{phase}_{who}_us"] = _median(known) if known else math.nan
     return {
         "syncs": scale,
         "median": median,
@@ -1059,6 +1144,13 @@ def format_table(report: dict[str, Any]) -> str:
     row("  (50% of max, commands/s)", lambda s: _num(s["median"]["half_rate"]))
     row(f"relay lag at {rate:,.0f}/s, ms p50 / p99", lambda s: lag(s, "fixed"))
     row("relay lag at 50% of max, ms p50 / p99", lambda s: lag(s, "half"))
+
+    def cpu(s: dict[str, Any], phase: str) -> str:
+        return " / ".join(_num(s["median"][f"cpu_{phase}_{who}_us"]) for who in CPU_USERS)
+
+    users = " / ".join(CPU_USERS)
+    row(f"CPU us per command at max: {users}", lambda s: cpu(s, "max"))
+    row(f"CPU us per command at {rate:,.0f}/s: {users}", lambda s: cpu(s, "fixed"))
     row("serve peak RSS, MB", lambda s: _num(s["median"]["peak_rss_mb"]))
     row("creating the syncs, commands/s", lambda s: _num(s["median"]["create_rate"]))
     row("commands not applied (should be 0)", lambda s: str(s["not_applied"]))

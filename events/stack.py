@@ -290,6 +290,20 @@ async def start_postgres(settings: Settings, echo: Echo) -> None:
         await _ensure_postgres(paths, port, echo)
 
 
+def service_pids(settings: Settings) -> dict[str, int]:
+    """The pids of the broker and the postmaster this stack started and that still run."""
+    paths = StackPaths.from_settings(settings)
+    pids: dict[str, int] = {}
+    kafka_pid = _kafka_pid(paths)
+    if kafka_pid is not None:
+        pids["kafka"] = kafka_pid
+    layout = _known_pg_layout(paths)
+    pg_pid = _postgres_pid(layout.data) if layout is not None else None
+    if pg_pid is not None:
+        pids["postgres"] = pg_pid
+    return pids
+
+
 async def status(settings: Settings) -> dict[str, str]:
     """``{"kafka": ..., "postgres": ...}``: "up (pid N, 127.0.0.1:port)", "down" or "external"."""
     paths = StackPaths.from_settings(settings)

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
-from events.bench import BenchOptions, RepeatResult, _summarise, format_table, percentile
+from events.bench import (
+    BenchOptions,
+    CpuMeter,
+    RepeatResult,
+    _summarise,
+    format_table,
+    percentile,
+)
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -21,7 +31,7 @@ def test_quick_keeps_what_is_given() -> None:
     assert quick.repeats == 1 and quick.scales == (200,) and quick.commands == 500
 
 
-def _repeat(throughput: float, tps: float) -> RepeatResult:
+def _repeat(throughput: float, tps: float, serve_us: float = 100.0) -> RepeatResult:
     latency = {
         "offered_rate": 1000.0,
         "p50_ms": 5.0,
@@ -43,15 +53,22 @@ def _repeat(throughput: float, tps: float) -> RepeatResult:
         pgbench_tps=tps,
         ratio=throughput / tps,
         not_applied=0,
+        cpu_max={"serve": serve_us, "bench": 50.0},
+        cpu_fixed={"serve": serve_us * 2, "bench": 60.0},
     )
 
 
 def test_medians_and_table() -> None:
-    scale = _summarise(1000, [_repeat(3000, 2000), _repeat(5000, 2500), _repeat(4000, 2000)], 0, 80)
+    scale = _summarise(
+        1000, [_repeat(3000, 2000, 90), _repeat(5000, 2500, 300), _repeat(4000, 2000, 110)], 0, 80
+    )
     scale["loadavg_1m"] = [0.5, 1.5]
     assert scale["median"]["throughput"] == 4000
     assert scale["median"]["ratio"] == 2.0
     assert scale["range"]["throughput"] == [3000, 5000]
+    assert scale["median"]["cpu_max_serve_us"] == 110
+    assert scale["median"]["cpu_fixed_serve_us"] == 220
+    assert math.isnan(scale["median"]["cpu_max_kafka_us"])  # not measured: shown as "-"
     report = {
         "date": "2026-01-01T00:00:00+00:00",
         "machine": {"cpus": 2, "cpu": "test", "memory_gib": 4.0},
@@ -65,5 +82,28 @@ def test_medians_and_table() -> None:
     assert "2.00 [1.50-2.00]" in table
     assert "5.0 / 9.0 / 12.0" in table
     assert "note: a note" in table
+    assert "110 / - / - / 50" in table  # CPU per command: serve / kafka / postgres / bench
     widths = {len(line) for line in table.splitlines()[2:-2]}
     assert len(widths) == 1, "the table's rows are aligned"
+
+
+def test_cpu_meter_reads_the_cpu_time_of_a_process_and_of_children() -> None:
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        meter = CpuMeter(busy.pid, {"postgres": os.getpid()})  # its children: busy and idle
+        before = meter.read()
+        deadline = before["serve"] + 0.3
+        while meter.read()["serve"] < deadline:  # until the child has burnt 0.3 s of CPU
+            pass
+        after = meter.read()
+        per = CpuMeter.per_command(before, after, 1000)
+        assert per["serve"] >= 300  # 0.3 s over 1,000 commands
+        assert per["postgres"] >= per["serve"]  # "postgres" here: this process and children
+        assert per["bench"] > 0  # this process polled meanwhile
+        assert "kafka" not in per
+    finally:
+        busy.kill()
+        idle.kill()
+        busy.wait()
+        idle.wait()
