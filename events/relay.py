@@ -121,15 +121,23 @@ class OutboxRelay:
         self, conn: asyncpg.Connection, producer: AIOKafkaProducer, stop: asyncio.Event
     ) -> None:
         pages: deque[_Page] = deque()
+        # Read when there may be new rows: at the start, after a NOTIFY (a commit since the
+        # last read began), after a full page, and every poll interval (a notification is
+        # lost if nobody listened at commit time). The rows Kafka acknowledged meanwhile are
+        # deleted by that read: no statement of its own.
+        read = True
         try:
             while not stop.is_set():
-                self._wake.clear()
                 while pages and pages[0].delivered.done():
                     self._delivered(pages.popleft())  # raises if Kafka refused it
-                if len(pages) < PAGES_IN_FLIGHT:
+                if read and len(pages) < PAGES_IN_FLIGHT:
+                    self._wake.clear()
                     page = await self._send_page(conn, producer, pages)
+                    full = page is not None and len(page.ids) >= self.settings.relay_batch_size
                     if page is not None:
                         pages.append(page)
+                    read = full or self._wake.is_set()
+                    if read:
                         continue
                 # Wait for new rows, for the oldest page to be acknowledged, or for stop.
                 waits: set[asyncio.Future[Any]] = {
@@ -137,7 +145,7 @@ class OutboxRelay:
                     asyncio.ensure_future(stop.wait()),
                 }
                 try:
-                    await asyncio.wait(
+                    done, _ = await asyncio.wait(
                         {*waits, *([pages[0].delivered] if pages else [])},
                         timeout=self.settings.relay_poll_interval_seconds,
                         return_when=asyncio.FIRST_COMPLETED,
@@ -145,6 +153,7 @@ class OutboxRelay:
                 finally:
                     for waiter in waits:
                         waiter.cancel()
+                read = read or not done or self._wake.is_set()
         finally:
             await self._settle(pages)
 
