@@ -108,6 +108,7 @@ class Service:
         # One offset commit at a time, each with the latest offsets: never one going back.
         self._commit_lock = asyncio.Lock()
         self._committer: asyncio.Task[None] | None = None
+        self._last_commit = 0.0  # loop time of the last background commit
         self._consumer: AIOKafkaConsumer | None = None
         self._pool: asyncpg.Pool | None = None
         self._degraded: str | None = None  # why the last batch is being retried, if it is
@@ -134,9 +135,18 @@ class Service:
             self._committer = asyncio.create_task(self._commit_while_pending(), name="commit")
 
     async def _commit_while_pending(self) -> None:
-        # Offsets of batches applied meanwhile go out next; a failure waits for the next batch.
-        while self._pending and await self.commit_offsets():
-            pass
+        # Offsets of batches applied meanwhile go out next, one commit per interval at most;
+        # a failure waits for the next batch.
+        loop = asyncio.get_running_loop()
+        interval = self.settings.offset_commit_interval_ms / 1000
+        while self._pending:
+            wait = self._last_commit + interval - loop.time()
+            if wait > 0 and not self.stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), wait)
+            self._last_commit = loop.time()
+            if not await self.commit_offsets():
+                return
 
     async def _commit_pending(self) -> bool:
         if not self._pending or self._consumer is None:
@@ -460,11 +470,16 @@ class Service:
 
     async def _run_lane(self, lane: _Lane, pool: asyncpg.Pool) -> None:
         size = self.settings.max_batch_records
+        linger = self.settings.batch_linger_ms / 1000
         while not self.stop.is_set():  # stopping: what is only queued is redelivered
             if not lane.queue:
                 lane.wake.clear()
                 await lane.wake.wait()
                 continue
+            if linger and len(lane.queue) < size:
+                await asyncio.sleep(linger)  # let more of the lane's records arrive
+                if self.stop.is_set():
+                    break
             records = [lane.queue.popleft() for _ in range(min(size, len(lane.queue)))]
             self._room.set()
             lane.busy = True

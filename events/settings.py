@@ -62,7 +62,13 @@ class Settings(BaseSettings):
     # Batches applied at once, each by a lane owning a share of the assigned partitions (its
     # own transaction, its own pooled connection): one decides while another waits for Postgres.
     apply_concurrency: int = Field(default=2, ge=1, le=64)
-    batch_timeout_ms: int = Field(default=50, ge=0, le=60_000)
+    # A lane that finds fewer than max_batch_records waiting gives more this long to arrive
+    # before it starts its transaction: fewer, larger batches when the load is light.
+    batch_linger_ms: float = Field(default=0, ge=0, le=1000)
+    # Offsets of applied batches are committed to Kafka at most this often (a batch's offsets
+    # always after its transaction): one commit request per interval, not one per batch.
+    # After a crash, up to this much more is redelivered, and found already processed.
+    offset_commit_interval_ms: int = Field(default=100, ge=0, le=60_000)
 
     # Limits on input.
     max_message_bytes: int = Field(default=1_048_576, ge=1024)

@@ -83,6 +83,17 @@ async def service(settings: Settings, clock: Clock) -> AsyncIterator[Service]:
     await asyncio.wait_for(task, 30)
 
 
+@contextlib.asynccontextmanager
+async def running(service: Service) -> AsyncIterator[Service]:
+    """Another ``Service`` (its own settings) run for the block, stopped gracefully after."""
+    task = asyncio.create_task(service.run())
+    try:
+        yield service
+    finally:
+        service.stop.set()
+        await asyncio.wait_for(task, 30)
+
+
 @dataclass
 class Tenant:
     org_id: str

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, cast
 
 import pytest
@@ -23,7 +23,7 @@ from events.kafka import KafkaAuthError
 from events.service import Service
 from events.settings import Settings
 from statemachine import Outcome, SyncStatus
-from tests.integration.conftest import Tenant
+from tests.integration.conftest import Tenant, running
 
 pytestmark = pytest.mark.stack
 
@@ -76,16 +76,6 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> None:
     """Capture everything, aiokafka's DEBUG too (logging setup elsewhere may quiet it)."""
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="aiokafka")
-
-
-@contextlib.asynccontextmanager
-async def running(service: Service) -> AsyncIterator[Service]:
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        service.stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
