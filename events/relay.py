@@ -139,11 +139,11 @@ class OutboxRelay:
                     read = full or self._wake.is_set()
                     if read:
                         continue
-                # Wait for new rows, for the oldest page to be acknowledged, or for stop.
-                waits: set[asyncio.Future[Any]] = {
-                    asyncio.ensure_future(self._wake.wait()),
-                    asyncio.ensure_future(stop.wait()),
-                }
+                # Wait for new rows (when there is room for a page), for the oldest page to
+                # be acknowledged, or for stop.
+                waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
+                if len(pages) < PAGES_IN_FLIGHT:
+                    waits.add(asyncio.ensure_future(self._wake.wait()))
                 try:
                     done, _ = await asyncio.wait(
                         {*waits, *([pages[0].delivered] if pages else [])},

@@ -90,3 +90,63 @@ async def test_batches_keep_each_partitions_order_and_the_default_partition() ->
             row = source[value]
             assert key == row["key"]
             assert headers == row["headers"]
+
+
+class _Outbox:
+    """A connection whose outbox always has one more row: every read returns a page."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        self.reads += 1
+        return _rows(self.reads)[-1:]
+
+
+class _SlowProducer(_Producer):
+    """Kafka that has not acknowledged anything yet: every delivery stays pending."""
+
+    def __init__(self) -> None:
+        super().__init__(room=100)
+        self.pending: list[asyncio.Future[None]] = []
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> Any:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return future
+
+
+async def test_with_pages_in_flight_a_notify_waits_for_kafka_instead_of_spinning(
+    monkeypatch: Any,
+) -> None:
+    relay = OutboxRelay(Settings(relay_poll_interval_seconds=5))
+    conn, producer = _Outbox(), _SlowProducer()
+    waits = 0
+    real_wait = asyncio.wait
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal waits
+        waits += 1
+        return await real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "wait", counted)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(relay._drain_loop(conn, producer, stop))  # type: ignore[arg-type]
+    for _ in range(20):  # commits keep notifying while two pages wait for Kafka
+        relay._notified()
+        await asyncio.sleep(0.005)
+    assert conn.reads == 2  # two pages in flight, no third read before an acknowledgement
+    assert waits <= 25  # one wait per notify at most: not a busy loop
+
+    producer.pending[0].set_result(None)  # the first page is acknowledged: room for a read
+    for _ in range(100):
+        await asyncio.sleep(0.001)
+        if conn.reads == 3:
+            break
+    assert conn.reads == 3
+    assert relay.published == 1
+    stop.set()
+    for future in producer.pending:
+        if not future.done():
+            future.set_result(None)
+    await asyncio.wait_for(loop, 5)
