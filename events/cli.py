@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -26,8 +27,22 @@ T = TypeVar("T")
 
 
 def _run(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
-    """Run an async click command on uvloop (libuv's faster event loop, made for asyncpg);
-    our errors become a clear message and exit code 1."""
+    """Run an async click command; our errors become a clear message and exit code 1."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except SynclifeError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def _run_on_uvloop(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """``_run`` on uvloop, libuv's faster event loop (made for asyncpg): for ``serve``, whose
+    every batch is event-loop work. Not for the others: uvloop's subprocesses cannot switch
+    user, which ``stack up`` needs as root (Postgres refuses to run as root)."""
 
     @wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -248,7 +263,7 @@ async def keys_list(org: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@_run
+@_run_on_uvloop
 async def serve() -> None:
     """Consume commands, apply them, relay lifecycle events and results (until SIGTERM).
 
@@ -519,7 +534,8 @@ async def demo() -> None:
     "--serve-path",
     type=click.Path(exists=True, file_okay=False, resolve_path=True),
     default=None,
-    help="Run serve from this checkout (e.g. a git worktree of another commit), to compare.",
+    help="Run serve from this checkout (e.g. a git worktree of another commit, with the same "
+    "database schema), to compare.",
 )
 @click.option("--keep", is_flag=True, help="Keep the topics, tenant, syncs and scratch schema.")
 @click.option("--quick", is_flag=True, help="A smoke check: small, one run.")

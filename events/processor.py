@@ -1,11 +1,12 @@
 """Apply one batch of consumed commands in one Postgres transaction.
 
-For a batch: decode every record; in one transaction read what is already known (dead letters,
-processed command ids, keys, namespaces, the syncs, locked ``FOR UPDATE`` in id order), decide
-each command in offset order against the in-memory state, then write the changed syncs, their
-history, the processed command ids with their results, and the outbox rows, set-based. The
-caller commits Kafka offsets only after this commits: a redelivered command finds its recorded
-result and changes nothing.
+For a batch: decode every record; in one transaction read, in one statement, what is already
+known (processed command ids, keys, namespaces, the syncs, locked ``FOR UPDATE`` in id order;
+undecodable records are first recorded as dead letters), decide each command in offset order
+against the in-memory state, then write, in one statement, the changed syncs, their history,
+the processed command ids with their results, and the outbox rows. The caller commits Kafka
+offsets only after this commits: a redelivered command finds its recorded result and changes
+nothing.
 """
 
 from __future__ import annotations
