@@ -1039,7 +1039,20 @@ async def _ensure_postgres(paths: StackPaths, port: int, echo: Echo) -> None:
     _prepare_pg_dirs(layout, run_as)
     if not (layout.data / "PG_VERSION").is_file():
         await _initdb(bin_dir, layout, run_as, password, echo)
-    _write_pg_config(layout, port, run_as)
+    changed = _write_pg_config(layout, port, run_as)
+    if pid is not None:
+        # Running already: the settings written take effect on a reload (a SIGHUP: cheap, and
+        # done every time, in case an earlier run wrote them and stopped before reloading).
+        # Those that need a restart, such as shared_buffers, wait for the next start.
+        await _run(
+            [str(bin_dir / "pg_ctl"), "reload", "-D", str(layout.data)],
+            what="pg_ctl reload",
+            within=30,
+            run_as=run_as,
+            cwd=layout.base,
+        )
+        if changed:
+            echo("Postgres settings changed: reloaded")
 
     if pid is None:
         await _wait_for_stale_postmaster(layout.data)
@@ -1249,8 +1262,9 @@ async def _initdb(
         pwfile.unlink(missing_ok=True)
 
 
-def _write_pg_config(layout: _PgLayout, port: int, run_as: _RunAs | None) -> None:
-    """Our settings live in synclife.conf, included once from postgresql.conf."""
+def _write_pg_config(layout: _PgLayout, port: int, run_as: _RunAs | None) -> bool:
+    """Our settings live in synclife.conf, included once from postgresql.conf; True if they
+    changed."""
     socket_dir = str(layout.socket_dir)
     # A Unix socket path is limited to 107 bytes; without one, TCP still works.
     if len(socket_dir) + len(f"/.s.PGSQL.{port}.lock") > 100:
@@ -1265,19 +1279,27 @@ max_connections = 200
 shared_buffers = 128MB
 password_encryption = 'scram-sha-256'
 fsync = on
+# A write-heavy queue workload: checkpoints at most every 15 min or 4 GB of WAL (after each
+# one, the next change of every page writes the whole page to the WAL; with the default 1 GB,
+# a sustained load checkpointed every 20 s), and those full-page images compressed.
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+wal_compression = lz4
 log_timezone = 'UTC'
 timezone = 'UTC'
 """
     target = layout.data / "synclife.conf"
-    _write_if_changed(target, conf)
+    changed = _write_if_changed(target, conf)
     main = layout.data / "postgresql.conf"
     text = main.read_text(encoding="utf-8")
     include = "include_if_exists = 'synclife.conf'"
     if include not in text:
         main.write_text(f"{text.rstrip()}\n\n# synclife stack\n{include}\n", encoding="utf-8")
+        changed = True
     if run_as is not None:
         for path in (target, main):
             os.chown(path, run_as.uid, run_as.gid)
+    return changed
 
 
 def _postgres_pid(data: Path) -> int | None:
@@ -1515,15 +1537,17 @@ def _tail(path: Path | None, title: str, lines: int = _LOG_TAIL_LINES) -> str:
     return f"\n--- {title}:\n" + "\n".join(kept)
 
 
-def _write_if_changed(path: Path, text: str) -> None:
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` unless it holds that already; True if it was written."""
     try:
         if path.read_text(encoding="utf-8") == text:
-            return
+            return False
     except FileNotFoundError:
         pass
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+    return True
 
 
 def _resource_text(name: str) -> str:

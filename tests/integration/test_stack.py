@@ -6,6 +6,9 @@ and checks those services instead; the assertions are the same.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -66,3 +69,45 @@ async def test_up_twice_reuses_the_stack_and_serves_topics_and_database() -> Non
     report = await stack.status(settings)
     assert set(report) == {"kafka", "postgres"}
     assert not [state for state in report.values() if state == "down"], report
+
+
+async def test_the_stack_up_command_runs_and_its_postgres_settings_are_in_effect() -> None:
+    """``synclife stack up`` as people run it (its own process, as root in CI: Postgres is then
+    run as another user), with the stack already up: it reloads the settings it writes.
+
+    Against external services (both variables set before the session) it only checks them."""
+    local = "postgres" in stack.service_pids(Settings())
+    service_vars = (stack.ENV_KAFKA_BOOTSTRAP_SERVERS, stack.ENV_DATABASE_URL)
+    env = {k: v for k, v in os.environ.items() if not (local and k in service_vars)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "events.cli",
+        "stack",
+        "up",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    exports = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in out.decode().splitlines()
+        if line.startswith("export ")
+    )
+    url = exports[stack.ENV_DATABASE_URL]
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        settings = {
+            name: await conn.fetchval(f"SHOW {name}")
+            for name in ("max_wal_size", "checkpoint_timeout", "wal_compression")
+        }
+    finally:
+        await conn.close()
+    if local:
+        assert settings == {
+            "max_wal_size": "4GB",
+            "checkpoint_timeout": "15min",
+            "wal_compression": "lz4",
+        }
