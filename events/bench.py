@@ -174,43 +174,44 @@ def _children(parent: int) -> list[int]:
 CPU_USERS: Final = ("serve", "kafka", "postgres", "bench")
 
 
+CpuReading = dict[str, dict[int, float]]  # user -> pid -> CPU seconds so far
+
+
 class CpuMeter:
-    """CPU seconds used by ``serve``, the broker, Postgres (the postmaster and its processes:
-    a backend that exits takes its time with it) and the bench itself. Only the local stack's
-    broker and Postgres have known pids; with external ones those are left out."""
+    """CPU seconds used by ``serve``, the broker, Postgres (the postmaster and its processes)
+    and the bench itself. Only the local stack's broker and Postgres have known pids; with
+    external ones those are left out. A Postgres backend that exits between two readings takes
+    its time since the first with it (only processes in the second reading are counted)."""
 
     def __init__(self, serve_pid: int, stack_pids: dict[str, int]) -> None:
         self.serve_pid = serve_pid
         self.stack_pids = stack_pids
 
-    def read(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        serve = _cpu_seconds(self.serve_pid)
-        if serve is not None:
-            out["serve"] = serve
+    def read(self) -> CpuReading:
+        pids: dict[str, list[int]] = {"serve": [self.serve_pid]}
         if "kafka" in self.stack_pids:
-            kafka = _cpu_seconds(self.stack_pids["kafka"])
-            if kafka is not None:
-                out["kafka"] = kafka
+            pids["kafka"] = [self.stack_pids["kafka"]]
         if "postgres" in self.stack_pids:
             postmaster = self.stack_pids["postgres"]
-            out["postgres"] = sum(
-                _cpu_seconds(pid) or 0.0 for pid in [postmaster, *_children(postmaster)]
-            )
+            pids["postgres"] = [postmaster, *_children(postmaster)]
+        out: CpuReading = {}
+        for who, members in pids.items():
+            seconds = {pid: _cpu_seconds(pid) for pid in members}
+            out[who] = {pid: t for pid, t in seconds.items() if t is not None}
         times = os.times()
-        out["bench"] = times.user + times.system
+        out["bench"] = {os.getpid(): times.user + times.system}
         return out
 
     @staticmethod
-    def per_command(
-        before: dict[str, float], after: dict[str, float], commands: int
-    ) -> dict[str, float]:
+    def per_command(before: CpuReading, after: CpuReading, commands: int) -> dict[str, float]:
         """Microseconds of CPU per command, by user, between two readings."""
-        return {
-            who: (after[who] - before[who]) / commands * 1e6
-            for who in CPU_USERS
-            if who in before and who in after
-        }
+        out: dict[str, float] = {}
+        for who in CPU_USERS:
+            if not before.get(who) or not after.get(who):
+                continue
+            used = sum(t - before[who].get(pid, 0.0) for pid, t in after[who].items())
+            out[who] = used / commands * 1e6
+        return out
 
 
 def machine_info() -> dict[str, Any]:
