@@ -306,12 +306,12 @@ def service_pids(settings: Settings) -> dict[str, int]:
 
 async def status(settings: Settings) -> dict[str, str]:
     """``{"kafka": ..., "postgres": ...}``: "up (pid N, 127.0.0.1:port)", "down" or "external"."""
-    paths = StackPaths.from_settings(settings)
+    pids = service_pids(settings)
     external = external_env()
     result: dict[str, str] = {}
 
     kafka_port = _kafka_port(settings, strict=False)
-    kafka_pid = _kafka_pid(paths)
+    kafka_pid = pids.get("kafka")
     if kafka_pid is not None:
         result["kafka"] = f"up (pid {kafka_pid}, 127.0.0.1:{kafka_port})"
     elif external is not None:
@@ -325,8 +325,7 @@ async def status(settings: Settings) -> dict[str, str]:
         result["kafka"] = "down"
 
     pg_port = _postgres_port(settings, strict=False)
-    layout = _known_pg_layout(paths)
-    pg_pid = _postgres_pid(layout.data) if layout is not None else None
+    pg_pid = pids.get("postgres")
     if pg_pid is not None:
         result["postgres"] = f"up (pid {pg_pid}, 127.0.0.1:{pg_port})"
     elif external is not None:
