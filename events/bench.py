@@ -55,7 +55,7 @@ from aiokafka.errors import KafkaError
 
 from events import stack
 from events.db import connect, is_transient, migrate
-from events.envelope import ce_headers
+from events.envelope import ce_headers, header
 from events.errors import SynclifeError
 from events.kafka import idempotent_producer, kafka_options
 from events.relay import RELAY_LOCK
@@ -427,13 +427,6 @@ class ResultCount:
             await self._consumer.stop()
 
 
-def _header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
 # --- the bench -----------------------------------------------------------------------------
 
 
@@ -708,7 +701,7 @@ class Bench:
 
         def handle(records: list[Any], now: float) -> None:
             for r in records:
-                if _header(r.headers, "ce_type") != STATUS_CHANGED or r.value is None:
+                if header(r.headers, "ce_type") != STATUS_CHANGED or r.value is None:
                     continue
                 data = json.loads(r.value)
                 sent = sent_at.pop(data.get("command_id"), None)
@@ -1156,16 +1149,16 @@ def format_table(report: dict[str, Any]) -> str:
     row("creating the syncs, commands/s", lambda s: _num(s["median"]["create_rate"]))
     row("commands not applied (should be 0)", lambda s: str(s["not_applied"]))
 
-    header = ["metric", *(f"{s['syncs']:,} syncs" for s in scales)]
-    width0 = max(len(header[0]), *(len(label) for label, _ in rows))
+    titles = ["metric", *(f"{s['syncs']:,} syncs" for s in scales)]
+    width0 = max(len(titles[0]), *(len(label) for label, _ in rows))
     widths = [
-        max(len(header[i + 1]), *(len(cells[i]) for _, cells in rows)) for i in range(len(scales))
+        max(len(titles[i + 1]), *(len(cells[i]) for _, cells in rows)) for i in range(len(scales))
     ]
     lines.append(
         "  ".join(
             [
-                header[0].ljust(width0),
-                *(h.rjust(w) for h, w in zip(header[1:], widths, strict=True)),
+                titles[0].ljust(width0),
+                *(h.rjust(w) for h, w in zip(titles[1:], widths, strict=True)),
             ]
         )
     )

@@ -26,32 +26,30 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def _run(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
-    """Run an async click command; our errors become a clear message and exit code 1."""
+def _runner(
+    run: Callable[[Coroutine[Any, Any, T]], T],
+) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, T]]:
+    """A decorator that runs an async click command with ``run``; our errors become a clear
+    message and exit code 1."""
 
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return asyncio.run(fn(*args, **kwargs))
-        except SynclifeError as exc:
-            raise click.ClickException(str(exc)) from exc
+    def decorate(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+        @wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return run(fn(*args, **kwargs))
+            except SynclifeError as exc:
+                raise click.ClickException(str(exc)) from exc
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
-def _run_on_uvloop(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
-    """``_run`` on uvloop, libuv's faster event loop (made for asyncpg): for ``serve``, whose
-    every batch is event-loop work. Not for the others: uvloop's subprocesses cannot switch
-    user, which ``stack up`` needs as root (Postgres refuses to run as root)."""
-
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return uvloop.run(fn(*args, **kwargs))
-        except SynclifeError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper
+_run = _runner(asyncio.run)
+#: ``serve`` runs on uvloop, libuv's faster event loop (made for asyncpg): its every batch is
+#: event-loop work. Not the others: uvloop's subprocesses cannot switch user, which
+#: ``stack up`` needs as root (Postgres refuses to run as root).
+_run_on_uvloop = _runner(uvloop.run)
 
 
 def _echo_err(line: str) -> None:

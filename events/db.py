@@ -57,10 +57,11 @@ _TRANSIENT: Final = (
 #: ends a session that sits idle inside a transaction for 10 s (rolling it back and releasing
 #: its locks, so the process now owning those syncs' partitions proceeds), and cancels a
 #: statement after 60 s (the client's own ``command_timeout``; it also covers a process
-#: stopped in the middle of a ``COPY``, which is "active", not idle). If the process wakes up,
-#: its next statement fails, and the batch is retried: the processed-command record and the
-#: version fence make that harmless. Statements are planned once per session, not on every
-#: execution: a batch's statements take arrays whose plans do not depend on their contents.
+#: stopped in the middle of sending a statement, which is "active", not idle). If the process
+#: wakes up, its next statement fails, and the batch is retried: the processed-command record
+#: and the version fence make that harmless. Statements are planned once per session, not on
+#: every execution: a batch's statements take arrays whose plans do not depend on their
+#: contents.
 SESSION_SETTINGS: Final = {
     "idle_in_transaction_session_timeout": "10000",
     "statement_timeout": "60000",
