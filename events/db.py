@@ -229,9 +229,14 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 
 @asynccontextmanager
 async def acquire(pool: asyncpg.Pool) -> AsyncIterator[Any]:
-    """A pooled connection, with connection failures raised as ``TransientError``."""
+    """A pooled connection, with connection failures raised as ``TransientError``.
+
+    A conflict (``is_conflict``) passes through as it is: the caller reads again at once.
+    """
     try:
         async with pool.acquire() as conn:
             yield conn
+    except _CONFLICTS:
+        raise
     except _TRANSIENT as exc:
         raise TransientError(f"Postgres unavailable: {type(exc).__name__}") from exc

@@ -14,6 +14,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 __all__ = [
     "APPLY_SECONDS",
+    "BATCH_CONFLICTS",
     "COMMANDS",
     "CONSUMER_LAG",
     "DEAD_LETTERS",
@@ -34,6 +35,10 @@ APPLY_SECONDS: Final = Histogram(
     "synclife_batch_apply_seconds",
     "Time to decide and commit one consumed batch (one Postgres transaction).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_CONFLICTS: Final = Counter(
+    "synclife_batch_conflicts_total",
+    "Batches read again and retried because a concurrent writer changed what they read.",
 )
 CONSUMER_LAG: Final = Gauge(
     "synclife_consumer_lag", "Records behind the end of each commands partition.", ["partition"]

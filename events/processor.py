@@ -1,12 +1,12 @@
-"""Apply one batch of consumed commands in one Postgres transaction.
+"""Apply one batch of consumed commands atomically: one read, one write.
 
-For a batch: decode every record; in one transaction read, in one statement, what is already
-known (processed command ids, keys, namespaces, the syncs, locked ``FOR UPDATE`` in id order;
-undecodable records are first recorded as dead letters), decide each command in offset order
-against the in-memory state, then write, in one statement, the changed syncs, their history,
-the processed command ids with their results, and the outbox rows. The caller commits Kafka
-offsets only after this commits: a redelivered command finds its recorded result and changes
-nothing.
+For a batch: decode every record; read, in one statement, what is already known (processed
+command ids, keys, namespaces, the syncs; undecodable records are first recorded as dead
+letters), decide each command in offset order against the in-memory state, then write, in one
+statement (its own transaction), the changed syncs (fenced on the version read), their
+history, the processed command ids with their results, and the outbox rows. The caller commits
+Kafka offsets only after this commits: a redelivered command finds its recorded result and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pydantic import BaseModel
 
 from events.auth import SCOPE_RUN, SCOPE_WRITE, hash_key, parse_authorization
 from events.envelope import RawCommand, Undecodable, ce_headers, decode_command, header
-from events.errors import TransientError
 from events.faults import crash_point
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
 from events.observability import bind
@@ -505,21 +504,21 @@ class _Batch:
         self.stats.event_types[change.event_type.value] += 1
 
 
-# Everything a batch reads, in one statement: the presented keys, the namespaces their
-# organizations have by the names asked for (a superset, matched in Python), the syncs, locked
-# FOR UPDATE in id order (two batches that share syncs never deadlock), and which commands are
-# done. The last read shares the statement's snapshot, taken before the locks are granted:
-# when two processes briefly own a partition (a rebalance, a zombie waking up), the other
-# one's batch of the same commands may commit while this one waits for the locks; its
-# commands are then decided again here, their processed_commands rows collide, and the batch
-# is retried (a conflict), reading them this time. Nothing is applied twice.
+# Everything a batch reads, in one statement and one snapshot, without locks: the presented
+# keys, the namespaces their organizations have by the names asked for (a superset, matched in
+# Python), the syncs, and which commands are done. What the batch decided from it is checked
+# when it writes: each updated sync must still be at the version read (the version fence), a
+# new sync's id and a processed command's id must still be free (unique keys). When two
+# processes briefly own a partition (a rebalance, a zombie waking up), both may decide the same
+# commands; the second write collides on the processed-command key or the fence, is rolled
+# back, and the batch is retried (a conflict), reading the first one's results this time.
+# Nothing is applied twice.
 _LOAD: Final = """
     WITH k AS (
         SELECT key_id, internal_id, key_hash, scopes, namespaces, expires_at, revoked_at
         FROM api_keys WHERE key_hash = ANY($1::bytea[])
     ), s AS (
         SELECT sync_config_id, data FROM syncs WHERE sync_config_id = ANY($3::text[])
-        ORDER BY sync_config_id FOR UPDATE
     )
     SELECT 'k' AS kind, key_id AS id, internal_id AS owner, NULL::text AS name, key_hash,
            scopes, namespaces, expires_at, revoked_at, NULL::text AS doc
@@ -652,7 +651,7 @@ _WRITE: Final = """
         WHERE key_id = ANY($36::text[])
           AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')
     )
-    SELECT (SELECT count(*) FROM updated) AS updated,
+    SELECT synclife_version_fence($38, (SELECT count(*) FROM updated)) AS updated,
            (SELECT count(*) FROM (SELECT pg_notify($37, '') FROM outbox LIMIT 1) AS n)
                AS notified"""
 
@@ -676,7 +675,7 @@ async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
         ],
         10,
     )
-    row = await conn.fetchrow(
+    await conn.fetchrow(
         _WRITE,
         *inserts,
         updates[0],
@@ -686,11 +685,8 @@ async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
         writes.outbox,
         sorted(writes.keys_used),
         NOTIFY_CHANNEL,
+        len(writes.updates),
     )
-    assert row is not None  # noqa: S101 - a SELECT without FROM returns one row
-    if row["updated"] != len(writes.updates):
-        # The rows are locked FOR UPDATE, so this means someone wrote without the lock.
-        raise TransientError("a sync changed under the batch: version fence")
 
 
 async def apply_batch(
@@ -699,22 +695,38 @@ async def apply_batch(
     records: Sequence[Record],
     now: datetime | None = None,
 ) -> BatchStats:
-    """Decide and persist ``records`` (in their order) in one transaction on ``conn``."""
+    """Decide and persist ``records`` (in their order) atomically on ``conn``.
+
+    Two round trips: one read, one write. The write is one statement, so its own (implicit)
+    transaction; it fails as a whole with a serialization failure (a conflict: the caller
+    reads again and retries) if a sync it updates is no longer at the version read. A batch
+    holding undecodable records records them as dead letters first, in an explicit
+    transaction with the write, so that the dead letters and their messages commit together.
+    """
     batch = _Batch(settings, now or datetime.now(UTC))
     decoded = [
         (r, decode_command(r.key, r.value, r.headers, settings.max_message_bytes)) for r in records
     ]
     batch.stats.records = len(records)
-    async with conn.transaction():
-        fresh = await _load(conn, batch, decoded)
-        for record, item in decoded:
-            if isinstance(item, Undecodable):
-                batch.undecodable(record, item, (record.partition, record.offset) in fresh)
-            else:
-                batch.command(record, item)
-        await _write(conn, batch.writes)
-        crash_point("apply.before_commit")  # written, not committed: rolled back
+    if any(isinstance(item, Undecodable) for _, item in decoded):
+        async with conn.transaction():
+            await _decide_and_write(conn, batch, decoded)
+    else:
+        await _decide_and_write(conn, batch, decoded)
     return batch.stats
+
+
+async def _decide_and_write(
+    conn: asyncpg.Connection, batch: _Batch, decoded: list[tuple[Record, RawCommand | Undecodable]]
+) -> None:
+    fresh = await _load(conn, batch, decoded)
+    for record, item in decoded:
+        if isinstance(item, Undecodable):
+            batch.undecodable(record, item, (record.partition, record.offset) in fresh)
+        else:
+            batch.command(record, item)
+    crash_point("apply.before_commit")  # decided, nothing committed
+    await _write(conn, batch.writes)
 
 
 async def apply_system(

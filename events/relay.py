@@ -4,8 +4,9 @@ One relay is active at a time (a session advisory lock on its own connection); t
 wait to take over. It wakes on ``NOTIFY`` and polls as a fallback, since a notification is
 only a hint: it is lost if nobody listens at commit time.
 
-Order: rows of one sync are written under that sync's row lock, so a later change of a sync
-always has a larger id and commits later; reading every unpublished row in id order (never
+Order: a change of a sync is written only by a statement that read the previous change
+committed (the version fence), so a later change of a sync always has a larger id and commits
+later; reading every unpublished row in id order (never
 "id > last seen") therefore keeps each sync's events in version order and skips nothing
 committed out of sequence. Publishing is at-least-once: a crash between the send and the
 delete resends rows with the same event ids.
@@ -99,6 +100,9 @@ class OutboxRelay:
                 return
             self.is_leader = True
             log.info("relay is the leader")
+            # Its statements only delete published rows: one lost in a Postgres crash is
+            # published again (at-least-once, same ids), so they need not wait for the disk.
+            await conn.execute("SET synchronous_commit = off")
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
             if self._producer is None:
                 producer = idempotent_producer(self.settings)

@@ -27,6 +27,7 @@ from events.faults import crash_point
 from events.kafka import command_consumer, start_client
 from events.observability import (
     APPLY_SECONDS,
+    BATCH_CONFLICTS,
     COMMANDS,
     CONSUMER_LAG,
     DEAD_LETTERS,
@@ -50,6 +51,7 @@ SHUTDOWN_SECONDS = 15.0
 FINAL_COMMIT_SECONDS = 5.0
 FETCH_WAIT_SECONDS = 1.0  # after SIGTERM, a fetch still waiting (for an assignment) is cut
 MAX_CONFLICT_RETRIES = 20
+IMMEDIATE_CONFLICT_RETRIES = 2  # then with backoff
 BACKLOG_INTERVAL_SECONDS = 5.0
 # A rebalance waits this long, at most, for the batches in flight to commit.
 SETTLE_SECONDS = 10.0
@@ -193,9 +195,13 @@ class Service:
                     stats = await apply_batch(conn, self.settings, records, self.clock())
             except Exception as exc:
                 if is_conflict(exc):
-                    # A concurrent writer won a race (two owners of a partition during a
-                    # rebalance): re-reading resolves it. Endless conflicts would be a bug.
+                    # A concurrent writer won a race (the scheduler changed a sync the batch
+                    # read, or two owners of a partition during a rebalance): re-reading
+                    # resolves it, at once the first times. Endless conflicts would be a bug.
                     conflicts += 1
+                    BATCH_CONFLICTS.inc()
+                    if conflicts <= IMMEDIATE_CONFLICT_RETRIES:
+                        continue
                 if is_transient(exc) and conflicts <= MAX_CONFLICT_RETRIES:
                     if self.stop.is_set():
                         log.warning("stopping: batch left for redelivery (%s)", type(exc).__name__)
