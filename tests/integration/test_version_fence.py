@@ -42,8 +42,8 @@ class Command:
     """A consumed command record, as ``apply_batch`` reads it."""
 
     topic: str
-    key: bytes
-    value: bytes
+    key: bytes | None
+    value: bytes | None
     headers: Sequence[tuple[str, bytes]]
     partition: int = 0
     offset: int = 0
@@ -81,16 +81,17 @@ async def processed(settings: Settings, command_id: str) -> list[asyncpg.Record]
         await conn.close()
 
 
-def interfering_write(
-    settings: Settings, sync_id: str, concurrent: Command
-) -> tuple[Any, list[int]]:
-    """A stand-in for ``processor._write`` that, the first time a batch writes ``sync_id``,
-    first commits ``concurrent`` on a connection of its own (with the real write)."""
+def interfere(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, command_id: str, concurrent: Command
+) -> list[int]:
+    """Make ``processor._write``, the first time it writes ``command_id``'s batch, first commit
+    ``concurrent`` on a connection of its own (with the real write). The list returned gets an
+    item when it did. (Other writes, such as the scheduler's, pass untouched.)"""
     real_write = processor._write
     interfered: list[int] = []
 
     async def write(conn: asyncpg.Connection, writes: Any) -> None:
-        if sync_id in writes.updates and not interfered:
+        if not interfered and any(row[0] == command_id for row in writes.processed):
             interfered.append(1)
             other = await connect(settings)
             try:
@@ -100,45 +101,52 @@ def interfering_write(
             assert stats.applied == 1
         await real_write(conn, writes)
 
-    return write, interfered
+    monkeypatch.setattr(processor, "_write", write)
+    return interfered
+
+
+async def create_paused(client: SynclifeClient) -> tuple[str, int]:
+    """A new sync, created paused: the scheduler leaves it alone."""
+    sync_id = new_sync_id()
+    created = await client.create(sync_id, **CREATE, initial_status="SUSPENDED")
+    assert created.status is SyncStatus.SUSPENDED and created.version is not None
+    return sync_id, created.version
 
 
 async def test_a_write_after_a_concurrent_change_fails_whole_and_the_retry_sees_it(
     settings: Settings, client: SynclifeClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    created = await client.create(new_sync_id(), **CREATE)
-    sync_id = created.sync_config_id
-    assert created.version is not None
+    sync_id, version = await create_paused(client)
     update = command(settings, tenant, "sync.update", sync_id, {"polling_interval_seconds": 900})
-    pause = command(settings, tenant, "sync.pause", sync_id, {"paused_by_user_id": "user_bob"})
-    write, interfered = interfering_write(settings, sync_id, update)
-    monkeypatch.setattr(processor, "_write", write)
+    resume = command(settings, tenant, "sync.resume", sync_id, {"resumed_by_user_id": "bob"})
+    interfered = interfere(monkeypatch, settings, resume.command_id, update)
 
     conn = await connect(settings)
     try:
         with pytest.raises(asyncpg.SerializationError):
-            await processor.apply_batch(conn, settings, [pause])
+            await processor.apply_batch(conn, settings, [resume])
         assert interfered == [1]
         # Nothing of the failed write is there: no processed command, and the sync is the
-        # concurrent update's version, not paused.
-        assert created.status is not SyncStatus.SUSPENDED
-        assert await processed(settings, pause.command_id) == []
+        # concurrent update's version, still paused.
+        assert await processed(settings, resume.command_id) == []
         row = await conn.fetchrow(
             "SELECT status, version, data FROM syncs WHERE sync_config_id = $1", sync_id
         )
-        assert row["version"] == created.version + 1
-        assert row["status"] == created.status
+        assert row is not None
+        assert row["version"] == version + 1
+        assert row["status"] == SyncStatus.SUSPENDED.value
 
-        # Read again: the pause is decided on the updated sync and keeps its change.
-        stats = await processor.apply_batch(conn, settings, [pause])
+        # Read again: the resume is decided on the updated sync and keeps its change.
+        stats = await processor.apply_batch(conn, settings, [resume])
     finally:
         await conn.close()
     assert stats.applied == 1
-    [done] = await processed(settings, pause.command_id)
+    [done] = await processed(settings, resume.command_id)
     result = json.loads(done["result"])
     assert result["outcome"] == Outcome.APPLIED.value
-    assert result["version"] == created.version + 2
-    assert result["sync"]["status"] == SyncStatus.SUSPENDED.value
+    # Its first change is the version after the update's (a resume may request a run too).
+    assert result["events"][0] == f"{sync_id}:v{version + 2}"
+    assert result["sync"]["status"] != SyncStatus.SUSPENDED.value
     assert result["sync"]["polling_interval_seconds"] == 900
 
 
@@ -149,20 +157,21 @@ async def test_the_service_retries_a_conflicting_batch_at_once_and_counts_it(
     tenant: Tenant,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    created = await client.create(new_sync_id(), **CREATE)
-    sync_id = created.sync_config_id
-    assert created.version is not None
+    sync_id, version = await create_paused(client)
     update = command(settings, tenant, "sync.update", sync_id, {"polling_interval_seconds": 600})
-    write, interfered = interfering_write(settings, sync_id, update)
-    monkeypatch.setattr(processor, "_write", write)
+    command_id = str(uuid.uuid4())
+    interfered = interfere(monkeypatch, settings, command_id, update)
     before = REGISTRY.get_sample_value("synclife_batch_conflicts_total") or 0.0
 
-    paused = await client.pause(sync_id, paused_by_user_id="user_bob")
+    resumed = await client.send(
+        "sync.resume", sync_id, {"resumed_by_user_id": "bob"}, command_id=command_id
+    )
 
     assert interfered == [1]
     assert REGISTRY.get_sample_value("synclife_batch_conflicts_total") == before + 1
-    assert paused.outcome is Outcome.APPLIED
-    assert paused.version == created.version + 2
-    assert paused.sync is not None
-    assert paused.sync.polling_interval_seconds == 600
-    assert paused.status is SyncStatus.SUSPENDED
+    assert resumed is not None
+    assert resumed.outcome is Outcome.APPLIED
+    assert resumed.events[0] == f"{sync_id}:v{version + 2}"
+    assert resumed.status is not SyncStatus.SUSPENDED
+    assert resumed.sync is not None
+    assert resumed.sync.polling_interval_seconds == 600
