@@ -7,10 +7,13 @@ JSON data not yet validated) or an ``Undecodable`` with the reason it goes to th
 from __future__ import annotations
 
 import json
+from base64 import urlsafe_b64decode
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
+
+from pydantic_core import from_json, to_json
 
 from statemachine import CommandType, ErrorCode
 
@@ -21,7 +24,9 @@ __all__ = [
     "ce_headers",
     "decode_command",
     "header",
+    "pack_headers",
     "rfc3339",
+    "unpack_headers",
 ]
 
 CONTENT_TYPE: Final = "application/json"
@@ -69,6 +74,20 @@ def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | No
         if key.lower() == name:
             found = value
     return found
+
+
+def pack_headers(headers: Sequence[tuple[str, bytes]]) -> str:
+    """Kafka headers as one text value (an outbox row's): ``[["name","<base64>"], ...]``.
+
+    Any bytes round-trip, NUL included (a dead-lettered record keeps the headers it came with).
+    """
+    return to_json(headers, bytes_mode="base64").decode()
+
+
+def unpack_headers(text: str) -> list[tuple[str, bytes]]:
+    """The headers ``pack_headers`` packed. Either base64 alphabet is read (URL-safe, or
+    standard with line breaks, as Postgres's ``encode(..., 'base64')`` writes it)."""
+    return [(name, urlsafe_b64decode(value)) for name, value in from_json(text)]
 
 
 def _fields(headers: Any) -> dict[str, bytes | None]:

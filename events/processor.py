@@ -23,7 +23,14 @@ import asyncpg
 from pydantic import BaseModel
 
 from events.auth import SCOPE_RUN, SCOPE_WRITE, hash_key, parse_authorization
-from events.envelope import RawCommand, Undecodable, ce_headers, decode_command, header
+from events.envelope import (
+    RawCommand,
+    Undecodable,
+    ce_headers,
+    decode_command,
+    header,
+    pack_headers,
+)
 from events.faults import crash_point
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
 from events.observability import bind
@@ -134,7 +141,7 @@ def _outbox_row(
     topic: str, key: str | bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
 ) -> tuple[Any, ...]:
     raw_key = key.encode() if isinstance(key, str) else key
-    return (topic, raw_key, value, headers)
+    return (topic, raw_key, value, pack_headers(headers))
 
 
 def _result_row(
@@ -606,10 +613,11 @@ def _sync_columns(sync: SyncConfiguration, data: str) -> tuple[Any, ...]:
 
 
 # Every write of a batch, in one statement: new syncs, changed syncs (fenced on the version
-# read), their history, the processed commands with their results, the outbox rows (each
-# row an ``outbox_message``), the keys' last use, and one NOTIFY for the relay
-# if the outbox grew. Each part is an unnest of column arrays: one prepared statement for
-# every batch, whatever it holds. The outbox ids follow the order of the rows given.
+# read: the statement fails if one moved on), their history, the processed commands with their
+# results, the outbox rows (headers packed in one text value), the keys' last use, and one
+# NOTIFY for the relay if the outbox grew. Each part is an unnest of column arrays: one
+# prepared statement for every batch, whatever it holds. The outbox ids follow the order of
+# the rows given.
 _WRITE: Final = """
     WITH inserted AS (
         INSERT INTO syncs (sync_config_id, internal_id, namespace_id, status, version,
@@ -644,15 +652,18 @@ _WRITE: Final = """
              AS u(id, command_type, sync_config_id, key_id, outcome, result, processed_at)
     ), outbox AS (
         INSERT INTO outbox (topic, key, value, headers)
-        SELECT topic, key, value, headers FROM unnest($35::outbox_message[])
+        SELECT topic, key, value, headers
+        FROM unnest($35::text[], $36::bytea[], $37::bytea[], $38::text[]) WITH ORDINALITY
+             AS u(topic, key, value, headers, n)
+        ORDER BY n
         RETURNING 1
     ), touched AS (
         UPDATE api_keys SET last_used_at = now()
-        WHERE key_id = ANY($36::text[])
+        WHERE key_id = ANY($39::text[])
           AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')
     )
-    SELECT synclife_version_fence($38, (SELECT count(*) FROM updated)) AS updated,
-           (SELECT count(*) FROM (SELECT pg_notify($37, '') FROM outbox LIMIT 1) AS n)
+    SELECT synclife_version_fence($41, (SELECT count(*) FROM updated)) AS updated,
+           (SELECT count(*) FROM (SELECT pg_notify($40, '') FROM outbox LIMIT 1) AS n)
                AS notified"""
 
 
@@ -682,7 +693,7 @@ async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
         *updates[3:],
         *_columns(writes.history, 10),
         *_columns(writes.processed, 7),
-        writes.outbox,
+        *_columns(writes.outbox, 4),
         sorted(writes.keys_used),
         NOTIFY_CHANNEL,
         len(writes.updates),

@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from events.db import connect
+from events.envelope import unpack_headers
 from events.faults import crash_point
 from events.kafka import idempotent_producer, start_client
 from events.leader import acquire_leadership, keep_running
@@ -257,7 +258,7 @@ class OutboxRelay:
         for r in rows:
             topic, key = r["topic"], r["key"]
             tp = (topic, await self._partition(producer, topic, key))
-            headers = [tuple(h) for h in r["headers"]]
+            headers = unpack_headers(r["headers"])
             batch = batches.get(tp)
             if batch is None:
                 batch = batches[tp] = producer.create_batch()

@@ -29,7 +29,7 @@ from events.asyncapi import (
     json_schemas,
     to_json,
 )
-from events.envelope import ce_headers
+from events.envelope import ce_headers, unpack_headers
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
 from events.processor import _Batch, command_result
 from events.settings import Settings
@@ -194,7 +194,7 @@ def _rows(batch: _Batch) -> list[Wire]:
             topic=row[0],
             key=row[1],
             value=row[2],
-            headers=text_headers(row[3]),
+            headers=text_headers(unpack_headers(row[3])),
         )
         for row in batch.writes.outbox
     ]
