@@ -44,6 +44,7 @@ from statemachine import (
     ErrorCode,
     Outcome,
     SyncConfiguration,
+    SyncStatus,
     decide,
     parse_data,
 )
@@ -123,6 +124,8 @@ class _Writes:
     processed: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
     keys_used: set[str] = field(default_factory=set)
+    #: sync id -> its new ``sync_timers.due_at``, for the syncs whose timer moved.
+    timers: dict[str, datetime | None] = field(default_factory=dict)
     #: The JSON of each written sync's latest version (its ``data`` column).
     sync_json: dict[str, str] = field(default_factory=dict)
 
@@ -135,6 +138,18 @@ def result_id(command_id: str) -> str:
 def event_id(sync_config_id: str, version: int) -> str:
     """One event per version: the id is fixed by the sync and version."""
     return f"{sync_config_id}:v{version}"
+
+
+_SCHEDULED: Final = frozenset({SyncStatus.PENDING, SyncStatus.ACTIVE})
+
+
+def timer_of(sync: SyncConfiguration) -> datetime | None:
+    """When the scheduler must next look at ``sync`` (its ``sync_timers.due_at``): when its
+    run's lease expires while a run holds one, else its next poll while it is PENDING or
+    ACTIVE, else never."""
+    if sync.lock_expires_at is not None:
+        return sync.lock_expires_at
+    return sync.next_sync_at if sync.status in _SCHEDULED else None
 
 
 def _outbox_row(
@@ -215,6 +230,7 @@ class _Batch:
         self.now = now
         self.syncs: dict[str, SyncConfiguration] = {}
         self.loaded_versions: dict[str, int] = {}
+        self.loaded_timers: dict[str, datetime | None] = {}
         self.processed: dict[str, tuple[str | None, bytes]] = {}  # id -> (key_id, result json)
         self.keys: dict[str, ApiKey] = {}
         self.namespaces: dict[tuple[str, str], str] = {}
@@ -458,6 +474,11 @@ class _Batch:
             self.writes.updates[sid] = (self.loaded_versions[sid], sync)
         else:
             self.writes.inserts[sid] = sync
+        due = timer_of(sync)
+        if sid in self.loaded_timers and self.loaded_timers[sid] == due:
+            self.writes.timers.pop(sid, None)  # back where it was: nothing to write
+        else:
+            self.writes.timers[sid] = due
         self.syncs[sid] = sync
         sync_json = self.writes.sync_json[sid] = self.sync_json(sync)
         command_id = None if change.system or command is None else command.command_id
@@ -586,6 +607,7 @@ async def _load(
                 sync = SyncConfiguration.model_validate_json(r["doc"])
                 batch.syncs[r["id"]] = sync
                 batch.loaded_versions[r["id"]] = sync.version
+                batch.loaded_timers[r["id"]] = timer_of(sync)
             case _:
                 batch.processed[r["id"]] = (r["owner"], r["doc"].encode())
     wanted = set()
@@ -614,10 +636,10 @@ def _sync_columns(sync: SyncConfiguration, data: str) -> tuple[Any, ...]:
 
 # Every write of a batch, in one statement: new syncs, changed syncs (fenced on the version
 # read: the statement fails if one moved on), their history, the processed commands with their
-# results, the outbox rows (headers packed in one text value), the keys' last use, and one
-# NOTIFY for the relay if the outbox grew. Each part is an unnest of column arrays: one
-# prepared statement for every batch, whatever it holds. The outbox ids follow the order of
-# the rows given.
+# results, the outbox rows (headers packed in one text value), the timers that moved, the
+# keys' last use, and one NOTIFY for the relay if the outbox grew. Each part is an unnest of
+# column arrays: one prepared statement for every batch, whatever it holds. The outbox ids
+# follow the order of the rows given.
 _WRITE: Final = """
     WITH inserted AS (
         INSERT INTO syncs (sync_config_id, internal_id, namespace_id, status, version,
@@ -657,6 +679,10 @@ _WRITE: Final = """
              AS u(topic, key, value, headers, n)
         ORDER BY n
         RETURNING 1
+    ), timers AS (
+        INSERT INTO sync_timers (sync_config_id, due_at)
+        SELECT * FROM unnest($42::text[], $43::timestamptz[])
+        ON CONFLICT (sync_config_id) DO UPDATE SET due_at = EXCLUDED.due_at
     ), touched AS (
         UPDATE api_keys SET last_used_at = now()
         WHERE key_id = ANY($39::text[])
@@ -697,6 +723,8 @@ async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
         sorted(writes.keys_used),
         NOTIFY_CHANNEL,
         len(writes.updates),
+        list(writes.timers),
+        list(writes.timers.values()),
     )
 
 
@@ -745,27 +773,35 @@ async def apply_system(
 ) -> BatchStats:
     """One scheduler pass: request due runs and reap expired leases, in one transaction.
 
-    ``SKIP LOCKED``: a sync a command batch holds is left for the next pass, never waited on.
+    The candidates are the syncs whose timer is due; each is checked again on the locked row
+    (a change committed since this statement's snapshot may have moved it: its timer is then
+    set right, nothing else). ``SKIP LOCKED``: a sync being written is left for the next pass,
+    never waited on.
     """
     batch = _Batch(settings, now)
     async with conn.transaction():
         rows = await conn.fetch(
-            """SELECT sync_config_id, data FROM syncs
-               WHERE (status IN ('PENDING', 'ACTIVE') AND lock_expires_at IS NULL
-                      AND next_sync_at <= $1)
-                  OR lock_expires_at <= $1
-               ORDER BY coalesce(lock_expires_at, next_sync_at)
-               LIMIT $2 FOR UPDATE SKIP LOCKED""",
+            """SELECT s.sync_config_id, s.data
+               FROM sync_timers AS t JOIN syncs AS s USING (sync_config_id)
+               WHERE t.due_at <= $1
+               ORDER BY t.due_at
+               LIMIT $2 FOR UPDATE OF s SKIP LOCKED""",
             now,
             limit,
         )
         for r in rows:
             sync = SyncConfiguration.model_validate_json(r["data"])
-            batch.syncs[sync.sync_config_id] = sync
-            batch.loaded_versions[sync.sync_config_id] = sync.version
+            sid = sync.sync_config_id
+            batch.syncs[sid] = sync
+            batch.loaded_versions[sid] = sync.version
+            due = timer_of(sync)
+            if due is None or due > now:
+                batch.writes.timers[sid] = due
+                continue
+            batch.loaded_timers[sid] = due
             trigger = (
                 SystemTrigger.LOCK_EXPIRED
-                if sync.lock_expires_at is not None and sync.lock_expires_at <= now
+                if sync.lock_expires_at is not None
                 else SystemTrigger.REQUEST_RUN
             )
             decision = decide(sync, system_command(sync, trigger), now, batch.policy)

@@ -23,6 +23,7 @@ import pytest
 
 from events.envelope import ce_headers
 from events.kafka import idempotent_producer
+from events.processor import timer_of
 from statemachine import SyncConfiguration
 from tests.faults.harness import Fixture, Scenario
 
@@ -60,6 +61,12 @@ async def make_due(database_url: str, sync_ids: list[str]) -> None:
                     r["sync_config_id"],
                     past,
                     due.model_dump_json(),
+                )
+                # The scheduler finds due syncs by their timer, as every write keeps it.
+                await conn.execute(
+                    "UPDATE sync_timers SET due_at = $2 WHERE sync_config_id = $1",
+                    r["sync_config_id"],
+                    timer_of(due),
                 )
     finally:
         await conn.close()
