@@ -76,7 +76,9 @@ async def fx(
         await migrate(conn)
         # This database is the suite's own (never the shared one): start from empty, so an
         # interrupted earlier run leaves no outbox rows or due syncs behind.
-        await conn.execute("TRUNCATE syncs, sync_timers, sync_history, processed_commands, outbox, dead_letters")
+        await conn.execute(
+            "TRUNCATE syncs, sync_timers, sync_history, processed_commands, outbox, dead_letters"
+        )
         org = await create_org(conn, f"faults-{secrets.token_hex(4)}")
         await create_namespace(conn, org["id"], "production")
         key = await create_key(conn, org["id"], ["syncs:write"])
