@@ -55,7 +55,7 @@ from aiokafka.errors import KafkaError
 
 from events import stack
 from events.db import connect, is_transient, migrate
-from events.envelope import ce_headers, header
+from events.envelope import command_headers, header
 from events.errors import SynclifeError
 from events.kafka import idempotent_producer, kafka_options
 from events.relay import RELAY_LOCK
@@ -594,13 +594,13 @@ class Bench:
     # --- commands ------------------------------------------------------------------------
 
     def _headers(self, command_id: str, kind: str, sync_id: str) -> list[tuple[str, bytes]]:
-        return ce_headers(
-            event_id=command_id,
-            event_type=kind,
+        return command_headers(
+            command_id=command_id,
+            command_type=kind,
+            sync_config_id=sync_id,
+            api_key=self.api_key,
+            namespace="bench",
             source="synclife-bench",
-            subject=sync_id,
-            time=datetime.now(UTC),
-            extra={"authorization": f"Bearer {self.api_key}", "x-namespace": "bench"},
         )
 
     def _creates(self, count: int) -> list[Message]:

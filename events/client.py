@@ -15,13 +15,12 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ulid import ULID
 
-from events.envelope import ce_headers, header
+from events.envelope import command_headers, header
 from events.kafka import idempotent_producer, kafka_options, start_client
 from events.messages import CommandResult, LifecycleEvent
 from events.settings import Settings
@@ -133,16 +132,14 @@ class SynclifeClient:
         assert self._producer is not None, "use 'async with SynclifeClient(...)'"  # noqa: S101
         command_id = command_id or str(uuid.uuid4())
         kind = CommandType(command_type)
-        extra = {"authorization": f"Bearer {self._api_key}", "x-namespace": self._namespace}
-        if expected_version is not None:
-            extra["ce_expectedversion"] = str(expected_version)
-        headers = ce_headers(
-            event_id=command_id,
-            event_type=kind.value,
+        headers = command_headers(
+            command_id=command_id,
+            command_type=kind.value,
+            sync_config_id=sync_config_id,
+            api_key=self._api_key,
+            namespace=self._namespace,
             source=self._source,
-            subject=sync_config_id,
-            time=datetime.now(UTC),
-            extra=extra,
+            expected_version=expected_version,
         )
         future: asyncio.Future[CommandResult] | None = None
         if wait:

@@ -10,7 +10,7 @@ import json
 from base64 import urlsafe_b64decode
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from pydantic_core import from_json, to_json
@@ -22,6 +22,7 @@ __all__ = [
     "RawCommand",
     "Undecodable",
     "ce_headers",
+    "command_headers",
     "decode_command",
     "header",
     "pack_headers",
@@ -65,6 +66,31 @@ def ce_headers(
     for name, value in (extra or {}).items():
         out.append((name, value.encode()))
     return out
+
+
+def command_headers(
+    *,
+    command_id: str,
+    command_type: str,
+    sync_config_id: str,
+    api_key: str,
+    namespace: str,
+    source: str,
+    expected_version: int | None = None,
+) -> Headers:
+    """The headers of a command, as the contract has them: a CloudEvent sent now, with the
+    API key and the namespace (and the version the sender expects, if any)."""
+    extra = {"authorization": f"Bearer {api_key}", "x-namespace": namespace}
+    if expected_version is not None:
+        extra["ce_expectedversion"] = str(expected_version)
+    return ce_headers(
+        event_id=command_id,
+        event_type=command_type,
+        source=source,
+        subject=sync_config_id,
+        time=datetime.now(UTC),
+        extra=extra,
+    )
 
 
 def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:

@@ -38,7 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from events import stack
-from events.envelope import ce_headers
+from events.envelope import command_headers
 from events.kafka import idempotent_producer
 from events.settings import Settings
 
@@ -333,13 +333,13 @@ class Load:
         self, producer: AIOKafkaProducer, sync_id: str, kind: str, data: dict[str, Any]
     ) -> None:
         command_id = str(uuid.uuid4())
-        headers = ce_headers(
-            event_id=command_id,
-            event_type=kind,
+        headers = command_headers(
+            command_id=command_id,
+            command_type=kind,
+            sync_config_id=sync_id,
+            api_key=self.api_key,
+            namespace=self.namespace,
             source="faults",
-            subject=sync_id,
-            time=datetime.now(UTC),
-            extra={"authorization": f"Bearer {self.api_key}", "x-namespace": self.namespace},
         )
         value = json.dumps(data).encode()
         while True:

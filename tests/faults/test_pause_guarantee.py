@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from events.envelope import ce_headers
+from events.envelope import command_headers
 from events.kafka import idempotent_producer
 from events.processor import timer_of
 from statemachine import SyncConfiguration
@@ -93,13 +93,13 @@ class Driver:
                 self.sc.settings.commands_topic,
                 key=sid.encode(),
                 value=json.dumps(data).encode(),
-                headers=ce_headers(
-                    event_id=command_id,
-                    event_type=kind,
+                headers=command_headers(
+                    command_id=command_id,
+                    command_type=kind,
+                    sync_config_id=sid,
+                    api_key=self.api_key,
+                    namespace="production",
                     source="faults",
-                    subject=sid,
-                    time=datetime.now(UTC),
-                    extra={"authorization": f"Bearer {self.api_key}", "x-namespace": "production"},
                 ),
             )
         await self.producer.flush()

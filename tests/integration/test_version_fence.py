@@ -10,7 +10,6 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -20,7 +19,7 @@ from prometheus_client import REGISTRY
 from events import processor
 from events.client import SynclifeClient, new_sync_id
 from events.db import connect
-from events.envelope import ce_headers
+from events.envelope import command_headers
 from events.service import Service
 from events.settings import Settings
 from statemachine import Outcome, SyncStatus
@@ -52,13 +51,13 @@ class Command:
 
 def command(settings: Settings, tenant: Tenant, kind: str, sync_id: str, data: Any) -> Command:
     command_id = str(uuid.uuid4())
-    headers = ce_headers(
-        event_id=command_id,
-        event_type=kind,
+    headers = command_headers(
+        command_id=command_id,
+        command_type=kind,
+        sync_config_id=sync_id,
+        api_key=tenant.write_key,
+        namespace=tenant.namespace,
         source="test",
-        subject=sync_id,
-        time=datetime.now(UTC),
-        extra={"authorization": f"Bearer {tenant.write_key}", "x-namespace": tenant.namespace},
     )
     return Command(
         settings.commands_topic,
