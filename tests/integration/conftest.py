@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -81,6 +82,23 @@ async def service(settings: Settings, clock: Clock) -> AsyncIterator[Service]:
     yield svc
     svc.stop.set()
     await asyncio.wait_for(task, 30)
+
+
+async def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
+    """``synclife <args>`` in a process of its own with exactly ``env``: (exit code, stdout,
+    stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "events.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from events.db import connect, migrate
 from events.service import Service
 from events.settings import Settings
 from events.tenancy import create_key, create_namespace, create_org
+from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.stack
 
@@ -32,18 +33,7 @@ async def synclife(
         "SYNCLIFE_LIFECYCLE_TOPIC": settings.lifecycle_topic,
         **(env or {}),
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "events.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=full_env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_cli(*args, env=full_env)
 
 
 async def json_of(settings: Settings, *args: str) -> dict[str, Any]:

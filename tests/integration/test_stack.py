@@ -6,9 +6,7 @@ and checks those services instead; the assertions are the same.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -17,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from events import stack
 from events.settings import Settings
+from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.stack
 
@@ -79,21 +78,11 @@ async def test_the_stack_up_command_runs_and_its_postgres_settings_are_in_effect
     local = "postgres" in stack.service_pids(Settings())
     service_vars = (stack.ENV_KAFKA_BOOTSTRAP_SERVERS, stack.ENV_DATABASE_URL)
     env = {k: v for k, v in os.environ.items() if not (local and k in service_vars)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "events.cli",
-        "stack",
-        "up",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 300)
-    assert proc.returncode == 0, err.decode()[-2000:]
+    code, out, err = await run_cli("stack", "up", env=env, timeout=300)
+    assert code == 0, err[-2000:]
     exports = dict(
         line.removeprefix("export ").split("=", 1)
-        for line in out.decode().splitlines()
+        for line in out.splitlines()
         if line.startswith("export ")
     )
     url = exports[stack.ENV_DATABASE_URL]
