@@ -6,10 +6,18 @@ only a hint: it is lost if nobody listens at commit time.
 
 Order: a change of a sync is written only by a statement that read the previous change
 committed (the version fence), so a later change of a sync always has a larger id and commits
-later; reading every unpublished row in id order (never
-"id > last seen") therefore keeps each sync's events in version order and skips nothing
-committed out of sequence. Publishing is at-least-once: a crash between the send and the
-delete resends rows with the same event ids.
+later; reading every unpublished row in id order (never "id > last seen") therefore keeps
+each sync's events in version order and skips nothing committed out of sequence. Publishing
+is at-least-once: a crash between the send and the delete resends rows with the same event
+ids.
+
+Where a read starts: not at the outbox's first id. A queue table's front is where its deleted
+rows are until vacuum removes them, and a read in id order went through every one of them.
+Each row records the transaction that wrote it (``xid``); a row that a snapshot does not see
+belongs to a transaction at or above that snapshot's xmin (older ones had all ended). So once
+a read has returned every unpublished row its snapshot saw (its page was not full), the next
+read only needs ``xid >= that xmin``: the rows committed since, and the few before them that
+committed after that xmin. A new leader starts from 0: everything.
 
 Pipelined: while one page is on its way to Kafka, the next is read (excluding the rows in
 flight) and queued behind it, so the database read overlaps the wait for Kafka's
@@ -52,12 +60,19 @@ PAGES_IN_FLIGHT: Final = 2  # sent and not yet acknowledged, at most
 # flight ($3), in one statement. The statement's snapshot still has the rows it deletes, so
 # both lists are excluded, with `NOT IN (subquery)`: Postgres hashes the subquery's ids once
 # (a "hashed SubPlan"), where `id <> ALL($2)` compared every row scanned with every id listed
-# (up to three pages' worth each: a third of Postgres's time at full load went there).
+# (up to three pages' worth each: a third of Postgres's time at full load went there). Only
+# rows at or above the horizon ($4, see the module's docstring); the statement returns its
+# snapshot's xmin, the next horizon, on a row of its own when the page is empty.
 _NEXT_PAGE: Final = """
     WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[]))
-    SELECT id, topic, key, value, headers
-    FROM outbox WHERE id NOT IN (SELECT unnest($2::bigint[] || $3::bigint[]))
-    ORDER BY id LIMIT $1"""
+    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon, page.*
+    FROM (VALUES (1)) AS one (x) LEFT JOIN LATERAL (
+        SELECT id, topic, key, value, headers
+        FROM outbox
+        WHERE xid >= $4::bigint::text::xid8
+          AND id NOT IN (SELECT unnest($2::bigint[] || $3::bigint[]))
+        ORDER BY id LIMIT $1
+    ) AS page ON true"""
 _PARTITIONER: Final = DefaultPartitioner()
 _PARTITION_CACHE: Final = 10_000  # keys whose partition is remembered (then forgotten at once)
 
@@ -84,6 +99,13 @@ class OutboxRelay:
         self._partitions: dict[str, list[int]] = {}
         self._published_ids: list[int] = []  # acknowledged by Kafka, not yet deleted
         self._by_key: dict[tuple[bytes, int], int] = {}
+        # Every unpublished row not in flight has an xid at or above it (module docstring).
+        self._horizon = 0
+
+    @property
+    def horizon(self) -> int:
+        """The transaction id the next read starts from (0: the whole outbox)."""
+        return self._horizon
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
@@ -107,6 +129,10 @@ class OutboxRelay:
             # Its statements only delete published rows: one lost in a Postgres crash is
             # published again (at-least-once, same ids), so they need not wait for the disk.
             await conn.execute("SET synchronous_commit = off")
+            # A plan for the horizon at hand: the xid index when it is recent (a read of
+            # the rows since), the outbox in id order when it is 0 (a new leader's first).
+            await conn.execute("SET plan_cache_mode = force_custom_plan")
+            self._horizon = 0  # a new term: what the last one read is not known for sure
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
             if self._producer is None:
                 producer = idempotent_producer(self.settings)
@@ -219,11 +245,16 @@ class OutboxRelay:
                 self.settings.relay_batch_size,
                 published,
                 [i for page in in_flight for i in page.ids],
+                self._horizon,
             )
         except BaseException:
             self._published_ids = published  # not deleted: the next read deletes them
             raise
-        if not rows:
+        empty = rows[0]["id"] is None  # the statement's one row, with the horizon alone
+        if empty or len(rows) < self.settings.relay_batch_size:
+            # Every unpublished row this snapshot saw is in the page, in flight or deleted.
+            self._horizon = rows[0]["horizon"]
+        if empty:
             return None
         started = time.perf_counter()
         delivered = asyncio.gather(*await self._send(producer, rows))

@@ -54,6 +54,7 @@ class _Producer:
 def _rows(count: int) -> list[dict[str, Any]]:
     return [
         {
+            "horizon": 1,
             "id": i,
             "topic": "events" if i % 3 else "results",
             "key": f"sync_{i % 7}".encode(),
