@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
 
 from statemachine import CommandType, ErrorCode
@@ -110,10 +111,18 @@ def pack_headers(headers: Sequence[tuple[str, bytes]]) -> str:
     return to_json(headers, bytes_mode="base64").decode()
 
 
+# Reads the JSON and decodes the base64 in one pass, in pydantic-core: half the time of a
+# from_json and a b64decode per value (the relay unpacks every row it publishes).
+_HEADERS: Final = TypeAdapter(list[tuple[str, bytes]], config=ConfigDict(val_json_bytes="base64"))
+
+
 def unpack_headers(text: str) -> list[tuple[str, bytes]]:
     """The headers ``pack_headers`` packed. Either base64 alphabet is read (URL-safe, or
     standard with line breaks, as Postgres's ``encode(..., 'base64')`` writes it)."""
-    return [(name, urlsafe_b64decode(value)) for name, value in from_json(text)]
+    try:
+        return _HEADERS.validate_json(text)
+    except ValidationError:  # line breaks: rows that migration 0005 converted
+        return [(name, urlsafe_b64decode(value)) for name, value in from_json(text)]
 
 
 def _fields(headers: Any) -> dict[str, bytes | None]:
