@@ -17,7 +17,8 @@ Each row records the transaction that wrote it (``xid``); a row that a snapshot 
 belongs to a transaction at or above that snapshot's xmin (older ones had all ended). So once
 a read has returned every unpublished row its snapshot saw (its page was not full), the next
 read only needs ``xid >= that xmin``: the rows committed since, and the few before them that
-committed after that xmin. A new leader starts from 0: everything.
+committed after that xmin. A new leader reads everything, in id order, and so does a read
+after a full page (a backlog: the rows are there to be read anyway).
 
 Pipelined: while one page is on its way to Kafka, the next is read (excluding the rows in
 flight) and queued behind it, so the database read overlaps the wait for Kafka's
@@ -60,19 +61,28 @@ PAGES_IN_FLIGHT: Final = 2  # sent and not yet acknowledged, at most
 # flight ($3), in one statement. The statement's snapshot still has the rows it deletes, so
 # both lists are excluded, with `NOT IN (subquery)`: Postgres hashes the subquery's ids once
 # (a "hashed SubPlan"), where `id <> ALL($2)` compared every row scanned with every id listed
-# (up to three pages' worth each: a third of Postgres's time at full load went there). Only
-# rows at or above the horizon ($4, see the module's docstring); the statement returns its
-# snapshot's xmin, the next horizon, on a row of its own when the page is empty.
-_NEXT_PAGE: Final = """
+# (up to three pages' worth each: a third of Postgres's time at full load went there). The
+# statement returns its snapshot's xmin, the next horizon, on a row of its own when the page
+# is empty.
+_READ: Final = """
     WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[]))
     SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon, page.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN LATERAL (
         SELECT id, topic, key, value, headers
         FROM outbox
-        WHERE xid >= $4::bigint::text::xid8
-          AND id NOT IN (SELECT unnest($2::bigint[] || $3::bigint[]))
+        WHERE id NOT IN (SELECT unnest($2::bigint[] || $3::bigint[])){since}
         ORDER BY id LIMIT $1
     ) AS page ON true"""
+# Every row not yet read (the outbox in id order): a new leader's first read, and a backlog.
+_NEXT_PAGE: Final = _READ.format(since="")
+# Only the rows at or above the horizon ($4), through the xid index (see the module's
+# docstring). The bound above ($5, the largest xid8) is what makes the plan Postgres caches
+# for the statement that index: it estimates a range between two parameters as narrow, and a
+# lower bound alone as a third of the table, for which it walks the primary key instead.
+_NEXT_PAGE_SINCE: Final = _READ.format(
+    since="\n          AND xid BETWEEN $4::bigint::text::xid8 AND $5::bigint::text::xid8"
+)
+_XID8_MAX: Final = 2**63 - 1  # as a bigint: far beyond any transaction id
 _PARTITIONER: Final = DefaultPartitioner()
 _PARTITION_CACHE: Final = 10_000  # keys whose partition is remembered (then forgotten at once)
 
@@ -129,9 +139,6 @@ class OutboxRelay:
             # Its statements only delete published rows: one lost in a Postgres crash is
             # published again (at-least-once, same ids), so they need not wait for the disk.
             await conn.execute("SET synchronous_commit = off")
-            # A plan for the horizon at hand: the xid index when it is recent (a read of
-            # the rows since), the outbox in id order when it is 0 (a new leader's first).
-            await conn.execute("SET plan_cache_mode = force_custom_plan")
             self._horizon = 0  # a new term: what the last one read is not known for sure
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
             if self._producer is None:
@@ -239,21 +246,22 @@ class OutboxRelay:
         deleted them too.
         """
         published, self._published_ids = self._published_ids, []
+        size = self.settings.relay_batch_size
+        flying = [i for page in in_flight for i in page.ids]
         try:
-            rows = await conn.fetch(
-                _NEXT_PAGE,
-                self.settings.relay_batch_size,
-                published,
-                [i for page in in_flight for i in page.ids],
-                self._horizon,
-            )
+            if self._horizon:
+                rows = await conn.fetch(
+                    _NEXT_PAGE_SINCE, size, published, flying, self._horizon, _XID8_MAX
+                )
+            else:
+                rows = await conn.fetch(_NEXT_PAGE, size, published, flying)
         except BaseException:
             self._published_ids = published  # not deleted: the next read deletes them
             raise
         empty = rows[0]["id"] is None  # the statement's one row, with the horizon alone
-        if empty or len(rows) < self.settings.relay_batch_size:
-            # Every unpublished row this snapshot saw is in the page, in flight or deleted.
-            self._horizon = rows[0]["horizon"]
+        # Not full: every unpublished row this snapshot saw is in the page, in flight or
+        # deleted, so the next read can start at its xmin. Full: a backlog, read in id order.
+        self._horizon = rows[0]["horizon"] if empty or len(rows) < size else 0
         if empty:
             return None
         started = time.perf_counter()

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka.partitioner import DefaultPartitioner
 
 from events.envelope import pack_headers
-from events.relay import OutboxRelay
+from events.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, OutboxRelay
 from events.settings import Settings
 
 
@@ -153,3 +153,33 @@ async def test_with_pages_in_flight_a_notify_waits_for_kafka_instead_of_spinning
         if not future.done():
             future.set_result(None)
     await asyncio.wait_for(loop, 5)
+
+
+class _Pages:
+    """A connection that answers each read with the next of ``pages`` and records the reads."""
+
+    def __init__(self, pages: list[list[dict[str, Any]]]) -> None:
+        self.pages = pages
+        self.reads: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def fetch(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        self.reads.append((query, args))
+        return self.pages.pop(0)
+
+
+async def test_a_read_starts_at_the_last_horizon_unless_its_page_was_full() -> None:
+    relay = OutboxRelay(Settings(relay_batch_size=2))
+    full = [{**r, "horizon": 5} for r in _rows(2)]
+    partial = [{**_rows(3)[2], "horizon": 9}]
+    empty = [{"horizon": 12, "id": None}]
+    conn = _Pages([full, partial, empty, full, empty])
+    producer = _Producer(room=100)
+    for _ in range(5):
+        await relay._send_page(conn, producer, ())  # type: ignore[arg-type]
+    queries = [query for query, _ in conn.reads]
+    horizons = [args[3] if len(args) > 3 else None for _, args in conn.reads]
+    # A new leader reads everything; after a full page, everything again (a backlog); after
+    # a page that was not full, or empty, only what is at or above that read's xmin.
+    assert queries == [_NEXT_PAGE, _NEXT_PAGE, _NEXT_PAGE_SINCE, _NEXT_PAGE_SINCE, _NEXT_PAGE]
+    assert horizons == [None, None, 9, 12, None]
+    assert relay.horizon == 12
