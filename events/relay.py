@@ -65,22 +65,31 @@ PAGES_IN_FLIGHT: Final = 2  # sent and not yet acknowledged, at most
 # statement returns its snapshot's xmin, the next horizon, on a row of its own when the page
 # is empty.
 _READ: Final = """
-    WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[]))
+    WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[])){recent}
     SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon, page.*
     FROM (VALUES (1)) AS one (x) LEFT JOIN LATERAL (
         SELECT id, topic, key, value, headers
-        FROM outbox
-        WHERE id NOT IN (SELECT unnest($2::bigint[] || $3::bigint[])){since}
+        FROM {rows}
+        WHERE id NOT IN (SELECT unnest($2::bigint[] || $3::bigint[]))
         ORDER BY id LIMIT $1
     ) AS page ON true"""
 # Every row not yet read (the outbox in id order): a new leader's first read, and a backlog.
-_NEXT_PAGE: Final = _READ.format(since="")
+_NEXT_PAGE: Final = _READ.format(recent="", rows="outbox")
 # Only the rows at or above the horizon ($4), through the xid index (see the module's
-# docstring). The bound above ($5, the largest xid8) is what makes the plan Postgres caches
-# for the statement that index: it estimates a range between two parameters as narrow, and a
-# lower bound alone as a third of the table, for which it walks the primary key instead.
+# docstring), then in id order. Both are needed for Postgres to take the index whatever it
+# believes of the table: a queue's statistics say it holds a few rows (its dead ones are not
+# counted), and then reading the primary key in order looks cheaper, which is the walk through
+# the deleted rows this avoids; hence the rows since are gathered first (MATERIALIZED). And a
+# range between two parameters ($5: the largest xid8) is estimated as narrow in the plan
+# Postgres keeps for the statement, a lower bound alone as a third of the table.
 _NEXT_PAGE_SINCE: Final = _READ.format(
-    since="\n          AND xid BETWEEN $4::bigint::text::xid8 AND $5::bigint::text::xid8"
+    recent=""",
+    recent AS MATERIALIZED (
+        SELECT id, topic, key, value, headers
+        FROM outbox
+        WHERE xid BETWEEN $4::bigint::text::xid8 AND $5::bigint::text::xid8
+    )""",
+    rows="recent",
 )
 _XID8_MAX: Final = 2**63 - 1  # as a bigint: far beyond any transaction id
 _PARTITIONER: Final = DefaultPartitioner()
