@@ -148,6 +148,10 @@ class OutboxRelay:
             # Its statements only delete published rows: one lost in a Postgres crash is
             # published again (at-least-once, same ids), so they need not wait for the disk.
             await conn.execute("SET synchronous_commit = off")
+            # The plan Postgres keeps for a statement is made once, and the outbox may be
+            # empty then (vacuum truncates it): a sequential scan, kept while the table grows
+            # to thousands of pages of deleted rows. Every statement here has an index to use.
+            await conn.execute("SET enable_seqscan = off")
             self._horizon = 0  # a new term: what the last one read is not known for sure
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
             if self._producer is None:
