@@ -50,7 +50,7 @@ from events.observability import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
 from events.processor import NOTIFY_CHANNEL
 from events.settings import Settings
 
-__all__ = ["RELAY_LOCK", "OutboxRelay"]
+__all__ = ["RELAY_LOCK", "OutboxRelay", "configure_session"]
 
 log = logging.getLogger("synclife.relay")
 
@@ -105,6 +105,17 @@ class _Page:
     started: float
 
 
+async def configure_session(conn: asyncpg.Connection) -> None:
+    """The relay's own connection: its statements and how they are planned."""
+    # Its statements only delete published rows: one lost in a Postgres crash is published
+    # again (at-least-once, same ids), so they need not wait for the disk.
+    await conn.execute("SET synchronous_commit = off")
+    # The plan Postgres keeps for a statement is made once, and the outbox may be empty then
+    # (vacuum truncates it): a sequential scan, kept while the table grows to thousands of
+    # pages of deleted rows (6,300 buffers a read, seen). Every statement here has an index.
+    await conn.execute("SET enable_seqscan = off")
+
+
 class OutboxRelay:
     """Run with ``await relay.run(stop)``; ``published`` counts rows sent since start."""
 
@@ -145,13 +156,7 @@ class OutboxRelay:
                 return
             self.is_leader = True
             log.info("relay is the leader")
-            # Its statements only delete published rows: one lost in a Postgres crash is
-            # published again (at-least-once, same ids), so they need not wait for the disk.
-            await conn.execute("SET synchronous_commit = off")
-            # The plan Postgres keeps for a statement is made once, and the outbox may be
-            # empty then (vacuum truncates it): a sequential scan, kept while the table grows
-            # to thousands of pages of deleted rows. Every statement here has an index to use.
-            await conn.execute("SET enable_seqscan = off")
+            await configure_session(conn)
             self._horizon = 0  # a new term: what the last one read is not known for sure
             await conn.add_listener(NOTIFY_CHANNEL, self._notified)
             if self._producer is None:

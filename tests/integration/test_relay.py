@@ -5,6 +5,7 @@ and once everything is published the horizon moves past what was written."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 
 import asyncpg
@@ -12,6 +13,7 @@ import pytest
 
 from events.db import connect
 from events.envelope import pack_headers
+from events.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, _XID8_MAX, configure_session
 from events.service import Service
 from events.settings import Settings
 from tests.integration.conftest import Seen
@@ -76,5 +78,30 @@ async def test_the_horizon_moves_past_what_was_published(
         assert service.relay.horizon > xid
         left = await conn.fetchval("SELECT count(*) FROM outbox WHERE key = $1", key.encode())
         assert left == 0
+    finally:
+        await conn.close()
+
+
+async def test_the_kept_plans_of_the_relays_reads_use_indexes_even_if_made_on_an_empty_outbox(
+    settings: Settings,
+) -> None:
+    """The plan Postgres keeps for a prepared statement may be made while the outbox is empty
+    (vacuum truncates it). It must still read through the indexes, never scan the table: by
+    the time it runs again the table can be thousands of pages of deleted rows."""
+    conn = await connect(settings)
+    try:
+        await conn.execute("CREATE TEMPORARY TABLE outbox (LIKE public.outbox INCLUDING ALL)")
+        await conn.execute("ANALYZE outbox")  # empty: a sequential scan looks cheapest
+        await configure_session(conn)
+        await conn.execute("SET plan_cache_mode = force_generic_plan")  # the plan it keeps
+        plans = {}
+        for name, query in (("all", _NEXT_PAGE), ("since", _NEXT_PAGE_SINCE)):
+            statement = await conn.prepare(query)
+            args = [1000, [1], [2], 5, _XID8_MAX][: len(statement.get_parameters())]
+            plans[name] = json.dumps(await statement.explain(*args))
+        assert all("Seq Scan" not in plan for plan in plans.values()), plans
+        # The copy's indexes are named after its columns: outbox_pkey, outbox_xid_idx.
+        assert '"Index Name": "outbox_xid_idx"' not in plans["all"]  # in id order: a backlog
+        assert '"Index Name": "outbox_xid_idx"' in plans["since"]  # from the horizon
     finally:
         await conn.close()
