@@ -228,8 +228,12 @@ class OutboxRelay:
             if page.delivered.done() and not page.delivered.cancelled():
                 if page.delivered.exception() is None:
                     self._delivered(page)
+                    continue
             else:
                 page.delivered.cancel()
+            # Not sent: its rows may be below the horizon (later reads left them out as in
+            # flight), so the flush that follows reads the whole outbox again.
+            self._horizon = 0
 
     async def _flush(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> None:
         """On the way out, publish what the last batches wrote: every page, not only the

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
 from events.envelope import pack_headers
-from events.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, OutboxRelay
+from events.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, OutboxRelay, _Page
 from events.settings import Settings
 
 
@@ -183,3 +184,17 @@ async def test_a_read_starts_at_the_last_horizon_unless_its_page_was_full() -> N
     assert queries == [_NEXT_PAGE, _NEXT_PAGE, _NEXT_PAGE_SINCE, _NEXT_PAGE_SINCE, _NEXT_PAGE]
     assert horizons == [None, None, 9, 12, None]
     assert relay.horizon == 12
+
+
+async def test_a_page_not_sent_by_the_way_out_makes_the_flush_read_everything_again() -> None:
+    relay = OutboxRelay(Settings())
+    loop = asyncio.get_running_loop()
+    sent, refused = loop.create_future(), loop.create_future()
+    sent.set_result(None)
+    refused.set_exception(RuntimeError("not acknowledged"))
+    relay._horizon = 42
+    await relay._settle(deque([_Page([1], sent, 0.0)]))
+    assert relay.horizon == 42  # acknowledged: its rows are deleted next, nothing to read again
+    await relay._settle(deque([_Page([2], sent, 0.0), _Page([3], refused, 0.0)]))
+    # Row 3 may be below the horizon (reads after it left it out as in flight): read it again.
+    assert relay.horizon == 0
