@@ -1,0 +1,116 @@
+"""How the apply lanes share Postgres: at a light load they take turns (one batch at a time,
+so the records arriving meanwhile join the next batch); a lane with many records waiting
+does not wait for its turn. ``Service._apply`` is replaced by a recorder: no I/O here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from events.service import HEAVY_LANE_FRACTION, Service, _Lane
+from events.settings import Settings
+
+BATCH = 2 * HEAVY_LANE_FRACTION  # max_batch_records
+HEAVY = BATCH // HEAVY_LANE_FRACTION  # a lane with this many records waiting is heavy: 2
+
+
+class _Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+
+
+class _Recorder:
+    """Stands in for ``Service._apply``: each batch takes ``seconds``; counts how many are in
+    flight at once and keeps each batch's size."""
+
+    def __init__(self, seconds: float, batches: int = 2) -> None:
+        self.seconds = seconds
+        self.expected = batches
+        self.done = asyncio.Event()  # the expected batches are applied
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.batches: list[list[Any]] = []
+        self.first_started = asyncio.Event()
+
+    async def __call__(self, pool: Any, records: Sequence[Any]) -> bool:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.batches.append(list(records))
+        self.first_started.set()
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.in_flight -= 1
+        if len(self.batches) == self.expected and not self.in_flight:
+            self.done.set()
+        return True
+
+
+def _service(recorder: _Recorder) -> tuple[Service, list[_Lane]]:
+    service = Service(Settings(max_batch_records=BATCH, apply_concurrency=2), schedule=False)
+    service._apply = recorder  # type: ignore[method-assign]
+    service._commit_soon = lambda: None  # type: ignore[method-assign]
+    service._lanes = [_Lane(), _Lane()]
+    return service, service._lanes
+
+
+def _queue(lane: _Lane, partition: int, count: int, first: int = 0) -> None:
+    records = (_Record("commands", partition, first + i) for i in range(count))
+    lane.queue.extend(records)  # type: ignore[arg-type]  # only topic, partition, offset are read
+    lane.wake.set()
+
+
+async def _run(service: Service, lanes: list[_Lane], recorder: _Recorder) -> None:
+    tasks = [asyncio.create_task(service._run_lane(lane, pool=None)) for lane in lanes]  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(recorder.done.wait(), 10)
+    finally:
+        service.stop.set()
+        for lane in lanes:
+            lane.wake.set()
+        await asyncio.gather(*tasks)
+
+
+async def test_light_lanes_apply_one_batch_at_a_time() -> None:
+    recorder = _Recorder(0.05)
+    service, (a, b) = _service(recorder)
+    _queue(a, 0, 1)
+    _queue(b, 1, 1)
+    await _run(service, [a, b], recorder)
+    assert recorder.most_in_flight == 1
+    assert sorted(r.partition for batch in recorder.batches for r in batch) == [0, 1]
+
+
+async def test_records_arriving_while_a_lane_waits_for_its_turn_join_its_batch() -> None:
+    recorder = _Recorder(0.1)
+    service, (a, b) = _service(recorder)
+    _queue(a, 0, 1)
+    tasks = asyncio.create_task(_run(service, [a, b], recorder))
+    await asyncio.wait_for(recorder.first_started.wait(), 5)
+    _queue(b, 1, 1)  # lane b waits for a's batch; its next record arrives meanwhile
+    await asyncio.sleep(0.02)
+    _queue(b, 1, 1, first=1)
+    await tasks
+    assert [[r.offset for r in batch] for batch in recorder.batches] == [[0], [0, 1]]
+    assert recorder.most_in_flight == 1
+
+
+async def test_heavy_lanes_apply_side_by_side() -> None:
+    recorder = _Recorder(0.05)
+    service, (a, b) = _service(recorder)
+    _queue(a, 0, BATCH)
+    _queue(b, 1, HEAVY)
+    await _run(service, [a, b], recorder)
+    assert recorder.most_in_flight == 2
+    assert sorted(len(batch) for batch in recorder.batches) == [HEAVY, BATCH]
+
+
+async def test_a_heavy_lane_does_not_wait_for_a_light_one() -> None:
+    recorder = _Recorder(0.05)
+    service, (a, b) = _service(recorder)
+    _queue(a, 0, 1)
+    _queue(b, 1, BATCH)
+    await _run(service, [a, b], recorder)
+    assert recorder.most_in_flight == 2
