@@ -51,7 +51,7 @@ SHUTDOWN_SECONDS = 15.0
 FINAL_COMMIT_SECONDS = 5.0
 #: A lane with at least max_batch_records / this waiting applies its batch without waiting
 #: for its turn (see _run_lane).
-HEAVY_LANE_FRACTION: Final = 8
+HEAVY_LANE_FRACTION: Final = 32
 FETCH_WAIT_SECONDS = 1.0  # after SIGTERM, a fetch still waiting (for an assignment) is cut
 MAX_CONFLICT_RETRIES = 20
 IMMEDIATE_CONFLICT_RETRIES = 2  # then with backoff
@@ -402,7 +402,8 @@ class Service:
         Each assigned partition belongs to one lane, which applies its records in offset
         order, a batch (one transaction) at a time, and commits their offsets after it: the
         lanes are independent consumers of disjoint partitions, like ``serve`` processes of one
-        group, and while one lane waits for Postgres another decides its batch.
+        group, and while one lane waits for Postgres another decides its batch. At a light
+        load they take turns instead (``_run_lane``).
         """
         self._lanes = [_Lane() for _ in range(self.settings.apply_concurrency)]
         tasks = [

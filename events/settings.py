@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     max_batch_records: int = Field(default=500, ge=1, le=100_000)
     # Batches applied at once, each by a lane owning a share of the assigned partitions (its
     # own transaction, its own pooled connection): one decides while another waits for Postgres.
+    # At a light load the lanes take turns instead (see Service._run_lane).
     apply_concurrency: int = Field(default=2, ge=1, le=64)
     # A lane that finds fewer than max_batch_records waiting gives more this long to arrive
     # before it starts its transaction: fewer, larger batches when the load is light.
