@@ -497,9 +497,7 @@ class Service:
             # and the CPU left to the rest of the path. Lanes with many records waiting (heavy
             # load) run side by side: one decides while another waits for Postgres.
             light = len(lane.queue) < heavy
-            if light:
-                await self._turn.acquire()
-            try:
+            async with self._turn if light else contextlib.nullcontext():
                 if not lane.queue or self.stop.is_set():  # emptied by a rebalance, or stopping
                     continue
                 records = [lane.queue.popleft() for _ in range(min(size, len(lane.queue)))]
@@ -513,9 +511,6 @@ class Service:
                 finally:
                     lane.busy = False
                     lane.idle.set()
-            finally:
-                if light:
-                    self._turn.release()
             for record in records:
                 tp = TopicPartition(record.topic, record.partition)
                 self._pending[tp] = max(self._pending.get(tp, 0), record.offset + 1)
