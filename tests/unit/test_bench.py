@@ -13,6 +13,7 @@ from events.bench import (
     RepeatResult,
     _summarise,
     format_table,
+    pacing_delay,
     percentile,
 )
 
@@ -24,6 +25,14 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 100) == 100
     assert percentile([7.0], 99) == 7
     assert math.isnan(percentile([], 50))
+
+
+def test_pacing_sleeps_until_the_next_command_is_due_and_at_least_a_millisecond() -> None:
+    # 100/s from t=10: the 6th command (5 sent) is due at 10.05.
+    assert math.isclose(pacing_delay(10.0, 5, 100, 10.041), 0.009)
+    # Due already (behind), or sooner than 1 ms: 1 ms, then the ones due go out together.
+    assert pacing_delay(10.0, 5, 100, 10.2) == 0.001
+    assert pacing_delay(10.0, 5, 2000, 10.0024) == 0.001
 
 
 def test_quick_keeps_what_is_given() -> None:
