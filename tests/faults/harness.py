@@ -382,6 +382,7 @@ class TopicReader:
         self.settings = settings
         self.topic = topic
         self.messages: list[Message] = []
+        self.first_seen: dict[str, float] = {}  # ce_id: monotonic time its first copy arrived
         self.changed = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -412,17 +413,20 @@ class TopicReader:
             except KafkaError:
                 await asyncio.sleep(0.2)
                 continue
+            arrived = time.monotonic()
             for records in batches.values():
                 for r in records:
-                    self.messages.append(
-                        Message(
-                            r.partition,
-                            r.offset,
-                            (r.key or b"").decode(),
-                            {k: v for k, v in r.headers},
-                            r.value or b"",
-                        )
+                    message = Message(
+                        r.partition,
+                        r.offset,
+                        (r.key or b"").decode(),
+                        {k: v for k, v in r.headers},
+                        r.value or b"",
                     )
+                    self.messages.append(message)
+                    ce_id = message.headers.get("ce_id")
+                    if ce_id is not None:
+                        self.first_seen.setdefault(ce_id.decode(), arrived)
             if batches:
                 self.changed.set()
 
@@ -616,28 +620,46 @@ class Scenario:
             states = await asyncio.gather(*(s.ready(session) for s in live))
             return all(states)
 
-    def answered(self) -> set[str]:
-        ids: set[str] = set()
-        for m in self.results.messages:
-            ids.add(m.id.removeprefix("result:"))
-        return ids
+    def answered(self) -> dict[str, float]:
+        """Command id: when its first result arrived (monotonic)."""
+        return {ce_id.removeprefix("result:"): at for ce_id, at in self.results.first_seen.items()}
 
     async def wait_recovered(self, since: float, timeout: float = 90.0) -> float:
-        """Seconds from ``since`` until the service is back to normal: every live process
-        ready, and every command acknowledged before ``since`` or more than ``CAUGHT_UP``
-        seconds ago answered (so a stall that starts after the fault counts too)."""
+        """Wait until the service is back to normal after a fault at ``since``; return the
+        seconds the fault cost.
+
+        Back to normal: every live process ready, and every command acknowledged more than
+        ``CAUGHT_UP`` seconds ago answered, looked at no sooner than ``CAUGHT_UP`` seconds after
+        the fault (so the commands sent just after it count: those of a frozen process's
+        partitions wait for the rebalance), and a stall that starts later counts too.
+        The seconds: the longest any of those commands waited for its result because of the
+        fault (from the fault, or from its acknowledgement if later), or the time until every
+        process was ready, whichever is longer.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         before: set[str] = set()
+        ready_from: float | None = None  # since when every live process has been ready
         while True:
             now = time.monotonic()
+            if await self.all_ready():
+                ready_from = now if ready_from is None else ready_from
+            else:
+                ready_from = None
             before = self.load.acked_before(max(since, now - CAUGHT_UP_SECONDS))
-            if before <= self.answered() and await self.all_ready():
-                seconds = time.monotonic() - since
+            answered = self.answered()
+            if (
+                ready_from is not None
+                and now >= since + CAUGHT_UP_SECONDS
+                and before <= answered.keys()
+            ):
+                sent = self.load.sent
+                waits = (answered[c] - max(since, sent[c].at) for c in before)
+                seconds = max(ready_from - since, *waits)
                 self.recoveries.append(seconds)
                 return seconds
             if loop.time() > deadline:
-                missing = len(before - self.answered())
+                missing = len(before - self.answered().keys())
                 raise AssertionError(
                     f"{self.name}: not recovered {timeout}s after the fault "
                     f"({missing} commands unanswered){self.tails()}"
@@ -754,7 +776,7 @@ class Scenario:
         conn = await asyncpg.connect(self.fx.database_url)
         try:
             while True:
-                missing = set(self.load.sent) - self.answered()
+                missing = set(self.load.sent) - self.answered().keys()
                 outbox = await conn.fetchval("SELECT count(*) FROM outbox")
                 if not missing and outbox == 0:
                     # And the lifecycle topic caught up with every sync's version.
