@@ -24,7 +24,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from events.db import acquire, create_pool, is_conflict, is_transient
 from events.faults import crash_point
-from events.kafka import command_consumer, start_client
+from events.kafka import FetchHold, command_consumer, start_client
 from events.observability import (
     APPLY_SECONDS,
     BATCH_CONFLICTS,
@@ -121,6 +121,7 @@ class Service:
         self._lanes: list[_Lane] = []
         self._room = asyncio.Event()  # set when the lanes took records off their queues
         self._turn = asyncio.Lock()  # held by the lane applying a batch at light load
+        self._hold: FetchHold | None = None  # set once the consumer has started
 
     async def commit_offsets(self) -> bool:
         """Commit the offsets of every batch committed in Postgres so far (and wait for it).
@@ -369,6 +370,7 @@ class Service:
             if isinstance(exc, _Stopped):
                 return
             raise
+        self._hold = FetchHold(consumer)
         # The relay, scheduler and backlog watcher stop only after the consumer loop has
         # finished its last batch and committed its offsets: the relay then publishes what
         # that batch wrote (with the loop's own `stop`, it could quit before that commit).
@@ -477,6 +479,7 @@ class Service:
                 lane = self._lanes[order.get(tp, tp.partition) % len(self._lanes)]
                 lane.queue.extend(records)
                 lane.wake.set()
+            self._hold_fetches()
             await self._update_lag(consumer)
 
     async def _run_lane(self, lane: _Lane, pool: asyncpg.Pool) -> None:
@@ -511,16 +514,23 @@ class Service:
                 finally:
                     lane.busy = False
                     lane.idle.set()
+                    self._hold_fetches()
             for record in records:
                 tp = TopicPartition(record.topic, record.partition)
                 self._pending[tp] = max(self._pending.get(tp, 0), record.offset + 1)
             self._commit_soon()
+
+    def _hold_fetches(self) -> None:
+        """Fetches wait at the broker (``FetchHold``) while a lane has records or a batch."""
+        if self._hold is not None:
+            self._hold.set(any(lane.busy or lane.queue for lane in self._lanes))
 
     async def settle_lanes(self, within: float = SETTLE_SECONDS) -> None:
         """Drop the records not yet applied and wait (bounded) for the batches in flight."""
         for lane in self._lanes:
             lane.queue.clear()
         self._room.set()
+        self._hold_fetches()  # freed now if no batch is in flight, else when the last ends
         busy = [lane.idle.wait() for lane in self._lanes if lane.busy]
         if busy:
             with contextlib.suppress(TimeoutError):
