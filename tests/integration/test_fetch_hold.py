@@ -11,6 +11,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from events import stack
 from events.kafka import FETCH_HOLD_MS, FetchHold, kafka_options
 from events.settings import Settings
 
@@ -27,9 +28,19 @@ async def _next(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[bytes, 
 async def test_a_held_fetch_waits_at_the_broker_and_a_freed_one_answers_at_once(
     settings: Settings,
 ) -> None:
-    # The session's own topics: the lifecycle topic's partition 2 is not read here otherwise,
-    # and a key of our own keeps the records apart from anything else written there.
-    tp = TopicPartition(settings.lifecycle_topic, 2)
+    # Topics of this test's own: nothing else reads or writes them.
+    base = f"test.hold.{secrets.token_hex(4)}"
+    own = settings.model_copy(
+        update={
+            "commands_topic": f"{base}.commands",
+            "lifecycle_topic": f"{base}.lifecycle",
+            "results_topic": f"{base}.results",
+            "dlq_topic": f"{base}.dlq",
+            "topic_partitions": 1,
+        }
+    )
+    await stack.ensure_topics(own, own.kafka_bootstrap_servers, lambda line: None)
+    tp = TopicPartition(own.lifecycle_topic, 0)
     consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
     producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=0)
     await consumer.start()
@@ -40,7 +51,7 @@ async def test_a_held_fetch_waits_at_the_broker_and_a_freed_one_answers_at_once(
         await consumer.position(tp)
         hold = FetchHold(consumer)
         hold.set(True)
-        run = secrets.token_hex(4).encode()
+        run = b"-" + base.encode()
 
         # The fetch in flight was built before the hold: it answers with the first record.
         # The next one is built held.

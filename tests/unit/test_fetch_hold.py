@@ -1,8 +1,8 @@
 """While the service has records to apply, the consumer's fetches wait at the broker
 (``FetchHold``); idle, they answer with the first record. No I/O here: the consumer's fetcher
-is a stand-in with the two values aiokafka reads for each fetch request it builds (the
-integration test ``test_a_held_consumer_builds_held_fetch_requests`` checks that on a real
-one)."""
+is a stand-in with the two values aiokafka reads for each fetch request it builds
+(``tests/integration/test_fetch_hold.py`` checks on a real consumer and broker that they are
+the ones that count)."""
 
 from __future__ import annotations
 
