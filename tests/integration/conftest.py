@@ -32,17 +32,31 @@ from events.tenancy import create_key, create_namespace, create_org
 pytestmark = pytest.mark.stack
 
 
+def _own_topics() -> dict[str, Any]:
+    """Topic and consumer group names no other run or test uses."""
+    run = secrets.token_hex(4)
+    return {
+        "commands_topic": f"test.{run}.commands",
+        "lifecycle_topic": f"test.{run}.lifecycle",
+        "results_topic": f"test.{run}.results",
+        "dlq_topic": f"test.{run}.dlq",
+        "consumer_group": f"test-{run}",
+    }
+
+
+async def with_own_topics(settings: Settings, **update: Any) -> Settings:
+    """``settings`` with topics and a consumer group of their own (created), and ``update``."""
+    own = settings.model_copy(update={**_own_topics(), **update})
+    await stack.ensure_topics(own, own.kafka_bootstrap_servers, lambda line: None)
+    return own
+
+
 @pytest.fixture(scope="session")
 async def settings() -> Settings:
     env = await stack.up(Settings(), lambda line: print(line))
     os.environ.update(env)
-    run = secrets.token_hex(4)
     s = Settings(
-        commands_topic=f"test.{run}.commands",
-        lifecycle_topic=f"test.{run}.lifecycle",
-        results_topic=f"test.{run}.results",
-        dlq_topic=f"test.{run}.dlq",
-        consumer_group=f"test-{run}",
+        **_own_topics(),
         topic_partitions=3,
         relay_poll_interval_seconds=0.2,
         scheduler_interval_seconds=0.1,

@@ -4,17 +4,15 @@ close together are decided in one batch, one transaction, instead of one each.""
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 import pytest
 
-from events import stack
 from events.client import SynclifeClient, new_sync_id
 from events.db import connect
 from events.service import Service
 from events.settings import Settings
 from statemachine import Outcome
-from tests.integration.conftest import Tenant, running
+from tests.integration.conftest import Tenant, running, with_own_topics
 
 pytestmark = pytest.mark.stack
 
@@ -30,19 +28,11 @@ CREATE = {
 async def test_a_lingering_lane_takes_the_commands_arriving_meanwhile_into_its_batch(
     settings: Settings, tenant: Tenant
 ) -> None:
-    run = secrets.token_hex(4)
-    lingering = settings.model_copy(
-        update={
-            "commands_topic": f"test.{run}.commands",
-            "lifecycle_topic": f"test.{run}.lifecycle",
-            "results_topic": f"test.{run}.results",
-            "dlq_topic": f"test.{run}.dlq",
-            "consumer_group": f"test-{run}",
-            "apply_concurrency": 1,  # every partition's records in one lane
-            "batch_linger_ms": 1500,
-        }
+    lingering = await with_own_topics(
+        settings,
+        apply_concurrency=1,  # every partition's records in one lane
+        batch_linger_ms=1500,
     )
-    await stack.ensure_topics(lingering, lingering.kafka_bootstrap_servers, lambda _: None)
     async with (
         # No scheduler: the session's service schedules the shared database's syncs.
         running(Service(lingering, schedule=False)),

@@ -5,15 +5,14 @@ first record again."""
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from events import stack
 from events.kafka import FETCH_HOLD_MS, FetchHold, kafka_options
 from events.settings import Settings
+from tests.integration.conftest import with_own_topics
 
 pytestmark = pytest.mark.stack
 
@@ -29,17 +28,7 @@ async def test_a_held_fetch_waits_at_the_broker_and_a_freed_one_answers_at_once(
     settings: Settings,
 ) -> None:
     # Topics of this test's own: nothing else reads or writes them.
-    base = f"test.hold.{secrets.token_hex(4)}"
-    own = settings.model_copy(
-        update={
-            "commands_topic": f"{base}.commands",
-            "lifecycle_topic": f"{base}.lifecycle",
-            "results_topic": f"{base}.results",
-            "dlq_topic": f"{base}.dlq",
-            "topic_partitions": 1,
-        }
-    )
-    await stack.ensure_topics(own, own.kafka_bootstrap_servers, lambda line: None)
+    own = await with_own_topics(settings, topic_partitions=1)
     tp = TopicPartition(own.lifecycle_topic, 0)
     consumer = AIOKafkaConsumer(**kafka_options(settings), enable_auto_commit=False)
     producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=0)
@@ -51,7 +40,7 @@ async def test_a_held_fetch_waits_at_the_broker_and_a_freed_one_answers_at_once(
         await consumer.position(tp)
         hold = FetchHold(consumer)
         hold.set(True)
-        run = b"-" + base.encode()
+        run = b"-" + own.lifecycle_topic.encode()
 
         # The fetch in flight was built before the hold: it answers with the first record.
         # The next one is built held.
