@@ -23,7 +23,7 @@ from ulid import ULID
 from events.envelope import command_headers, header
 from events.kafka import idempotent_producer, kafka_options, start_client
 from events.messages import CommandResult, LifecycleEvent
-from events.settings import Settings
+from events.settings import KafkaSettings
 from statemachine import CommandType
 
 __all__ = ["Event", "SynclifeClient", "lifecycle_events", "new_sync_id"]
@@ -39,7 +39,7 @@ class SynclifeClient:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: KafkaSettings,
         *,
         api_key: str,
         namespace: str,
@@ -222,7 +222,7 @@ class Event:
 
 
 async def lifecycle_events(
-    settings: Settings,
+    settings: KafkaSettings,
     *,
     group_id: str | None = None,
     from_beginning: bool = False,

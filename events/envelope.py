@@ -20,6 +20,8 @@ from statemachine import CommandType, ErrorCode
 
 __all__ = [
     "CONTENT_TYPE",
+    "REDACTED",
+    "SOURCE",
     "RawCommand",
     "Undecodable",
     "ce_headers",
@@ -34,6 +36,10 @@ __all__ = [
 CONTENT_TYPE: Final = "application/json"
 SPECVERSION: Final = "1.0"
 MAX_ID_CHARS: Final = 256
+#: ``ce_source`` of every message synclife writes.
+SOURCE: Final = "synclife"
+#: What a dead letter carries instead of the ``authorization`` header.
+REDACTED: Final = b"[redacted]"
 #: Deepest nesting of the JSON data accepted (pydantic cannot serialize beyond ~250 levels).
 MAX_JSON_DEPTH: Final = 64
 

@@ -1,14 +1,18 @@
-"""aiokafka clients configured the way this service needs them (safe, not the defaults)."""
+"""aiokafka clients configured the way synclife needs them (safe, not the defaults).
+
+What a publishing or consuming service needs: connection and security options, the idempotent
+producer, starting a client with a refused login reported as such. The service's command
+consumer is in ``events.service.consumer``. Importing this module changes no logger.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 from typing import Any, Final, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -20,18 +24,17 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 
 from events.errors import SynclifeError
-from events.settings import Settings
+from events.settings import KafkaSettings
 
 __all__ = [
-    "FetchHold",
     "KafkaAuthError",
     "KafkaOptions",
-    "command_consumer",
     "idempotent_producer",
     "kafka_options",
     "kafka_ssl_context",
     "login_refusal",
     "start_client",
+    "throttle_metadata",
 ]
 
 _REFUSED_LOGIN: Final = (
@@ -55,7 +58,7 @@ class KafkaOptions(dict[str, Any]):
     __str__ = __repr__
 
 
-def kafka_options(settings: Settings, **overrides: Any) -> KafkaOptions:
+def kafka_options(settings: KafkaSettings, **overrides: Any) -> KafkaOptions:
     """Where Kafka is and how to reach it: what every aiokafka client of synclife is given.
 
     Bootstrap servers, client id, security protocol, the SASL mechanism and credentials (for
@@ -78,7 +81,7 @@ def kafka_options(settings: Settings, **overrides: Any) -> KafkaOptions:
     return options
 
 
-def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
+def kafka_ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
     """TLS to the brokers: verified against ``kafka_ssl_cafile`` (else the system's CAs), with
     the client certificate when one is set; the host name is checked unless turned off."""
     context: ssl.SSLContext = create_ssl_context(
@@ -91,7 +94,7 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def idempotent_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+def idempotent_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
     """acks=all and idempotence on: a retried send never duplicates or reorders a partition."""
     options: dict[str, Any] = {
         **kafka_options(settings),
@@ -103,67 +106,11 @@ def idempotent_producer(settings: Settings, **overrides: Any) -> AIOKafkaProduce
     }
     options.update(overrides)
     producer = AIOKafkaProducer(**options)
-    _throttle_metadata(producer.client)
+    throttle_metadata(producer.client)
     return producer
 
 
-def command_consumer(settings: Settings, **overrides: Any) -> AIOKafkaConsumer:
-    """No auto-commit: offsets are committed only after the Postgres transaction."""
-    options: dict[str, Any] = {
-        **kafka_options(settings),
-        "group_id": settings.consumer_group,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        "isolation_level": "read_committed",
-        "max_partition_fetch_bytes": 2 * settings.max_message_bytes,
-        "fetch_max_bytes": 16 * settings.max_message_bytes,
-    }
-    options.update(overrides)
-    consumer = AIOKafkaConsumer(settings.commands_topic, **options)
-    _throttle_metadata(consumer._client)
-    return consumer
-
-
-#: While the service has records to apply, a fetch waits at the broker for this much data, or
-#: this long, before it answers (see FetchHold).
-FETCH_HOLD_BYTES: Final = 16 * 1024
-FETCH_HOLD_MS: Final = 5
-
-
-class FetchHold:
-    """Holds a started consumer's fetches at the broker while the service is busy applying.
-
-    Held (``set(True)``): a fetch answers once ``FETCH_HOLD_BYTES`` are there or after
-    ``FETCH_HOLD_MS``. Records fetched while a batch is in flight wait for it anyway; held,
-    they come together, in fewer fetch round trips (each one a wakeup of the broker and of this
-    process). Not held: a fetch answers with the first record, and an idle consumer waits at
-    the broker for ``fetch_max_wait_ms`` between fetches instead of polling every 5 ms.
-
-    aiokafka reads both values from its fetcher for every fetch request it builds; they are not
-    settings it lets change once started. Without that fetcher (another aiokafka), nothing is
-    held.
-    """
-
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
-        fetcher = getattr(consumer, "_fetcher", None)
-        self._fetcher = fetcher if hasattr(fetcher, "_fetch_min_bytes") else None
-        self._free = (
-            (self._fetcher._fetch_min_bytes, self._fetcher._fetch_max_wait_ms)
-            if self._fetcher is not None
-            else (1, 0)
-        )
-        self.held = False
-
-    def set(self, held: bool) -> None:
-        if held is self.held or self._fetcher is None:
-            return
-        self.held = held
-        min_bytes, max_wait_ms = (FETCH_HOLD_BYTES, FETCH_HOLD_MS) if held else self._free
-        self._fetcher._fetch_min_bytes = min_bytes
-        self._fetcher._fetch_max_wait_ms = max_wait_ms
-
-
-def _throttle_metadata(client: Any) -> None:
+def throttle_metadata(client: Any) -> None:
     """Back off after a failed metadata update (aio-libs/aiokafka#496).
 
     While no broker answers, a producer holding batches for a partition without a known leader
@@ -195,7 +142,7 @@ class _Startable(Protocol):
     async def stop(self) -> None: ...
 
 
-async def start_client(client: _Startable, settings: Settings) -> None:
+async def start_client(client: _Startable, settings: KafkaSettings) -> None:
     """``await client.start()``, with a refused login reported as ``KafkaAuthError``.
 
     aiokafka reports every failed bootstrap as a retriable ``KafkaConnectionError``; with a
@@ -214,7 +161,7 @@ async def start_client(client: _Startable, settings: Settings) -> None:
         raise KafkaAuthError(refused) from exc
 
 
-async def login_refusal(settings: Settings, *, within: float = 10.0) -> str | None:
+async def login_refusal(settings: KafkaSettings, *, within: float = 10.0) -> str | None:
     """Why the brokers refuse to let these settings in, or None (it works, or may later).
 
     The message names the broker, mechanism and user, never the password.
@@ -255,18 +202,3 @@ async def login_refusal(settings: Settings, *, within: float = 10.0) -> str | No
             conn.close()
             return None  # one broker lets us in: whatever failed, it was not the login
     return reason
-
-
-class _NoRawPayloads(logging.Filter):
-    """aiokafka logs every request and response at DEBUG with the struct's ``repr``, which
-    shows the first 100 bytes of each record batch: the ``authorization`` header of a command
-    can be among them. Keep the line, with the struct's name only."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and args and hasattr(args[-1], "SCHEMA"):
-            record.args = (*args[:-1], type(args[-1]).__name__)
-        return True
-
-
-logging.getLogger("aiokafka.conn").addFilter(_NoRawPayloads())

@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import os
 
-from events import Event, Settings, SynclifeClient, lifecycle_events, new_sync_id
+from events import Event, KafkaSettings, SynclifeClient, lifecycle_events, new_sync_id
 
 
 async def main() -> None:
-    settings = Settings()
+    settings = KafkaSettings()
     sync_id = new_sync_id()
     seen: list[Event] = []
 

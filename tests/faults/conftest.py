@@ -17,10 +17,10 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from events import stack
-from events.db import connect, migrate
-from events.settings import Settings
-from events.tenancy import create_key, create_namespace, create_org
+from events.devtools import stack
+from events.service.db import connect, migrate
+from events.service.settings import Settings
+from events.service.tenancy import create_key, create_namespace, create_org
 from tests.faults.harness import (
     POSTGRES_PORT,
     SUMMARY_FILE,

@@ -37,10 +37,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from events import stack
+from events.devtools import stack
 from events.envelope import command_headers
 from events.kafka import idempotent_producer
-from events.settings import Settings
+from events.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = ROOT / ".cache" / "faultstack"

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from events import stack
-from events.faults import CRASH_POINTS_ENV
+from events.devtools import stack
+from events.service.faults import CRASH_POINTS_ENV
 from tests.faults.harness import Fixture, Row, Scenario, echo_nothing
 
 pytestmark = pytest.mark.faults

@@ -23,7 +23,7 @@ import pytest
 
 from events.envelope import command_headers
 from events.kafka import idempotent_producer
-from events.processor import timer_of
+from events.service.processor import timer_of
 from statemachine import SyncConfiguration
 from tests.faults.harness import Fixture, Scenario
 

@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from events import stack
 from events.client import SynclifeClient
-from events.db import connect, migrate
+from events.devtools import stack
 from events.envelope import header
 from events.messages import CommandResult, LifecycleEvent
-from events.service import Service
-from events.settings import Settings
-from events.tenancy import create_key, create_namespace, create_org
+from events.service.app import Service
+from events.service.db import connect, migrate
+from events.service.settings import Settings
+from events.service.tenancy import create_key, create_namespace, create_org
 
 pytestmark = pytest.mark.stack
 

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from events.client import SynclifeClient, new_sync_id
-from events.db import connect
-from events.service import Service
-from events.settings import Settings
+from events.service.app import Service
+from events.service.db import connect
+from events.service.settings import Settings
 from statemachine import Outcome
 from tests.integration.conftest import Tenant, running, with_own_topics
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from events.client import new_sync_id
-from events.db import connect, migrate
-from events.service import Service
-from events.settings import Settings
-from events.tenancy import create_key, create_namespace, create_org
+from events.service.app import Service
+from events.service.db import connect, migrate
+from events.service.settings import Settings
+from events.service.tenancy import create_key, create_namespace, create_org
 from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.stack

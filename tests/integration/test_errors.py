@@ -19,11 +19,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from events.client import SynclifeClient, new_sync_id
-from events.db import connect
 from events.messages import CommandResult
-from events.service import Service
-from events.settings import Settings
-from events.tenancy import create_key, create_namespace, create_org, list_keys, revoke_key
+from events.service.app import Service
+from events.service.db import connect
+from events.service.settings import Settings
+from events.service.tenancy import create_key, create_namespace, create_org, list_keys, revoke_key
 from statemachine import ErrorCode, Outcome, SyncStatus
 from tests.integration.conftest import Clock, Seen, Tenant
 

@@ -10,8 +10,9 @@ import time
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from events.kafka import FETCH_HOLD_MS, FetchHold, kafka_options
-from events.settings import Settings
+from events.kafka import kafka_options
+from events.service.consumer import FETCH_HOLD_MS, FetchHold
+from events.service.settings import Settings
 from tests.integration.conftest import with_own_topics
 
 pytestmark = pytest.mark.stack

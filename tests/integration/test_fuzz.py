@@ -35,11 +35,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from events.client import SynclifeClient, new_sync_id
-from events.db import connect
 from events.messages import CommandResult
-from events.service import Service
-from events.settings import Settings
-from events.tenancy import create_key, create_namespace, create_org
+from events.service.app import Service
+from events.service.db import connect
+from events.service.settings import Settings
+from events.service.tenancy import create_key, create_namespace, create_org
 from statemachine import CommandType, ErrorCode, Outcome, SyncStatus
 from tests.integration.conftest import Seen, Tenant
 

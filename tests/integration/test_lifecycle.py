@@ -13,7 +13,7 @@ import pytest
 
 from events.client import SynclifeClient, new_sync_id
 from events.messages import CommandResult
-from events.service import Service
+from events.service.app import Service
 from statemachine import ErrorCode, Outcome, SyncStatus
 from tests.integration.conftest import Clock, Seen, scheduler_passes
 

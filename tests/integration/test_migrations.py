@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from events.db import connect, migrate, migrations
 from events.envelope import unpack_headers
-from events.settings import Settings
+from events.service.db import connect, migrate, migrations
+from events.service.settings import Settings
 
 pytestmark = pytest.mark.stack
 

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from events.client import SynclifeClient, new_sync_id
-from events.service import Service
+from events.service.app import Service
 
 pytestmark = pytest.mark.stack
 

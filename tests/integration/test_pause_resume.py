@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from events.client import SynclifeClient, new_sync_id
-from events.settings import Settings
+from events.service.settings import Settings
 from statemachine import ErrorCode, Outcome, SyncStatus
 from tests.integration.conftest import Seen, Tenant
 

@@ -11,11 +11,11 @@ import secrets
 import asyncpg
 import pytest
 
-from events.db import connect
 from events.envelope import pack_headers
-from events.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, _XID8_MAX, configure_session
-from events.service import Service
-from events.settings import Settings
+from events.service.app import Service
+from events.service.db import connect
+from events.service.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, _XID8_MAX, configure_session
+from events.service.settings import Settings
 from tests.integration.conftest import Seen
 
 pytestmark = pytest.mark.stack

@@ -24,12 +24,12 @@ from pydantic import SecretStr
 
 from events.auth import KeyMaterial, hash_key
 from events.client import SynclifeClient, new_sync_id
-from events.db import connect
 from events.errors import SynclifeError
 from events.messages import CommandResult
-from events.service import Service
-from events.settings import Settings
-from events.tenancy import create_key, create_namespace, revoke_key
+from events.service.app import Service
+from events.service.db import connect
+from events.service.settings import Settings
+from events.service.tenancy import create_key, create_namespace, revoke_key
 from statemachine import ErrorCode, Outcome
 from tests.integration.conftest import Seen, Tenant
 

@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from events import stack
-from events.settings import Settings
+from events.devtools import stack
+from events.service.settings import Settings
 from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.stack

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from events.client import SynclifeClient, new_sync_id
-from events.db import connect
-from events.processor import timer_of
-from events.service import Service
-from events.settings import Settings
+from events.service.app import Service
+from events.service.db import connect
+from events.service.processor import timer_of
+from events.service.settings import Settings
 from statemachine import SyncConfiguration, SyncStatus
 from tests.integration.conftest import Clock, scheduler_passes
 

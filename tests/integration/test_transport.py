@@ -17,11 +17,11 @@ from typing import Any, cast
 
 import pytest
 
-from events import stack
 from events.client import Event, SynclifeClient, lifecycle_events, new_sync_id
+from events.devtools import stack
 from events.kafka import KafkaAuthError
-from events.service import Service
-from events.settings import Settings
+from events.service.app import Service
+from events.service.settings import Settings
 from statemachine import Outcome, SyncStatus
 from tests.integration.conftest import Tenant, running
 

@@ -16,12 +16,12 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from events import processor
 from events.client import SynclifeClient, new_sync_id
-from events.db import connect
 from events.envelope import command_headers
-from events.service import Service
-from events.settings import Settings
+from events.service import processor
+from events.service.app import Service
+from events.service.db import connect
+from events.service.settings import Settings
 from statemachine import Outcome, SyncStatus
 from tests.integration.conftest import Tenant
 

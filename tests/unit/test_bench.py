@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from events.bench import (
+from events.devtools.bench import (
     BenchOptions,
     CpuMeter,
     RepeatResult,

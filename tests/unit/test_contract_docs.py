@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from events.asyncapi import (
+from events.contract.asyncapi import (
     DEAD_LETTER_MESSAGE,
     RESULT_MESSAGE,
     asyncapi_document,
@@ -31,8 +31,8 @@ from events.asyncapi import (
 )
 from events.envelope import ce_headers, unpack_headers
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
-from events.processor import _Batch, command_result
-from events.settings import Settings
+from events.service.processor import _Batch, command_result
+from events.service.settings import Settings
 from statemachine.commands import Command, CommandType, SystemTrigger, parse_data
 from statemachine.errors import CommandError
 from statemachine.machine import Decision, EventType, Outcome, decide, system_command

@@ -9,9 +9,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from events.kafka import FETCH_HOLD_BYTES, FETCH_HOLD_MS, FetchHold
-from events.service import Service, _Lane
-from events.settings import Settings
+from events.service.app import Service, _Lane
+from events.service.consumer import FETCH_HOLD_BYTES, FETCH_HOLD_MS, FetchHold
+from events.service.settings import Settings
 
 
 def _consumer(min_bytes: int = 1, max_wait_ms: int = 500) -> Any:

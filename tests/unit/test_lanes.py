@@ -8,8 +8,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from events.service import HEAVY_LANE_FRACTION, Service, _Lane
-from events.settings import Settings
+from events.service.app import HEAVY_LANE_FRACTION, Service, _Lane
+from events.service.settings import Settings
 
 BATCH = 2 * HEAVY_LANE_FRACTION  # max_batch_records
 HEAVY = BATCH // HEAVY_LANE_FRACTION  # a lane with this many records waiting is heavy: 2

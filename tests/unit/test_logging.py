@@ -5,24 +5,34 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
+from collections.abc import Iterator
 
-from events.observability import _ContextFilter, bind, configure_logging
+import pytest
+
+from events.service.observability import _ContextFilter, configure_logging, log_context
 
 
-def test_json_lines_carry_the_bound_command_context() -> None:
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
     configure_logging(logging.INFO, json_logs=True)
     root = logging.getLogger()
     handler = root.handlers[0]
-    stream = io.StringIO()
     assert isinstance(handler, logging.StreamHandler)
+    assert any(isinstance(f, _ContextFilter) for f in handler.filters)
+    stream = io.StringIO()
     handler.setStream(stream)
     try:
-        bind(command_id="cmd-1", sync_config_id="sync_1", partition=2, offset=41)
-        logging.getLogger("synclife.test").warning("something %s", "happened")
+        yield stream
     finally:
-        bind(command_id=None, sync_config_id=None, partition=None, offset=None)
         root.handlers.clear()
-    (line,) = stream.getvalue().splitlines()
+
+
+def test_json_lines_carry_the_bound_command_context(json_lines: io.StringIO) -> None:
+    with log_context(command_id="cmd-1", sync_config_id="sync_1", partition=2, offset=41):
+        logging.getLogger("synclife.test").warning("something %s", "happened")
+    (line,) = json_lines.getvalue().splitlines()
     entry = json.loads(line)
     assert entry["message"] == "something happened"
     assert entry["level"] == "WARNING" and entry["logger"] == "synclife.test"
@@ -32,4 +42,39 @@ def test_json_lines_carry_the_bound_command_context() -> None:
         2,
         41,
     )
-    assert any(isinstance(f, _ContextFilter) for f in handler.filters)
+
+
+def test_the_context_ends_with_its_command(json_lines: io.StringIO) -> None:
+    """A batch's own line, after its commands, carries none of the last command's ids."""
+    log = logging.getLogger("synclife.test")
+    with log_context(partition=3):
+        for n in range(2):
+            with log_context(command_id=f"cmd-{n}", sync_config_id=f"sync_{n}", offset=n):
+                log.info("command")
+        log.error("batch of 2 failed")
+    log.error("after the batch")
+    first, second, batch, after = (json.loads(line) for line in json_lines.getvalue().splitlines())
+    assert (first["command_id"], second["command_id"]) == ("cmd-0", "cmd-1")
+    assert batch["partition"] == 3
+    assert "command_id" not in batch and "sync_config_id" not in batch and "offset" not in batch
+    assert not {"command_id", "partition", "offset"} & after.keys()
+
+
+def test_importing_the_client_changes_no_logger() -> None:
+    """A service that imports the client keeps its loggers as it set them up."""
+    probe = (
+        "import logging\n"
+        "loggers = logging.root.manager.loggerDict\n"
+        "before = {n: (list(l.filters), l.level) for n, l in loggers.items()"
+        " if isinstance(l, logging.Logger)}\n"
+        "import events, events.client, events.kafka, events.envelope, events.messages\n"
+        "after = {n: (list(l.filters), l.level) for n, l in loggers.items()"
+        " if isinstance(l, logging.Logger)}\n"
+        "changed = sorted(n for n in after if n in before and after[n] != before[n])\n"
+        "filtered = sorted(n for n, (f, _) in after.items() if f)\n"
+        "print(changed, filtered, logging.root.handlers, logging.root.level)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == f"[] [] [] {logging.WARNING}"

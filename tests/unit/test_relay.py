@@ -10,8 +10,8 @@ from typing import Any
 from aiokafka.partitioner import DefaultPartitioner
 
 from events.envelope import pack_headers
-from events.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, OutboxRelay, _Page
-from events.settings import Settings
+from events.service.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, OutboxRelay, _Page
+from events.service.settings import Settings
 
 
 class _Batch:

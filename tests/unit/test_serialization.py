@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from events.envelope import pack_headers, unpack_headers
 from events.messages import CommandResult, LifecycleEvent
-from events.processor import _EVENT_PARTS, _EXTRAS, _RESULT_PARTS, _dump_with_sync, event_id
+from events.service.processor import _EVENT_PARTS, _EXTRAS, _RESULT_PARTS, _dump_with_sync, event_id
 from statemachine import CommandError, CommandType, ErrorCode, Outcome, decide
 from statemachine.commands import SystemTrigger
 from statemachine.machine import Change, system_command

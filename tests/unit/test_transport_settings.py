@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from events.db import postgres_ssl
 from events.kafka import kafka_options
-from events.settings import Settings
+from events.service.db import postgres_ssl
+from events.service.settings import Settings
 
 PASSWORD = "pw-Zq8-never-shown"
 SCRAM: dict[str, Any] = {

@@ -18,7 +18,7 @@ import uvloop
 from pydantic import SecretStr
 
 from events.errors import SynclifeError
-from events.settings import Settings
+from events.service.settings import Settings
 
 __all__ = ["main"]
 
@@ -60,7 +60,7 @@ def _settings() -> Settings:
     """Settings from the environment; without a database URL there, the local stack's."""
     settings = Settings()
     if "SYNCLIFE_DATABASE_URL" not in os.environ:
-        from events import stack as local_stack
+        from events.devtools import stack as local_stack
 
         try:
             env = local_stack.local_env(settings)
@@ -111,7 +111,7 @@ async def stack_up() -> None:
 
     Progress goes to stderr, so `eval "$(synclife stack up)"` sets the variables.
     """
-    from events import stack as local_stack
+    from events.devtools import stack as local_stack
 
     env = await local_stack.up(_settings(), _echo_err)
     for name, value in env.items():
@@ -122,7 +122,7 @@ async def stack_up() -> None:
 @_run
 async def stack_down() -> None:
     """Stop the Kafka and Postgres that `stack up` started (their data is kept)."""
-    from events import stack as local_stack
+    from events.devtools import stack as local_stack
 
     await local_stack.down(_settings(), _echo_err)
 
@@ -131,7 +131,7 @@ async def stack_down() -> None:
 @_run
 async def stack_status() -> None:
     """Say whether each service is up."""
-    from events import stack as local_stack
+    from events.devtools import stack as local_stack
 
     for name, state in (await local_stack.status(_settings())).items():
         click.echo(f"{name}: {state}")
@@ -144,8 +144,8 @@ async def stack_status() -> None:
 @_run
 async def migrate() -> None:
     """Apply the SQL migrations not yet applied (idempotent)."""
-    from events.db import connect
-    from events.db import migrate as apply
+    from events.service.db import connect
+    from events.service.db import migrate as apply
 
     conn = await connect(_settings())
     try:
@@ -156,7 +156,7 @@ async def migrate() -> None:
 
 
 async def _admin(action: Callable[[Any], Awaitable[T]]) -> T:
-    from events.db import connect
+    from events.service.db import connect
 
     conn = await connect(_settings())
     try:
@@ -175,7 +175,7 @@ def orgs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_run
 async def orgs_create(name: str, as_json: bool) -> None:
-    from events.tenancy import create_org
+    from events.service.tenancy import create_org
 
     _print(await _admin(lambda c: create_org(c, name)), as_json)
 
@@ -191,7 +191,7 @@ def namespaces() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_run
 async def namespaces_create(name: str, org: str, as_json: bool) -> None:
-    from events.tenancy import create_namespace
+    from events.service.tenancy import create_namespace
 
     _print(await _admin(lambda c: create_namespace(c, org, name)), as_json)
 
@@ -218,7 +218,7 @@ async def keys_create(
     as_json: bool,
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
-    from events.tenancy import create_key
+    from events.service.tenancy import create_key
 
     expiry = timedelta(seconds=expires_in) if expires_in is not None else None
     created = await _admin(
@@ -234,7 +234,7 @@ async def keys_create(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_run
 async def keys_revoke(key_id: str, as_json: bool) -> None:
-    from events.tenancy import revoke_key
+    from events.service.tenancy import revoke_key
 
     _print(await _admin(lambda c: revoke_key(c, key_id)), as_json)
 
@@ -245,7 +245,7 @@ async def keys_revoke(key_id: str, as_json: bool) -> None:
 @_run
 async def keys_list(org: str | None, as_json: bool) -> None:
     """Key ids, scopes and status; never the key."""
-    from events.tenancy import list_keys
+    from events.service.tenancy import list_keys
 
     for row in await _admin(lambda c: list_keys(c, org)):
         if as_json:
@@ -268,8 +268,8 @@ async def serve() -> None:
     Serves /metrics, /healthz and /readyz on SYNCLIFE_HTTP_HOST:SYNCLIFE_HTTP_PORT and logs
     JSON lines (SYNCLIFE_LOG_FORMAT=text for people).
     """
-    from events.observability import configure_logging
-    from events.service import serve as run_service
+    from events.service.app import serve as run_service
+    from events.service.observability import configure_logging
 
     settings = _settings()
     configure_logging(getattr(logging, settings.log_level), settings.log_format == "json")
@@ -393,7 +393,7 @@ async def tail(
 @_run
 async def show(sync_id: str, as_json: bool) -> None:
     """Print a sync and its timeline (every change, oldest first), read from Postgres."""
-    from events.tenancy import sync_timeline
+    from events.service.tenancy import sync_timeline
 
     found = await _admin(lambda c: sync_timeline(c, sync_id))
     if found is None:
@@ -459,7 +459,7 @@ def asyncapi(output: str | None, from_env: bool) -> None:
     """
     from pathlib import Path
 
-    from events.asyncapi import asyncapi_document, to_json
+    from events.contract.asyncapi import asyncapi_document, to_json
 
     text = to_json(asyncapi_document(Settings() if from_env else None))
     if output is None:
@@ -483,7 +483,7 @@ def schemas(output_dir: str) -> None:
     """
     from pathlib import Path
 
-    from events.asyncapi import json_schemas, to_json
+    from events.contract.asyncapi import json_schemas, to_json
 
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -500,7 +500,7 @@ def schemas(output_dir: str) -> None:
 @_run
 async def demo() -> None:
     """Start everything and walk one sync through create, pause, resume, printing what happens."""
-    from events.demo import run_demo
+    from events.devtools.demo import run_demo
 
     await run_demo(_settings(), click.echo, _echo_err)
 
@@ -556,7 +556,7 @@ async def bench(
 ) -> None:
     """Throughput, latency, relay lag and RSS of `synclife serve` against the real stack,
     with pgbench's per-command transaction on the same Postgres as the baseline."""
-    from events.bench import BenchOptions, format_table, run_bench
+    from events.devtools.bench import BenchOptions, format_table, run_bench
 
     scales: tuple[int, ...] | None = None
     if syncs_:

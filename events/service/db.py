@@ -15,7 +15,7 @@ from typing import Any, Final
 import asyncpg
 
 from events.errors import SynclifeError, TransientError
-from events.settings import Settings
+from events.service.settings import Settings
 
 __all__ = [
     "LEADER_IDLE_TIMEOUT_SECONDS",
@@ -189,7 +189,7 @@ def _refused(exc: Exception) -> SynclifeError:
 
 def migrations() -> list[tuple[str, str]]:
     """``(name, sql)`` of every migration, in the order they apply."""
-    folder = resources.files("events") / "migrations"
+    folder = resources.files("events.service") / "migrations"
     files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name, p.read_text(encoding="utf-8")) for p in files]
 

@@ -22,10 +22,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from events.db import acquire, create_pool, is_conflict, is_transient
-from events.faults import crash_point
-from events.kafka import FetchHold, command_consumer, start_client
-from events.observability import (
+from events.kafka import start_client
+from events.service.consumer import FetchHold, command_consumer
+from events.service.db import acquire, create_pool, is_conflict, is_transient
+from events.service.faults import crash_point
+from events.service.observability import (
     APPLY_SECONDS,
     BATCH_CONFLICTS,
     COMMANDS,
@@ -35,10 +36,10 @@ from events.observability import (
     OUTBOX_OLDEST_SECONDS,
     HealthServer,
 )
-from events.processor import BatchStats, Record, apply_batch, dead_letter_one
-from events.relay import OutboxRelay
-from events.scheduler import Scheduler, utcnow
-from events.settings import Settings
+from events.service.processor import BatchStats, Record, apply_batch, dead_letter_one
+from events.service.relay import OutboxRelay
+from events.service.scheduler import Scheduler, utcnow
+from events.service.settings import Settings
 
 __all__ = ["Service", "serve"]
 

@@ -16,11 +16,11 @@ from typing import Final
 
 import asyncpg
 
-from events.db import acquire, connect
-from events.leader import acquire_leadership, keep_running
-from events.observability import SYSTEM_CHANGES
-from events.processor import BatchStats, apply_system
-from events.settings import Settings
+from events.service.db import acquire, connect
+from events.service.leader import acquire_leadership, keep_running
+from events.service.observability import SYSTEM_CHANGES
+from events.service.processor import BatchStats, apply_system
+from events.service.settings import Settings
 
 __all__ = ["SCHEDULER_LOCK", "Scheduler"]
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from events.db import is_transient
+from events.service.db import is_transient
 
 __all__ = ["acquire_leadership", "keep_running"]
 

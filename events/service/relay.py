@@ -41,14 +41,14 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from events.db import connect
 from events.envelope import unpack_headers
-from events.faults import crash_point
 from events.kafka import idempotent_producer, start_client
-from events.leader import acquire_leadership, keep_running
-from events.observability import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
-from events.processor import NOTIFY_CHANNEL
-from events.settings import Settings
+from events.service.db import connect
+from events.service.faults import crash_point
+from events.service.leader import acquire_leadership, keep_running
+from events.service.observability import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
+from events.service.processor import NOTIFY_CHANNEL
+from events.service.settings import Settings
 
 __all__ = ["RELAY_LOCK", "OutboxRelay", "configure_session"]
 

@@ -24,6 +24,8 @@ from pydantic import BaseModel
 
 from events.auth import SCOPE_RUN, SCOPE_WRITE, hash_key, parse_authorization
 from events.envelope import (
+    REDACTED,
+    SOURCE,
     RawCommand,
     Undecodable,
     ce_headers,
@@ -31,11 +33,11 @@ from events.envelope import (
     header,
     pack_headers,
 )
-from events.faults import crash_point
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
-from events.observability import bind
-from events.settings import Settings
-from events.tenancy import ApiKey, match_namespaces
+from events.service.faults import crash_point
+from events.service.observability import log_context
+from events.service.settings import Settings
+from events.service.tenancy import ApiKey, match_namespaces
 from statemachine import (
     Change,
     Command,
@@ -75,8 +77,6 @@ __all__ = [
 log = logging.getLogger("synclife.processor")
 
 NOTIFY_CHANNEL: Final = "synclife_outbox"
-SOURCE: Final = "synclife"
-REDACTED: Final = b"[redacted]"
 
 
 _EXTRAS: Final = frozenset(
@@ -336,12 +336,6 @@ class _Batch:
         self.stats.dead_lettered += 1
 
     def undecodable(self, record: Record, bad: Undecodable, fresh: bool) -> None:
-        bind(
-            command_id=bad.command_id,
-            sync_config_id=bad.sync_config_id,
-            partition=record.partition,
-            offset=record.offset,
-        )
         if not fresh:  # this offset was dead-lettered by an earlier delivery of the batch
             return
         self.dead_letter(record, bad.reason)
@@ -395,12 +389,6 @@ class _Batch:
         return key, namespace_id
 
     def command(self, record: Record, raw: RawCommand) -> None:
-        bind(
-            command_id=raw.command_id,
-            sync_config_id=raw.sync_config_id,
-            partition=record.partition,
-            offset=record.offset,
-        )
         if raw.command_id in self.processed:
             stored_key_id, _ = self.processed[raw.command_id]
             token = self.token(raw.authorization)
@@ -760,10 +748,16 @@ async def _decide_and_write(
 ) -> None:
     fresh = await _load(conn, batch, decoded)
     for record, item in decoded:
-        if isinstance(item, Undecodable):
-            batch.undecodable(record, item, (record.partition, record.offset) in fresh)
-        else:
-            batch.command(record, item)
+        with log_context(
+            command_id=item.command_id,
+            sync_config_id=item.sync_config_id,
+            partition=record.partition,
+            offset=record.offset,
+        ):
+            if isinstance(item, Undecodable):
+                batch.undecodable(record, item, (record.partition, record.offset) in fresh)
+            else:
+                batch.command(record, item)
     crash_point("apply.before_commit")  # decided, nothing committed
     await _write(conn, batch.writes)
 

@@ -53,15 +53,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from events import stack
-from events.db import connect, is_transient, migrate
+from events.devtools import stack
 from events.envelope import command_headers, header
 from events.errors import SynclifeError
 from events.kafka import idempotent_producer, kafka_options
-from events.relay import RELAY_LOCK
-from events.scheduler import SCHEDULER_LOCK
-from events.settings import Settings
-from events.tenancy import create_key, create_namespace, create_org
+from events.service.db import connect, is_transient, migrate
+from events.service.relay import RELAY_LOCK
+from events.service.scheduler import SCHEDULER_LOCK
+from events.service.settings import Settings
+from events.service.tenancy import create_key, create_namespace, create_org
 
 __all__ = ["BenchError", "BenchOptions", "format_table", "run_bench"]
 

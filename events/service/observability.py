@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from pythonjsonlogger.json import JsonFormatter
+
+from events.service.consumer import hide_raw_payloads
 
 __all__ = [
     "APPLY_SECONDS",
@@ -24,8 +27,8 @@ __all__ = [
     "RELAY_PUBLISH_SECONDS",
     "SYSTEM_CHANGES",
     "HealthServer",
-    "bind",
     "configure_logging",
+    "log_context",
 ]
 
 COMMANDS: Final = Counter(
@@ -67,10 +70,17 @@ _CONTEXT: Final[dict[str, ContextVar[Any]]] = {
 }
 
 
-def bind(**values: Any) -> None:
-    """Attach ``command_id``, ``sync_config_id``, ``partition``, ``offset`` to later log lines."""
-    for name, value in values.items():
-        _CONTEXT[name].set(value)
+@contextlib.contextmanager
+def log_context(**values: Any) -> Iterator[None]:
+    """Attach ``command_id``, ``sync_config_id``, ``partition``, ``offset`` to the log lines
+    emitted inside the block; on leaving it, each is what it was before (per command, per
+    batch: a batch's own lines never carry its last command's ids)."""
+    tokens = [(_CONTEXT[name], _CONTEXT[name].set(value)) for name, value in values.items()]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
 
 
 class _ContextFilter(logging.Filter):
@@ -98,6 +108,7 @@ def configure_logging(level: int, json_logs: bool) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    hide_raw_payloads()
     root.setLevel(level)
     for noisy in ("aiokafka", "transitions", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

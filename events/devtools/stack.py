@@ -54,10 +54,10 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from pydantic import SecretStr
 
-from events.db import postgres_ssl
 from events.errors import StackError
 from events.kafka import kafka_options, start_client
-from events.settings import Settings
+from events.service.db import postgres_ssl
+from events.service.settings import Settings
 
 __all__ = [
     "ENV_DATABASE_URL",

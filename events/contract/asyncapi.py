@@ -24,10 +24,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from events.auth import KEY_PREFIX, MIN_SECRET_CHARS, SCOPE_RUN, SCOPE_WRITE
-from events.envelope import CONTENT_TYPE, MAX_ID_CHARS, SPECVERSION
+from events.envelope import CONTENT_TYPE, MAX_ID_CHARS, REDACTED, SOURCE, SPECVERSION
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
-from events.processor import REDACTED, SOURCE
-from events.settings import Settings
+from events.settings import KafkaSettings
 from statemachine.commands import CommandType, CreateData, UpdateData, data_model
 from statemachine.machine import EventType
 from statemachine.model import SyncSettings, source_path_rules
@@ -148,9 +147,9 @@ _DLQ_REASONS: Final = (
 )
 
 
-def _default_settings() -> Settings:
+def _default_settings() -> KafkaSettings:
     """The contract's defaults, whatever the environment says (the docs must not vary)."""
-    return Settings.model_construct()
+    return KafkaSettings.model_construct()
 
 
 def _component_schemas() -> tuple[dict[type[BaseModel], dict[str, Any]], dict[str, Any]]:
@@ -534,7 +533,7 @@ def _dead_letter_message() -> dict[str, Any]:
 
 
 def _channel(
-    address: str, title: str, description: str, message_ids: list[str], settings: Settings
+    address: str, title: str, description: str, message_ids: list[str], settings: KafkaSettings
 ) -> dict[str, Any]:
     return {
         "address": address,
@@ -585,7 +584,7 @@ def _command_models() -> list[type[BaseModel]]:
     return list(dict.fromkeys(m for m in models if m is not None))
 
 
-def asyncapi_document(settings: Settings | None = None) -> dict[str, Any]:
+def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
     """The AsyncAPI 3.0 document of the wire contract (topic names from ``settings``).
 
     Without settings, the contract's default topic names are used, whatever the environment.

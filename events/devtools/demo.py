@@ -8,12 +8,12 @@ import os
 import secrets
 from collections.abc import Callable
 
-from events import stack
 from events.client import Event, SynclifeClient, lifecycle_events, new_sync_id
-from events.db import connect, migrate
-from events.service import Service
-from events.settings import Settings
-from events.tenancy import create_key, create_namespace, create_org
+from events.devtools import stack
+from events.service.app import Service
+from events.service.db import connect, migrate
+from events.service.settings import Settings
+from events.service.tenancy import create_key, create_namespace, create_org
 
 __all__ = ["run_demo"]
 

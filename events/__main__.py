@@ -1,0 +1,5 @@
+"""``python -m events``: the ``synclife`` command line."""
+
+from events.cli import main
+
+main()

@@ -1,0 +1,98 @@
+"""The service's command consumer: no auto-commit, fetches held at the broker while busy.
+
+``hide_raw_payloads`` keeps aiokafka's DEBUG lines from showing record bytes; the service
+installs it when it configures logging, never on import.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer
+
+from events.kafka import kafka_options, throttle_metadata
+from events.service.settings import Settings
+
+__all__ = [
+    "FETCH_HOLD_BYTES",
+    "FETCH_HOLD_MS",
+    "FetchHold",
+    "command_consumer",
+    "hide_raw_payloads",
+]
+
+
+def command_consumer(settings: Settings, **overrides: Any) -> AIOKafkaConsumer:
+    """No auto-commit: offsets are committed only after the Postgres transaction."""
+    options: dict[str, Any] = {
+        **kafka_options(settings),
+        "group_id": settings.consumer_group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+        "max_partition_fetch_bytes": 2 * settings.max_message_bytes,
+        "fetch_max_bytes": 16 * settings.max_message_bytes,
+    }
+    options.update(overrides)
+    consumer = AIOKafkaConsumer(settings.commands_topic, **options)
+    throttle_metadata(consumer._client)
+    return consumer
+
+
+#: While the service has records to apply, a fetch waits at the broker for this much data, or
+#: this long, before it answers (see FetchHold).
+FETCH_HOLD_BYTES: Final = 16 * 1024
+FETCH_HOLD_MS: Final = 5
+
+
+class FetchHold:
+    """Holds a started consumer's fetches at the broker while the service is busy applying.
+
+    Held (``set(True)``): a fetch answers once ``FETCH_HOLD_BYTES`` are there or after
+    ``FETCH_HOLD_MS``. Records fetched while a batch is in flight wait for it anyway; held,
+    they come together, in fewer fetch round trips (each one a wakeup of the broker and of this
+    process). Not held: a fetch answers with the first record, and an idle consumer waits at
+    the broker for ``fetch_max_wait_ms`` between fetches instead of polling every 5 ms.
+
+    aiokafka reads both values from its fetcher for every fetch request it builds; they are not
+    settings it lets change once started. Without that fetcher (another aiokafka), nothing is
+    held.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        fetcher = getattr(consumer, "_fetcher", None)
+        self._fetcher = fetcher if hasattr(fetcher, "_fetch_min_bytes") else None
+        self._free = (
+            (self._fetcher._fetch_min_bytes, self._fetcher._fetch_max_wait_ms)
+            if self._fetcher is not None
+            else (1, 0)
+        )
+        self.held = False
+
+    def set(self, held: bool) -> None:
+        if held is self.held or self._fetcher is None:
+            return
+        self.held = held
+        min_bytes, max_wait_ms = (FETCH_HOLD_BYTES, FETCH_HOLD_MS) if held else self._free
+        self._fetcher._fetch_min_bytes = min_bytes
+        self._fetcher._fetch_max_wait_ms = max_wait_ms
+
+
+class _NoRawPayloads(logging.Filter):
+    """aiokafka logs every request and response at DEBUG with the struct's ``repr``, which
+    shows the first 100 bytes of each record batch: the ``authorization`` header of a command
+    can be among them. Keep the line, with the struct's name only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args and hasattr(args[-1], "SCHEMA"):
+            record.args = (*args[:-1], type(args[-1]).__name__)
+        return True
+
+
+def hide_raw_payloads() -> None:
+    """Install the filter on aiokafka's connection logger (once)."""
+    logger = logging.getLogger("aiokafka.conn")
+    if not any(isinstance(f, _NoRawPayloads) for f in logger.filters):
+        logger.addFilter(_NoRawPayloads())

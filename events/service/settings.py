@@ -1,0 +1,88 @@
+"""Service settings: the client's Kafka settings plus the database, batching, scheduler,
+relay, pool, local stack and operating knobs. Environment prefix ``SYNCLIFE_``."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from events.settings import KafkaSaslMechanism, KafkaSecurityProtocol, KafkaSettings
+
+__all__ = [
+    "DatabaseSslMode",
+    "KafkaSaslMechanism",
+    "KafkaSecurityProtocol",
+    "Settings",
+]
+
+DatabaseSslMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
+
+DEFAULT_DATABASE_URL = "postgresql://synclife@127.0.0.1:15432/synclife"
+
+
+class Settings(KafkaSettings):
+    """Every knob of synclife. Secrets are ``SecretStr``: they never show in ``repr`` or logs."""
+
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+
+    # Postgres TLS (events/service/db.py). Unset: whatever the URL says (``?sslmode=...``),
+    # else asyncpg's default. verify-ca/verify-full check the server against
+    # ``database_ssl_rootcert`` (or the system's CAs); verify-full also checks the host name.
+    database_ssl: DatabaseSslMode | None = None
+    database_ssl_rootcert: str | None = None
+
+    # Consumer batching: a batch of up to max_batch_records is decided and committed in one
+    # transaction (at low load batches stay small; 1000 was no faster here, and took 25 MB more).
+    max_batch_records: int = Field(default=500, ge=1, le=100_000)
+    # Batches applied at once, each by a lane owning a share of the assigned partitions (its
+    # own transaction, its own pooled connection): one decides while another waits for Postgres.
+    # At a light load the lanes take turns instead (see events/service/lanes.py).
+    apply_concurrency: int = Field(default=2, ge=1, le=64)
+    # A lane that finds fewer than max_batch_records waiting gives more this long to arrive
+    # before it starts its transaction: fewer, larger batches when the load is light.
+    batch_linger_ms: float = Field(default=0, ge=0, le=1000)
+    # Offsets of applied batches are committed to Kafka at most this often (a batch's offsets
+    # always after its transaction): one commit request per interval, not one per batch.
+    # After a crash, up to this much more is redelivered, and found already processed.
+    offset_commit_interval_ms: int = Field(default=100, ge=0, le=60_000)
+
+    # Lifecycle rules.
+    max_consecutive_failures: int = Field(default=5, ge=1, le=1000)
+    retry_base_seconds: int = Field(default=30, ge=1)
+    retry_max_seconds: int = Field(default=3600, ge=1)
+
+    # Scheduler: how often it looks for due runs and expired leases, and how many per pass.
+    scheduler_interval_seconds: float = Field(default=1.0, gt=0)
+    scheduler_batch_size: int = Field(default=500, ge=1, le=100_000)
+
+    # Outbox relay.
+    relay_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    relay_poll_interval_seconds: float = Field(default=1.0, gt=0)
+
+    # Postgres pool.
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=4, ge=1)
+
+    # The local stack (`synclife stack up`): where it caches downloads and keeps its data.
+    stack_dir: str = ".cache/stack"
+    kafka_version: str = "4.1.1"
+    kafka_heap: str = "512m"
+
+    # Operating: the HTTP port of /metrics, /healthz and /readyz (0: any free port), and logs.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=9464, ge=0, le=65535)
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _check_database_security(self) -> Self:
+        if self.database_ssl_rootcert is not None and self.database_ssl not in (
+            "verify-ca",
+            "verify-full",
+        ):
+            raise ValueError(
+                "database_ssl_rootcert is only used to verify the server: it needs "
+                "database_ssl verify-ca or verify-full"
+            )
+        return self
