@@ -2,13 +2,15 @@
 
 What a publishing or consuming service needs: connection and security options, the idempotent
 producer, starting a client with a refused login reported as such. The service's command
-consumer is in ``events.service.consumer``. Importing this module changes no logger.
+consumer is in ``events.service.consumer``. Importing this module changes no logger: starting a
+client (``start_client``) installs ``hide_raw_payloads`` on aiokafka's connection logger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from typing import Any, Final, Protocol
 
@@ -29,6 +31,7 @@ from events.settings import KafkaSettings
 __all__ = [
     "KafkaAuthError",
     "KafkaOptions",
+    "hide_raw_payloads",
     "idempotent_producer",
     "kafka_options",
     "kafka_ssl_context",
@@ -150,6 +153,7 @@ async def start_client(client: _Startable, settings: KafkaSettings) -> None:
     hand to learn why: a refused login or TLS handshake stops the client and raises
     ``KafkaAuthError`` (not retriable); anything else re-raises the original error.
     """
+    hide_raw_payloads()
     try:
         await client.start()
     except KafkaConnectionError as exc:
@@ -202,3 +206,22 @@ async def login_refusal(settings: KafkaSettings, *, within: float = 10.0) -> str
             conn.close()
             return None  # one broker lets us in: whatever failed, it was not the login
     return reason
+
+
+class _NoRawPayloads(logging.Filter):
+    """aiokafka logs every request and response at DEBUG with the struct's ``repr``, which
+    shows the first 100 bytes of each record batch: the ``authorization`` header of a command
+    can be among them. Keep the line, with the struct's name only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args and hasattr(args[-1], "SCHEMA"):
+            record.args = (*args[:-1], type(args[-1]).__name__)
+        return True
+
+
+def hide_raw_payloads() -> None:
+    """Install the filter on aiokafka's connection logger (once)."""
+    logger = logging.getLogger("aiokafka.conn")
+    if not any(isinstance(f, _NoRawPayloads) for f in logger.filters):
+        logger.addFilter(_NoRawPayloads())

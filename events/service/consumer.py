@@ -1,12 +1,7 @@
-"""The service's command consumer: no auto-commit, fetches held at the broker while busy.
-
-``hide_raw_payloads`` keeps aiokafka's DEBUG lines from showing record bytes; the service
-installs it when it configures logging, never on import.
-"""
+"""The service's command consumer: no auto-commit, fetches held at the broker while busy."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer
@@ -19,7 +14,6 @@ __all__ = [
     "FETCH_HOLD_MS",
     "FetchHold",
     "command_consumer",
-    "hide_raw_payloads",
 ]
 
 
@@ -77,22 +71,3 @@ class FetchHold:
         min_bytes, max_wait_ms = (FETCH_HOLD_BYTES, FETCH_HOLD_MS) if held else self._free
         self._fetcher._fetch_min_bytes = min_bytes
         self._fetcher._fetch_max_wait_ms = max_wait_ms
-
-
-class _NoRawPayloads(logging.Filter):
-    """aiokafka logs every request and response at DEBUG with the struct's ``repr``, which
-    shows the first 100 bytes of each record batch: the ``authorization`` header of a command
-    can be among them. Keep the line, with the struct's name only."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and args and hasattr(args[-1], "SCHEMA"):
-            record.args = (*args[:-1], type(args[-1]).__name__)
-        return True
-
-
-def hide_raw_payloads() -> None:
-    """Install the filter on aiokafka's connection logger (once)."""
-    logger = logging.getLogger("aiokafka.conn")
-    if not any(isinstance(f, _NoRawPayloads) for f in logger.filters):
-        logger.addFilter(_NoRawPayloads())

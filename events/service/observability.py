@@ -13,8 +13,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from pythonjsonlogger.json import JsonFormatter
 
-from events.service.consumer import hide_raw_payloads
-
 __all__ = [
     "APPLY_SECONDS",
     "BATCH_CONFLICTS",
@@ -108,7 +106,6 @@ def configure_logging(level: int, json_logs: bool) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    hide_raw_payloads()
     root.setLevel(level)
     for noisy in ("aiokafka", "transitions", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
