@@ -1550,8 +1550,8 @@ def _write_if_changed(path: Path, text: str) -> bool:
 
 
 def _resource_text(name: str) -> str:
-    # Next to this module (package data: events/stack_resources/*), installed or not.
-    return (Path(__file__).parent / "stack_resources" / name).read_text(encoding="utf-8")
+    # Next to this module (package data: events/devtools/stack/resources/*), installed or not.
+    return (Path(__file__).parent / "resources" / name).read_text(encoding="utf-8")
 
 
 def _supplementary_groups(run_as: _RunAs) -> list[int]:
