@@ -7,48 +7,20 @@ messages; the database is shared (every id the tests make is unique).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import secrets
-import sys
-from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from events.client import SynclifeClient
 from events.devtools import stack
-from events.envelope import header
-from events.messages import CommandResult, LifecycleEvent
 from events.service.app import Service
 from events.service.db import connect, migrate
 from events.service.settings import Settings
-from events.service.tenancy import create_key, create_namespace, create_org
+from tests.helpers.live import Clock, Seen, Tenant, new_tenant, own_topics, watch
 
 pytestmark = pytest.mark.stack
-
-
-def _own_topics() -> dict[str, Any]:
-    """Topic and consumer group names no other run or test uses."""
-    run = secrets.token_hex(4)
-    return {
-        "commands_topic": f"test.{run}.commands",
-        "lifecycle_topic": f"test.{run}.lifecycle",
-        "results_topic": f"test.{run}.results",
-        "dlq_topic": f"test.{run}.dlq",
-        "consumer_group": f"test-{run}",
-    }
-
-
-async def with_own_topics(settings: Settings, **update: Any) -> Settings:
-    """``settings`` with topics and a consumer group of their own (created), and ``update``."""
-    own = settings.model_copy(update={**_own_topics(), **update})
-    await stack.ensure_topics(own, own.kafka_bootstrap_servers, lambda line: None)
-    return own
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +28,7 @@ async def settings() -> Settings:
     env = await stack.up(Settings(), lambda line: print(line))
     os.environ.update(env)
     s = Settings(
-        **_own_topics(),
+        **own_topics(),
         topic_partitions=3,
         relay_poll_interval_seconds=0.2,
         scheduler_interval_seconds=0.1,
@@ -69,19 +41,6 @@ async def settings() -> Settings:
     finally:
         await conn.close()
     return s
-
-
-class Clock:
-    """The service's clock in tests: real time plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
 
 
 @pytest.fixture(scope="session")
@@ -98,58 +57,9 @@ async def service(settings: Settings, clock: Clock) -> AsyncIterator[Service]:
     await asyncio.wait_for(task, 30)
 
 
-async def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
-    """``synclife <args>`` in a process of its own with exactly ``env``: (exit code, stdout,
-    stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "events.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-@contextlib.asynccontextmanager
-async def running(service: Service) -> AsyncIterator[Service]:
-    """Another ``Service`` (its own settings) run for the block, stopped gracefully after."""
-    task = asyncio.create_task(service.run())
-    try:
-        yield service
-    finally:
-        service.stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-@dataclass
-class Tenant:
-    org_id: str
-    org_name: str
-    namespace_id: str
-    namespace: str
-    write_key: str
-    write_key_id: str
-    run_key: str
-
-
 @pytest.fixture
 async def tenant(settings: Settings) -> Tenant:
-    conn = await connect(settings)
-    try:
-        org = await create_org(conn, f"org-{secrets.token_hex(4)}")
-        ns = await create_namespace(conn, org["id"], "production")
-        write = await create_key(conn, org["id"], ["syncs:write"])
-        run = await create_key(conn, org["id"], ["syncs:run"])
-    finally:
-        await conn.close()
-    return Tenant(
-        org["id"], org["name"], ns["id"], "production", write["key"], write["id"], run["key"]
-    )
+    return await new_tenant(settings)
 
 
 @pytest.fixture
@@ -160,80 +70,21 @@ async def client(
         yield c
 
 
-@dataclass
-class Seen:
-    """What a topic carried, read from its beginning by a background consumer."""
-
-    by_key: dict[str, list[tuple[dict[str, bytes], bytes | None]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def wait(self, key: str, count: int, timeout: float = 20.0) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(self.by_key[key]) < count:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"{key}: {len(self.by_key[key])} of {count} messages")
-            self.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), remaining)
-        return self.by_key[key]
-
-    def events(self, key: str) -> list[tuple[str, str, LifecycleEvent]]:
-        return [
-            (
-                h["ce_id"].decode(),
-                h["ce_type"].decode(),
-                LifecycleEvent.model_validate_json(v or b""),
-            )
-            for h, v in self.by_key[key]
-        ]
-
-    def results(self, key: str) -> list[CommandResult]:
-        return [CommandResult.model_validate_json(v or b"") for _, v in self.by_key[key]]
-
-
-async def _watch(settings: Settings, topic: str) -> AsyncIterator[Seen]:
-    seen = Seen()
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-
-    async def pump() -> None:
-        async for m in consumer:
-            key = m.key.decode() if m.key else ""
-            seen.by_key[key].append(({k: v for k, v in m.headers}, m.value))
-            seen.changed.set()
-
-    task = asyncio.create_task(pump())
-    yield seen
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await consumer.stop()
-
-
 @pytest.fixture(scope="session")
 async def lifecycle(settings: Settings) -> AsyncIterator[Seen]:
-    async for seen in _watch(settings, settings.lifecycle_topic):
+    async for seen in watch(settings, settings.lifecycle_topic):
         yield seen
 
 
 @pytest.fixture(scope="session")
 async def results(settings: Settings) -> AsyncIterator[Seen]:
-    async for seen in _watch(settings, settings.results_topic):
+    async for seen in watch(settings, settings.results_topic):
         yield seen
 
 
 @pytest.fixture(scope="session")
 async def dlq(settings: Settings) -> AsyncIterator[Seen]:
-    async for seen in _watch(settings, settings.dlq_topic):
+    async for seen in watch(settings, settings.dlq_topic):
         yield seen
 
 
@@ -246,17 +97,6 @@ async def worker(
         yield c
 
 
-async def scheduler_passes(service: Service, count: int = 2, timeout: float = 10.0) -> None:
-    """Wait until the scheduler has made ``count`` more full passes."""
-    assert service.scheduler is not None
-    target = service.scheduler.passes + count
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while service.scheduler.passes < target:
-        assert loop.time() < deadline, "the scheduler made no pass"
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def raw_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     """A plain aiokafka producer: a client that knows only the contract, not synclife's code."""
@@ -264,10 +104,3 @@ async def raw_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     await producer.start()
     yield producer
     await producer.stop()
-
-
-def headers_of(items: list[tuple[str, bytes]]) -> dict[str, bytes]:
-    return {k: v for k, v in items}
-
-
-__all__ = ["Clock", "Seen", "Tenant", "header", "headers_of", "scheduler_passes"]

@@ -12,7 +12,7 @@ from events.service.app import Service
 from events.service.db import connect
 from events.service.settings import Settings
 from statemachine import Outcome
-from tests.integration.conftest import Tenant, running, with_own_topics
+from tests.helpers.live import Tenant, running, with_own_topics
 
 pytestmark = pytest.mark.stack
 

@@ -16,7 +16,7 @@ from events.service.app import Service
 from events.service.db import connect, migrate
 from events.service.settings import Settings
 from events.service.tenancy import create_key, create_namespace, create_org
-from tests.integration.conftest import run_cli
+from tests.helpers.live import run_cli
 
 pytestmark = pytest.mark.stack
 

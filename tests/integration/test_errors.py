@@ -13,7 +13,6 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -23,101 +22,19 @@ from events.messages import CommandResult
 from events.service.app import Service
 from events.service.db import connect
 from events.service.settings import Settings
-from events.service.tenancy import create_key, create_namespace, create_org, list_keys, revoke_key
+from events.service.tenancy import create_key, create_namespace, list_keys, revoke_key
 from statemachine import ErrorCode, Outcome, SyncStatus
-from tests.integration.conftest import Clock, Seen, Tenant
+from tests.helpers.live import Clock, Seen, Tenant, new_tenant
+from tests.helpers.messages import (
+    CREATE,
+    Headers,
+    dead_letter_for,
+    envelope,
+    rejected,
+    result_for,
+)
 
 pytestmark = pytest.mark.stack
-
-CREATE: dict[str, Any] = {
-    "bucket_id": "bkt_errors",
-    "connection_id": "conn_errors",
-    "provider": "s3",
-    "source_path": "error-bucket/in/",
-    "created_by_user_id": "user_ada",
-}
-
-Headers = list[tuple[str, bytes]]
-
-
-def envelope(
-    command_id: str | None,
-    kind: str | None,
-    sync_id: str | None,
-    *,
-    tenant: Tenant | None = None,
-    auth: str | bytes | None = None,
-    namespace: str | None = None,
-    drop: tuple[str, ...] = (),
-    extra: dict[str, str] | None = None,
-) -> Headers:
-    """Binary-mode CloudEvents headers of a command, as any Kafka client would write them.
-
-    With ``tenant``, the command carries its write key and namespace.
-    """
-    if tenant is not None:
-        auth = f"Bearer {tenant.write_key}"
-        namespace = tenant.namespace
-    base: dict[str, str | bytes | None] = {
-        "ce_specversion": "1.0",
-        "ce_id": command_id,
-        "ce_type": kind,
-        "ce_source": "//tests/errors",
-        "ce_subject": sync_id,
-        "ce_time": "2026-11-29T12:00:00Z",
-        "content-type": "application/json",
-        "authorization": auth,
-        "x-namespace": namespace,
-        **(extra or {}),
-    }
-    out: Headers = []
-    for name, value in base.items():
-        if value is None or name in drop:
-            continue
-        out.append((name, value if isinstance(value, bytes) else value.encode()))
-    return out
-
-
-async def result_for(
-    results: Seen, key: str, command_id: str, timeout: float = 20.0
-) -> CommandResult:
-    """The one result of ``command_id`` (published under ``key``)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        found = [r for r in results.results(key) if r.command_id == command_id]
-        if found:
-            assert len(found) == 1, found
-            return found[0]
-        assert loop.time() < deadline, f"no result for {command_id} under {key}"
-        await asyncio.sleep(0.02)
-
-
-async def dead_letter_for(
-    dlq: Seen, key: str, command_id: str | None = None, timeout: float = 20.0
-) -> tuple[dict[str, bytes], bytes | None]:
-    """The one dead letter under ``key`` (with that ``ce_id`` when given)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        found = [
-            (h, v)
-            for h, v in dlq.by_key[key]
-            if command_id is None or h.get("ce_id") == command_id.encode()
-        ]
-        if found:
-            assert len(found) == 1, found
-            return found[0]
-        assert loop.time() < deadline, f"no dead letter for {command_id} under {key}"
-        await asyncio.sleep(0.02)
-
-
-def rejected(result: CommandResult, code: ErrorCode) -> CommandResult:
-    """Assert ``result`` is a rejection with exactly ``code``."""
-    assert result.outcome is Outcome.REJECTED, result
-    assert result.error is not None
-    assert result.error.code is code, result.error
-    return result
 
 
 def tells_nothing(result: CommandResult) -> None:
@@ -136,20 +53,6 @@ async def history_of(settings: Settings, command_ids: list[str]) -> int:
     finally:
         await conn.close()
     return int(count)
-
-
-async def new_tenant(settings: Settings, namespaces: tuple[str, ...] = ("production",)) -> Tenant:
-    conn = await connect(settings)
-    try:
-        org = await create_org(conn, f"org-{secrets.token_hex(4)}")
-        ns_ids = [(await create_namespace(conn, org["id"], n))["id"] for n in namespaces]
-        write = await create_key(conn, org["id"], ["syncs:write"])
-        run = await create_key(conn, org["id"], ["syncs:run"])
-    finally:
-        await conn.close()
-    return Tenant(
-        org["id"], org["name"], ns_ids[0], namespaces[0], write["key"], write["id"], run["key"]
-    )
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from events.kafka import kafka_options
 from events.service.consumer import FETCH_HOLD_MS, FetchHold
 from events.service.settings import Settings
-from tests.integration.conftest import with_own_topics
+from tests.helpers.live import with_own_topics
 
 pytestmark = pytest.mark.stack
 

@@ -41,7 +41,7 @@ from events.service.db import connect
 from events.service.settings import Settings
 from events.service.tenancy import create_key, create_namespace, create_org
 from statemachine import CommandType, ErrorCode, Outcome, SyncStatus
-from tests.integration.conftest import Seen, Tenant
+from tests.helpers.live import Seen, Tenant
 
 pytestmark = pytest.mark.stack
 

@@ -15,7 +15,7 @@ from events.client import SynclifeClient, new_sync_id
 from events.messages import CommandResult
 from events.service.app import Service
 from statemachine import ErrorCode, Outcome, SyncStatus
-from tests.integration.conftest import Clock, Seen, scheduler_passes
+from tests.helpers.live import Clock, Seen, scheduler_passes
 
 pytestmark = pytest.mark.stack
 

@@ -12,17 +12,10 @@ from aiokafka import AIOKafkaProducer
 from events.client import SynclifeClient, new_sync_id
 from events.service.settings import Settings
 from statemachine import ErrorCode, Outcome, SyncStatus
-from tests.integration.conftest import Seen, Tenant
+from tests.helpers.live import Seen, Tenant
+from tests.helpers.messages import CREATE, envelope
 
 pytestmark = pytest.mark.stack
-
-CREATE: dict[str, Any] = {
-    "bucket_id": "bkt_marketing_assets",
-    "connection_id": "conn_abc123",
-    "provider": "s3",
-    "source_path": "marketing-assets/2026/",
-    "created_by_user_id": "user_ada",
-}
 
 
 def versions(seen: Seen, sync_id: str) -> list[int]:
@@ -163,20 +156,6 @@ async def test_validation_error_names_each_field(client: SynclifeClient) -> None
     assert result.sync is None
 
 
-def _headers(command_id: str, kind: str, sync_id: str, **extra: str) -> list[tuple[str, bytes]]:
-    base = {
-        "ce_specversion": "1.0",
-        "ce_id": command_id,
-        "ce_type": kind,
-        "ce_source": "//other-service",
-        "ce_subject": sync_id,
-        "ce_time": "2026-11-29T12:00:00Z",
-        "content-type": "application/json",
-    }
-    base.update(extra)
-    return [(k, v.encode()) for k, v in base.items()]
-
-
 async def test_any_kafka_client_can_drive_it(
     settings: Settings,
     service: object,
@@ -187,13 +166,15 @@ async def test_any_kafka_client_can_drive_it(
 ) -> None:
     """A plain producer that follows the contract: headers by hand, JSON value, sync id key."""
     sync_id = new_sync_id()
-    auth = {"authorization": f"Bearer {tenant.write_key}", "x-namespace": tenant.namespace_id}
+    auth = f"Bearer {tenant.write_key}"
     for kind, data in (("sync.create", CREATE), ("sync.pause", {"paused_by_user_id": "u"})):
         await raw_producer.send_and_wait(
             settings.commands_topic,
             key=sync_id.encode(),
             value=json.dumps(data).encode(),
-            headers=_headers(str(uuid.uuid4()), kind, sync_id, **auth),
+            headers=envelope(
+                str(uuid.uuid4()), kind, sync_id, auth=auth, namespace=tenant.namespace_id
+            ),
         )
     await results.wait(sync_id, 2)
     outcomes = [(r.command_type, r.outcome, r.status) for r in results.results(sync_id)]
@@ -218,7 +199,7 @@ async def test_command_without_key_is_unauthenticated(
         settings.commands_topic,
         key=sync_id.encode(),
         value=json.dumps(CREATE).encode(),
-        headers=_headers(command_id, "sync.create", sync_id, **{"x-namespace": "production"}),
+        headers=envelope(command_id, "sync.create", sync_id, namespace="production"),
     )
     (result,) = (await results.wait(sync_id, 1)) and results.results(sync_id)
     assert result.command_id == command_id
@@ -238,12 +219,11 @@ async def test_undecodable_message_goes_to_dlq_redacted(
 ) -> None:
     sync_id = new_sync_id()
     command_id = str(uuid.uuid4())
-    auth = {"authorization": f"Bearer {tenant.write_key}", "x-namespace": tenant.namespace}
     await raw_producer.send_and_wait(
         settings.commands_topic,
         key=sync_id.encode(),
         value=b"{not json",
-        headers=_headers(command_id, "sync.create", sync_id, **auth),
+        headers=envelope(command_id, "sync.create", sync_id, tenant=tenant),
     )
     # The commands after it are processed.
     after = await client.create(sync_id, **CREATE)

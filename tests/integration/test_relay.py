@@ -16,7 +16,7 @@ from events.service.app import Service
 from events.service.db import connect
 from events.service.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, _XID8_MAX, configure_session
 from events.service.settings import Settings
-from tests.integration.conftest import Seen
+from tests.helpers.live import Seen
 
 pytestmark = pytest.mark.stack
 

@@ -31,7 +31,7 @@ from events.service.db import connect
 from events.service.settings import Settings
 from events.service.tenancy import create_key, create_namespace, revoke_key
 from statemachine import ErrorCode, Outcome
-from tests.integration.conftest import Seen, Tenant
+from tests.helpers.live import Seen, Tenant
 
 pytestmark = pytest.mark.stack
 

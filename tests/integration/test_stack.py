@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from events.devtools import stack
 from events.service.settings import Settings
-from tests.integration.conftest import run_cli
+from tests.helpers.live import run_cli
 
 pytestmark = pytest.mark.stack
 

@@ -15,7 +15,7 @@ from events.service.db import connect
 from events.service.processor import timer_of
 from events.service.settings import Settings
 from statemachine import SyncConfiguration, SyncStatus
-from tests.integration.conftest import Clock, scheduler_passes
+from tests.helpers.live import Clock, scheduler_passes
 
 pytestmark = pytest.mark.stack
 

@@ -23,7 +23,7 @@ from events.kafka import KafkaAuthError
 from events.service.app import Service
 from events.service.settings import Settings
 from statemachine import Outcome, SyncStatus
-from tests.integration.conftest import Tenant, running
+from tests.helpers.live import Tenant, running
 
 pytestmark = pytest.mark.stack
 

@@ -23,7 +23,7 @@ from events.service.app import Service
 from events.service.db import connect
 from events.service.settings import Settings
 from statemachine import Outcome, SyncStatus
-from tests.integration.conftest import Tenant
+from tests.helpers.live import Tenant
 
 pytestmark = pytest.mark.stack
 

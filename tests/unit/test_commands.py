@@ -29,7 +29,7 @@ from statemachine.commands import (
 from statemachine.errors import CommandError, ErrorCode
 from statemachine.model import Provider, SyncMode
 from statemachine.status import SyncStatus
-from tests.unit.conftest import SYNC_ID
+from tests.helpers.syncs import SYNC_ID
 
 C = CommandType
 RUN_ID = "0b7e4a4e-4f8e-4c1e-9a53-6f1b8f0c2d11"

@@ -16,7 +16,7 @@ from statemachine.errors import ErrorCode
 from statemachine.machine import TABLE, Decision, EventType, Outcome, decide
 from statemachine.model import SyncConfiguration
 from statemachine.status import SYNC_STATUSES, TERMINAL_STATUSES, SyncStatus
-from tests.unit.conftest import (
+from tests.helpers.syncs import (
     NS,
     ORG,
     SYNC_ID,

@@ -25,7 +25,7 @@ from statemachine.errors import ErrorCode
 from statemachine.machine import Decision, EventType, Outcome, decide
 from statemachine.model import SyncConfiguration
 from statemachine.status import SYNC_STATUSES, TERMINAL_STATUSES, SyncStatus
-from tests.unit.conftest import T0, make_command, make_sync
+from tests.helpers.syncs import T0, make_command, make_sync
 
 S = SyncStatus
 C = CommandType

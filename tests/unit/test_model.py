@@ -18,7 +18,7 @@ from statemachine.model import (
     check_source_path,
 )
 from statemachine.status import SYNC_STATUSES, SyncStatus
-from tests.unit.conftest import make_sync, sync_fields
+from tests.helpers.syncs import make_sync, sync_fields
 
 MODELS: list[type[BaseModel]] = [SyncSettings, SyncConfiguration]
 

@@ -21,7 +21,7 @@ from statemachine.errors import ErrorCode
 from statemachine.machine import Decision, Outcome, decide, system_command
 from statemachine.model import SyncConfiguration
 from statemachine.status import SYNC_STATUSES, TERMINAL_STATUSES, SyncStatus
-from tests.unit.conftest import T0, make_command
+from tests.helpers.syncs import T0, make_command
 from tests.unit.test_machine_stateful import reference
 
 S = SyncStatus

@@ -1,4 +1,4 @@
-"""Shared helpers of the pure unit tests: build syncs and commands without any I/O."""
+"""Builders of the pure unit tests: syncs and commands without any I/O."""
 
 from __future__ import annotations
 
