@@ -31,13 +31,14 @@ from events.contract.asyncapi import (
 )
 from events.envelope import ce_headers, unpack_headers
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
-from events.service.processor import _Batch, command_result
+from events.service.processor import command_result
+from events.service.processor.batch import _Batch
 from events.service.settings import Settings
 from statemachine.commands import Command, CommandType, SystemTrigger, parse_data
 from statemachine.errors import CommandError
 from statemachine.machine import Decision, EventType, Outcome, decide, system_command
 from statemachine.model import SyncConfiguration
-from tests.unit.conftest import SYNC_ID, T0, make_command
+from tests.helpers.syncs import SYNC_ID, T0, make_command
 
 C = CommandType
 E = EventType

@@ -16,12 +16,18 @@ from hypothesis import strategies as st
 
 from events.envelope import pack_headers, unpack_headers
 from events.messages import CommandResult, LifecycleEvent
-from events.service.processor import _EVENT_PARTS, _EXTRAS, _RESULT_PARTS, _dump_with_sync, event_id
+from events.service.processor.rows import (
+    _EVENT_PARTS,
+    _EXTRAS,
+    _RESULT_PARTS,
+    _dump_with_sync,
+    event_id,
+)
 from statemachine import CommandError, CommandType, ErrorCode, Outcome, decide
 from statemachine.commands import SystemTrigger
 from statemachine.machine import Change, system_command
 from statemachine.model import SyncConfiguration
-from tests.unit.conftest import T1, make_command, make_sync
+from tests.helpers.syncs import T1, make_command, make_sync
 
 
 def _changes() -> list[Change]:

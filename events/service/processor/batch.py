@@ -1,0 +1,378 @@
+"""The decisions of one batch, in memory: authenticate each command, skip or replay the ones
+already processed, decide the others in offset order, and gather what to write (the changed
+syncs, their history, the results, the outbox rows, the dead letters)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
+from events.envelope import REDACTED, SOURCE, RawCommand, Undecodable, ce_headers, header
+from events.messages import CommandResult, LifecycleEvent
+from events.service.processor.rows import (
+    _EVENT_PARTS,
+    _EXTRAS,
+    _RESULT_PARTS,
+    _dump_with_sync,
+    _outbox_row,
+    _result_row,
+    _Writes,
+    command_result,
+    event_id,
+    timer_of,
+)
+from events.service.settings import Settings
+from events.service.tenancy import ApiKey
+from statemachine import (
+    Change,
+    Command,
+    CommandError,
+    ErrorCode,
+    Outcome,
+    SyncConfiguration,
+    decide,
+    parse_data,
+)
+from statemachine.machine import Policy
+
+
+def policy_of(settings: Settings) -> Policy:
+    return Policy(
+        max_consecutive_failures=settings.max_consecutive_failures,
+        retry_base_seconds=settings.retry_base_seconds,
+        retry_max_seconds=settings.retry_max_seconds,
+    )
+
+
+class Record(Protocol):
+    """The parts of a Kafka ``ConsumerRecord`` the processor reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass
+class BatchStats:
+    records: int = 0
+    applied: int = 0
+    noop: int = 0
+    rejected: int = 0
+    replayed: int = 0
+    dead_lettered: int = 0
+    events: int = 0
+    #: (command type, outcome) -> count, and lifecycle event type -> count.
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    event_types: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: BatchStats) -> None:
+        for name, value in vars(other).items():
+            if isinstance(value, Counter):
+                getattr(self, name).update(value)
+            else:
+                setattr(self, name, getattr(self, name) + value)
+
+
+class _Batch:
+    """The state of one batch while it is decided."""
+
+    def __init__(self, settings: Settings, now: datetime) -> None:
+        self.settings = settings
+        self.now = now
+        self.syncs: dict[str, SyncConfiguration] = {}
+        self.loaded_versions: dict[str, int] = {}
+        self.loaded_timers: dict[str, datetime | None] = {}
+        self.processed: dict[str, tuple[str | None, bytes]] = {}  # id -> (key_id, result json)
+        self.keys: dict[str, ApiKey] = {}
+        self.namespaces: dict[tuple[str, str], str] = {}
+        self.writes = _Writes()
+        self.stats = BatchStats()
+        self.policy = policy_of(settings)
+        # (sync id, version) -> (the sync, its JSON): each version is serialized once.
+        self._json: dict[tuple[str, int], tuple[SyncConfiguration, str]] = {}
+        self._tokens: dict[bytes | None, str | None] = {}
+
+    def sync_json(self, sync: SyncConfiguration) -> str:
+        cached = self._json.get((sync.sync_config_id, sync.version))
+        if cached is not None and cached[0] is sync:
+            return cached[1]
+        text = sync.model_dump_json()
+        self._json[(sync.sync_config_id, sync.version)] = (sync, text)
+        return text
+
+    def token(self, authorization: bytes | None) -> str | None:
+        """``parse_authorization``, once per distinct header in the batch."""
+        if authorization not in self._tokens:
+            self._tokens[authorization] = parse_authorization(authorization)
+        return self._tokens[authorization]
+
+    # --- results -------------------------------------------------------------------------
+
+    def _record_result(
+        self,
+        command_id: str,
+        command_type: str,
+        sync_config_id: str | None,
+        key_id: str | None,
+        result: CommandResult,
+    ) -> None:
+        if result.sync is not None:
+            payload = _dump_with_sync(result, _RESULT_PARTS, self.sync_json(result.sync))
+        else:
+            payload = result.model_dump_json().encode()
+        self.processed[command_id] = (key_id, payload)
+        self.writes.processed.append(
+            (
+                command_id,
+                command_type,
+                sync_config_id,
+                key_id,
+                result.outcome.value,
+                payload.decode(),
+                self.now,
+            )
+        )
+        key = sync_config_id or command_id
+        self.writes.outbox.append(_result_row(self.settings, payload, command_id, key, self.now))
+        self.stats.outcomes[(command_type, result.outcome.value)] += 1
+        match result.outcome:
+            case Outcome.APPLIED:
+                self.stats.applied += 1
+            case Outcome.NOOP:
+                self.stats.noop += 1
+            case Outcome.REJECTED:
+                self.stats.rejected += 1
+
+    def _rejected(
+        self,
+        raw: RawCommand | Undecodable,
+        command_type: str,
+        error: CommandError,
+        key_id: str | None,
+        sync: SyncConfiguration | None = None,
+    ) -> None:
+        assert raw.command_id is not None  # noqa: S101 - callers check
+        result = CommandResult(
+            command_id=raw.command_id,
+            command_type=command_type,
+            sync_config_id=raw.sync_config_id,
+            outcome=Outcome.REJECTED,
+            version=sync.version if sync else None,
+            status=sync.status if sync else None,
+            sync=sync,
+            error=error,
+        )
+        self._record_result(raw.command_id, command_type, raw.sync_config_id, key_id, result)
+
+    def _replay(self, command_id: str, key: str) -> None:
+        _, payload = self.processed[command_id]
+        self.writes.outbox.append(_result_row(self.settings, payload, command_id, key, self.now))
+        self.stats.replayed += 1
+
+    # --- dead letters --------------------------------------------------------------------
+
+    def dead_letter(self, record: Record, reason: str) -> None:
+        headers = [
+            (k, REDACTED if k.lower() == "authorization" else v) for k, v in record.headers or ()
+        ]
+        headers += [
+            ("dlq_reason", reason.encode()),
+            ("dlq_source_topic", record.topic.encode()),
+            ("dlq_source_partition", str(record.partition).encode()),
+            ("dlq_source_offset", str(record.offset).encode()),
+        ]
+        self.writes.outbox.append(
+            _outbox_row(self.settings.dlq_topic, record.key, record.value, headers)
+        )
+        self.stats.dead_lettered += 1
+
+    def undecodable(self, record: Record, bad: Undecodable, fresh: bool) -> None:
+        if not fresh:  # this offset was dead-lettered by an earlier delivery of the batch
+            return
+        self.dead_letter(record, bad.reason)
+        if bad.command_id is None or bad.sync_config_id is None:
+            return
+        if bad.command_id in self.processed:
+            self._replay(bad.command_id, bad.sync_config_id)
+            return
+        type_text = (header(record.headers, "ce_type") or b"").decode("utf-8", "replace")
+        type_text = type_text.replace("\x00", "\ufffd")[:128]  # U+0000 cannot be stored
+        error = CommandError(code=bad.code, message=bad.message)
+        self._rejected(bad, type_text or "unknown", error, None)
+
+    # --- commands ------------------------------------------------------------------------
+
+    def authenticate(self, raw: RawCommand) -> tuple[ApiKey | None, str | CommandError]:
+        """The caller's key and namespace id, or the error that rejects the command."""
+        token = self.token(raw.authorization)
+        if token is None:
+            return None, CommandError(
+                code=ErrorCode.UNAUTHENTICATED,
+                message="missing or malformed authorization header: expected 'Bearer sk_...'",
+            )
+        key = self.keys.get(token)
+        if key is None:
+            return None, CommandError(code=ErrorCode.UNAUTHENTICATED, message="unknown API key")
+        problem = key.problem(self.now)
+        if problem is not None:
+            return key, CommandError(code=ErrorCode.UNAUTHENTICATED, message=problem)
+        needed = SCOPE_RUN if raw.type.is_run else SCOPE_WRITE
+        if needed not in key.scopes:
+            return key, CommandError(
+                code=ErrorCode.FORBIDDEN,
+                message=f"{raw.type.value} needs the {needed} scope",
+                details={"required_scope": needed},
+            )
+        if raw.namespace is None:
+            return key, CommandError(
+                code=ErrorCode.VALIDATION_ERROR,
+                message="the x-namespace header is required",
+                details={"errors": [{"field": "x-namespace", "problem": "missing header"}]},
+            )
+        namespace_id = self.namespaces.get((key.internal_id, raw.namespace))
+        if namespace_id is None or (
+            key.namespaces is not None and namespace_id not in key.namespaces
+        ):
+            return key, CommandError(
+                code=ErrorCode.FORBIDDEN,
+                message=f"namespace {raw.namespace!r} is not available to this key",
+            )
+        return key, namespace_id
+
+    def command(self, record: Record, raw: RawCommand) -> None:
+        if raw.command_id in self.processed:
+            stored_key_id, _ = self.processed[raw.command_id]
+            token = self.token(raw.authorization)
+            presented = self.keys.get(token) if token else None
+            if (presented.key_id if presented else None) == stored_key_id:
+                self._replay(raw.command_id, raw.sync_config_id)
+            else:
+                # Another caller reusing a command id gets neither its result nor a second
+                # result under that id: the message is dead-lettered.
+                self.dead_letter(record, "command_id_reused")
+            return
+        key, auth = self.authenticate(raw)
+        key_id = key.key_id if key else None
+        if key_id is not None:
+            self.writes.keys_used.add(key_id)
+        if isinstance(auth, CommandError):
+            self._rejected(raw, raw.type.value, auth, key_id)
+            return
+        assert key is not None  # noqa: S101 - authenticate returns a key with a namespace
+        namespace_id = auth
+        sync = self.syncs.get(raw.sync_config_id)
+        visible = (
+            sync
+            if sync is not None
+            and sync.internal_id == key.internal_id
+            and sync.namespace_id == namespace_id
+            else None
+        )
+        if raw.expected_version_error is not None:
+            error = CommandError(
+                code=ErrorCode.VALIDATION_ERROR,
+                message=raw.expected_version_error,
+                details={
+                    "errors": [
+                        {"field": "ce_expectedversion", "problem": raw.expected_version_error}
+                    ]
+                },
+            )
+            self._rejected(raw, raw.type.value, error, key_id, visible)
+            return
+        data = parse_data(raw.type, raw.sync_config_id, raw.data)
+        if isinstance(data, CommandError):
+            self._rejected(raw, raw.type.value, data, key_id, visible)
+            return
+        command = Command(
+            command_id=raw.command_id,
+            type=raw.type,
+            sync_config_id=raw.sync_config_id,
+            internal_id=key.internal_id,
+            namespace_id=namespace_id,
+            data=data,
+            expected_version=raw.expected_version,
+            key_id=key_id,
+            issued_at=raw.time,
+        )
+        decision = decide(sync, command, self.now, self.policy)
+        for change in decision.changes:
+            self._persist(command, change)
+        final = decision.final if decision.visible else None
+        if final is not None and (
+            final.internal_id != key.internal_id or final.namespace_id != namespace_id
+        ):
+            final = None
+        result = command_result(raw.command_id, raw.type.value, raw.sync_config_id, decision, final)
+        self._record_result(raw.command_id, raw.type.value, raw.sync_config_id, key_id, result)
+
+    def _persist(self, command: Command | None, change: Change) -> None:
+        sync = change.sync
+        sid = sync.sync_config_id
+        if sid in self.loaded_versions:
+            self.writes.updates[sid] = (self.loaded_versions[sid], sync)
+        else:
+            self.writes.inserts[sid] = sync
+        due = timer_of(sync)
+        if sid in self.loaded_timers and self.loaded_timers[sid] == due:
+            self.writes.timers.pop(sid, None)  # back where it was: nothing to write
+        else:
+            self.writes.timers[sid] = due
+        self.syncs[sid] = sync
+        sync_json = self.writes.sync_json[sid] = self.sync_json(sync)
+        command_id = None if change.system or command is None else command.command_id
+        self.writes.history.append(
+            (
+                sid,
+                sync.version,
+                change.event_type.value,
+                change.from_status.value if change.from_status else None,
+                change.to_status.value if change.to_status else None,
+                change.trigger,
+                command_id,
+                change.actor,
+                change.reason,
+                sync.updated_at,
+            )
+        )
+        event = LifecycleEvent(
+            sync_config_id=sid,
+            bucket_id=sync.bucket_id,
+            namespace_id=sync.namespace_id,
+            internal_id=sync.internal_id,
+            version=sync.version,
+            occurred_at=sync.updated_at,
+            command_id=command_id,
+            actor=change.actor,
+            reason=change.reason,
+            trigger=change.trigger,
+            sync=sync,
+            from_status=change.from_status,
+            to_status=change.to_status,
+            **change.extra,
+        )
+        headers = ce_headers(
+            event_id=event_id(sid, sync.version),
+            event_type=change.event_type.value,
+            source=SOURCE,
+            subject=sid,
+            time=sync.updated_at,
+        )
+        self.writes.outbox.append(
+            _outbox_row(
+                self.settings.lifecycle_topic,
+                sid,
+                # Type-specific fields appear only on the events that carry them.
+                _dump_with_sync(event, _EVENT_PARTS, sync_json, _EXTRAS - change.extra.keys()),
+                headers,
+            )
+        )
+        self.stats.events += 1
+        self.stats.event_types[change.event_type.value] += 1

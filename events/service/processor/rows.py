@@ -1,0 +1,130 @@
+"""What a batch writes, serialized: the ids of its messages, its outbox and result rows, each
+sync's timer, and the JSON of its events and results (each sync version serialized once)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from pydantic import BaseModel
+
+from events.envelope import SOURCE, ce_headers, pack_headers
+from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
+from events.service.settings import Settings
+from statemachine import Decision, SyncConfiguration, SyncStatus
+
+#: The fields of a ``LifecycleEvent`` that only some event types carry (left out elsewhere).
+_EXTRAS: Final = frozenset(
+    {"modified_since", "checkpoint", "run_id", "worker_id", "lock_token", "error", "run_totals"}
+)
+
+
+@dataclass
+class _Writes:
+    """Everything one batch writes, gathered for its one statement."""
+
+    inserts: dict[str, SyncConfiguration] = field(default_factory=dict)
+    updates: dict[str, tuple[int, SyncConfiguration]] = field(default_factory=dict)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    processed: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    keys_used: set[str] = field(default_factory=set)
+    #: sync id -> its new ``sync_timers.due_at``, for the syncs whose timer moved.
+    timers: dict[str, datetime | None] = field(default_factory=dict)
+    #: The JSON of each written sync's latest version (its ``data`` column).
+    sync_json: dict[str, str] = field(default_factory=dict)
+
+
+def result_id(command_id: str) -> str:
+    """The result's event id is fixed by its command id: resending it is a duplicate."""
+    return f"result:{command_id}"
+
+
+def event_id(sync_config_id: str, version: int) -> str:
+    """One event per version: the id is fixed by the sync and version."""
+    return f"{sync_config_id}:v{version}"
+
+
+_SCHEDULED: Final = frozenset({SyncStatus.PENDING, SyncStatus.ACTIVE})
+
+
+def timer_of(sync: SyncConfiguration) -> datetime | None:
+    """When the scheduler must next look at ``sync`` (its ``sync_timers.due_at``): when its
+    run's lease expires while a run holds one, else its next poll while it is PENDING or
+    ACTIVE, else never."""
+    if sync.lock_expires_at is not None:
+        return sync.lock_expires_at
+    return sync.next_sync_at if sync.status in _SCHEDULED else None
+
+
+def _outbox_row(
+    topic: str, key: str | bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+) -> tuple[Any, ...]:
+    raw_key = key.encode() if isinstance(key, str) else key
+    return (topic, raw_key, value, pack_headers(headers))
+
+
+def _result_row(
+    settings: Settings, result: bytes, command_id: str, key: str, at: datetime
+) -> tuple[Any, ...]:
+    headers = ce_headers(
+        event_id=result_id(command_id), event_type=RESULT_TYPE, source=SOURCE, subject=key, time=at
+    )
+    return _outbox_row(settings.results_topic, key, result, headers)
+
+
+def _around_sync(model: type[BaseModel]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The model's fields before ``sync`` (all scalars) and after it, in order."""
+    names = list(model.model_fields)
+    at = names.index("sync")
+    return tuple(names[:at]), tuple(names[at + 1 :])
+
+
+_EVENT_PARTS: Final = _around_sync(LifecycleEvent)
+_RESULT_PARTS: Final = _around_sync(CommandResult)
+
+
+def _dump_with_sync(
+    model: BaseModel,
+    parts: tuple[tuple[str, ...], tuple[str, ...]],
+    sync_json: str,
+    exclude: AbstractSet[str] = frozenset(),
+) -> bytes:
+    """``model.model_dump_json(exclude=exclude)``, with its ``sync`` given already serialized.
+
+    A sync is serialized once per version and reused in its event, its result and its row:
+    the model is dumped without it and the sync's JSON put back before the field that follows
+    it (found by its key: the fields before ``sync`` are scalars, whose strings escape every
+    quote). The bytes are those of a whole dump (a unit test holds them equal).
+    """
+    text = model.model_dump_json(exclude={"sync", *exclude})
+    following = next((name for name in parts[1] if name not in exclude), None)
+    at = text.find(f',"{following}":') if following is not None else len(text) - 1
+    if at <= 0:
+        return model.model_dump_json(exclude=set(exclude)).encode()
+    return (text[:at] + ',"sync":' + sync_json + text[at:]).encode()
+
+
+def command_result(
+    command_id: str,
+    command_type: str,
+    sync_config_id: str,
+    decision: Decision,
+    final: SyncConfiguration | None,
+) -> CommandResult:
+    """The result of a decided command; ``final`` is the sync if the caller may see it."""
+    return CommandResult(
+        command_id=command_id,
+        command_type=command_type,
+        sync_config_id=sync_config_id,
+        outcome=decision.outcome,
+        version=final.version if final else None,
+        status=final.status if final else None,
+        sync=final,
+        error=decision.error,
+        events=[event_id(c.sync.sync_config_id, c.sync.version) for c in decision.changes],
+        run=decision.run if final is not None else None,
+    )

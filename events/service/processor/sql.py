@@ -1,0 +1,214 @@
+"""The statements of a batch: the one read of everything it needs, and the one write of
+everything it decided."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import asyncpg
+
+from events.auth import hash_key
+from events.envelope import RawCommand, Undecodable
+from events.service.processor.batch import Record, _Batch
+from events.service.processor.rows import _Writes, timer_of
+from events.service.tenancy import ApiKey, match_namespaces
+from statemachine import SyncConfiguration
+
+NOTIFY_CHANNEL: Final = "synclife_outbox"
+
+
+# Everything a batch reads, in one statement and one snapshot, without locks: the presented
+# keys, the namespaces their organizations have by the names asked for (a superset, matched in
+# Python), the syncs, and which commands are done. What the batch decided from it is checked
+# when it writes: each updated sync must still be at the version read (the version fence), a
+# new sync's id and a processed command's id must still be free (unique keys). When two
+# processes briefly own a partition (a rebalance, a zombie waking up), both may decide the same
+# commands; the second write collides on the processed-command key or the fence, is rolled
+# back, and the batch is retried (a conflict), reading the first one's results this time.
+# Nothing is applied twice.
+_LOAD: Final = """
+    WITH k AS (
+        SELECT key_id, internal_id, key_hash, scopes, namespaces, expires_at, revoked_at
+        FROM api_keys WHERE key_hash = ANY($1::bytea[])
+    ), s AS (
+        SELECT sync_config_id, data FROM syncs WHERE sync_config_id = ANY($3::text[])
+    )
+    SELECT 'k' AS kind, key_id AS id, internal_id AS owner, NULL::text AS name, key_hash,
+           scopes, namespaces, expires_at, revoked_at, NULL::text AS doc
+    FROM k
+    UNION ALL
+    SELECT 'n', namespace_id, internal_id, name, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM namespaces
+    WHERE internal_id IN (SELECT internal_id FROM k)
+      AND (namespace_id = ANY($2::text[]) OR name = ANY($2::text[]))
+    UNION ALL
+    SELECT 's', sync_config_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, data::text FROM s
+    UNION ALL
+    SELECT 'p', command_id, key_id, NULL, NULL, NULL, NULL, NULL, NULL, result
+    FROM processed_commands WHERE command_id = ANY($4::text[])"""
+
+
+async def _load(
+    conn: asyncpg.Connection, batch: _Batch, decoded: list[tuple[Record, RawCommand | Undecodable]]
+) -> set[tuple[int, int]]:
+    """Read everything the batch needs; returns the offsets newly dead-lettered."""
+    bad = [(r, d) for r, d in decoded if isinstance(d, Undecodable)]
+    fresh: set[tuple[int, int]] = set()
+    if bad:
+        rows = await conn.fetch(
+            """INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason)
+               SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[])
+               ON CONFLICT DO NOTHING RETURNING source_partition, source_offset""",
+            [r.topic for r, _ in bad],
+            [r.partition for r, _ in bad],
+            [r.offset for r, _ in bad],
+            [d.reason for _, d in bad],
+        )
+        fresh = {(row["source_partition"], row["source_offset"]) for row in rows}
+
+    commands = [d for _, d in decoded if isinstance(d, RawCommand)]
+    by_hash = {hash_key(t): t for t in (batch.token(c.authorization) for c in commands) if t}
+    sync_ids = sorted({c.sync_config_id for c in commands})
+    command_ids = sorted({d.command_id for _, d in decoded if d.command_id is not None})
+    if not (by_hash or sync_ids or command_ids):
+        return fresh
+    refs = sorted({c.namespace for c in commands if c.namespace is not None})
+    rows = await conn.fetch(_LOAD, list(by_hash), refs, sync_ids, command_ids)
+    namespace_rows: list[tuple[str, str, str]] = []
+    for r in rows:
+        match r["kind"]:
+            case "k":
+                batch.keys[by_hash[bytes(r["key_hash"])]] = ApiKey(
+                    key_id=r["id"],
+                    internal_id=r["owner"],
+                    scopes=frozenset(r["scopes"]),
+                    namespaces=frozenset(r["namespaces"]) if r["namespaces"] is not None else None,
+                    expires_at=r["expires_at"],
+                    revoked_at=r["revoked_at"],
+                )
+            case "n":
+                namespace_rows.append((r["id"], r["owner"], r["name"]))
+            case "s":
+                sync = SyncConfiguration.model_validate_json(r["doc"])
+                batch.syncs[r["id"]] = sync
+                batch.loaded_versions[r["id"]] = sync.version
+                batch.loaded_timers[r["id"]] = timer_of(sync)
+            case _:
+                batch.processed[r["id"]] = (r["owner"], r["doc"].encode())
+    wanted = set()
+    for c in commands:
+        token = batch.token(c.authorization)
+        key = batch.keys.get(token) if token else None
+        if key is not None and c.namespace is not None:
+            wanted.add((key.internal_id, c.namespace))
+    batch.namespaces = match_namespaces(namespace_rows, wanted)
+    return fresh
+
+
+def _sync_columns(sync: SyncConfiguration, data: str) -> tuple[Any, ...]:
+    return (
+        sync.sync_config_id,
+        sync.internal_id,
+        sync.namespace_id,
+        sync.status.value,
+        sync.version,
+        sync.next_sync_at,
+        sync.lock_expires_at,
+        data,
+        sync.updated_at,
+    )
+
+
+# Every write of a batch, in one statement: new syncs, changed syncs (fenced on the version
+# read: the statement fails if one moved on), their history, the processed commands with their
+# results, the outbox rows (headers packed in one text value), the timers that moved, the
+# keys' last use, and one NOTIFY for the relay if the outbox grew. Each part is an unnest of
+# column arrays: one prepared statement for every batch, whatever it holds. The outbox ids
+# follow the order of the rows given.
+_WRITE: Final = """
+    WITH inserted AS (
+        INSERT INTO syncs (sync_config_id, internal_id, namespace_id, status, version,
+                           next_sync_at, lock_expires_at, data, updated_at)
+        SELECT id, internal_id, namespace_id, status, version, next_sync_at,
+               lock_expires_at, data::jsonb, updated_at
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],
+                    $6::timestamptz[], $7::timestamptz[], $8::text[], $9::timestamptz[])
+             AS u(id, internal_id, namespace_id, status, version, next_sync_at,
+                  lock_expires_at, data, updated_at)
+    ), updated AS (
+        UPDATE syncs AS s SET status = u.status, version = u.version,
+               next_sync_at = u.next_sync_at, lock_expires_at = u.lock_expires_at,
+               data = u.data::jsonb, updated_at = u.updated_at
+        FROM unnest($10::text[], $11::text[], $12::int[], $13::timestamptz[],
+                    $14::timestamptz[], $15::text[], $16::timestamptz[], $17::int[])
+             AS u(id, status, version, next_sync_at, lock_expires_at, data, updated_at, prev)
+        WHERE s.sync_config_id = u.id AND s.version = u.prev
+        RETURNING 1
+    ), history AS (
+        INSERT INTO sync_history (sync_config_id, version, event_type, from_status, to_status,
+                                  trigger, command_id, actor, reason, occurred_at)
+        SELECT * FROM unnest($18::text[], $19::int[], $20::text[], $21::text[], $22::text[],
+                             $23::text[], $24::text[], $25::text[], $26::text[],
+                             $27::timestamptz[])
+    ), processed AS (
+        INSERT INTO processed_commands (command_id, command_type, sync_config_id, key_id,
+                                        outcome, result, processed_at)
+        SELECT *
+        FROM unnest($28::text[], $29::text[], $30::text[], $31::text[], $32::text[],
+                    $33::text[], $34::timestamptz[])
+             AS u(id, command_type, sync_config_id, key_id, outcome, result, processed_at)
+    ), outbox AS (
+        INSERT INTO outbox (topic, key, value, headers)
+        SELECT topic, key, value, headers
+        FROM unnest($35::text[], $36::bytea[], $37::bytea[], $38::text[]) WITH ORDINALITY
+             AS u(topic, key, value, headers, n)
+        ORDER BY n
+        RETURNING 1
+    ), timers AS (
+        INSERT INTO sync_timers (sync_config_id, due_at)
+        SELECT * FROM unnest($42::text[], $43::timestamptz[])
+        ON CONFLICT (sync_config_id) DO UPDATE SET due_at = EXCLUDED.due_at
+    ), touched AS (
+        UPDATE api_keys SET last_used_at = now()
+        WHERE key_id = ANY($39::text[])
+          AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')
+    )
+    SELECT synclife_version_fence($41, (SELECT count(*) FROM updated)) AS updated,
+           (SELECT count(*) FROM (SELECT pg_notify($40, '') FROM outbox LIMIT 1) AS n)
+               AS notified"""
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` column lists (empty lists when there are no rows)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(c) for c in zip(*rows, strict=True)]
+
+
+async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
+    """Write the batch's effects in one set-based statement."""
+    inserts = _columns(
+        [_sync_columns(s, writes.sync_json[sid]) for sid, s in writes.inserts.items()], 9
+    )
+    updates = _columns(
+        [
+            (*_sync_columns(s, writes.sync_json[sid]), prev)
+            for sid, (prev, s) in writes.updates.items()
+        ],
+        10,
+    )
+    await conn.fetchrow(
+        _WRITE,
+        *inserts,
+        updates[0],
+        *updates[3:],
+        *_columns(writes.history, 10),
+        *_columns(writes.processed, 7),
+        *_columns(writes.outbox, 4),
+        sorted(writes.keys_used),
+        NOTIFY_CHANNEL,
+        len(writes.updates),
+        list(writes.timers),
+        list(writes.timers.values()),
+    )
