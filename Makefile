@@ -3,33 +3,38 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint unit stack-up stack-down bench clean
+.PHONY: demo test lint unit faults stack-up stack-down bench constraints clean
 
-$(BIN)/.installed: pyproject.toml
+# The service, its tooling and the test tools, at the versions of constraints.txt.
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[server,dev]'
 	touch $@
 
 ## Start Kafka and Postgres (once), migrate, serve, and walk a sync through create, pause, resume.
 demo: $(BIN)/.installed
 	$(BIN)/synclife demo
 
-## Lint, type-check and run every test on the real stack (started or reused by the suite).
-test: $(BIN)/.installed
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+## Lint, type-check, check the import contracts, then every test on the real stack (started or
+## reused by the suite): unit and integration tests, then the fault suite.
+test: lint
 	$(BIN)/pytest
+	$(BIN)/pytest -m faults
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: $(BIN)/.installed
 	$(BIN)/pytest tests/unit
 
-## Throughput, latency and RSS of serve on the real stack, against a pgbench baseline (README).
+faults: $(BIN)/.installed
+	$(BIN)/pytest -m faults
+
+## Throughput, latency and RSS of serve on the real stack, against a pgbench baseline.
 bench: $(BIN)/.installed
 	$(BIN)/synclife bench
 
@@ -38,6 +43,11 @@ stack-up: $(BIN)/.installed
 
 stack-down: $(BIN)/.installed
 	$(BIN)/synclife stack down
+
+## Pin every dependency again (after a change of pyproject.toml's ranges).
+constraints: $(BIN)/.installed
+	$(BIN)/pip-compile --quiet --extra server --extra dev --strip-extras \
+	  --no-emit-find-links --no-emit-index-url -o constraints.txt pyproject.toml
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache
