@@ -42,11 +42,11 @@ import secrets
 import shutil
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -58,6 +58,32 @@ from events.errors import StackError
 from events.kafka import kafka_options, start_client
 from events.service.db import postgres_ssl
 from events.service.settings import Settings
+
+from .addresses import (
+    DB_NAME,
+    DB_USER,
+    ENV_DATABASE_URL,
+    ENV_KAFKA_BOOTSTRAP_SERVERS,
+    first_host_port,
+    local_kafka_port,
+    local_postgres_port,
+    pg_url,
+    redact_url,
+)
+from .files import Echo, StackPaths, create_secret, read_secret, resource_text, write_if_changed
+from .install import find_postgres_bin_dir, postgres_bin_dir, require_tool
+from .process import (
+    RunAs,
+    file_tail,
+    pid_alive,
+    pid_exists,
+    port_open,
+    proc_cmdline,
+    read_pid,
+    run,
+    supplementary_groups,
+    wait_until,
+)
 
 __all__ = [
     "ENV_DATABASE_URL",
@@ -79,15 +105,6 @@ __all__ = [
     "up",
 ]
 
-ENV_KAFKA_BOOTSTRAP_SERVERS = "SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS"
-ENV_DATABASE_URL = "SYNCLIFE_DATABASE_URL"
-
-Echo = Callable[[str], None]
-
-# The role and database the local Postgres is initialised with.
-DB_USER = "synclife"
-DB_NAME = "synclife"
-
 # The SCRAM user of the SASL_PLAINTEXT listener (Kafka port + SASL_PORT_OFFSET).
 KAFKA_SCRAM_USER = "synclife"
 KAFKA_SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -97,89 +114,12 @@ SASL_PORT_OFFSET = 2
 KAFKA_READY_TIMEOUT = 90.0
 POSTGRES_READY_TIMEOUT = 60.0
 MAVEN_TIMEOUT = 900.0
-APT_TIMEOUT = 900.0
 LOCK_TIMEOUT = 900.0
 KAFKA_STOP_TIMEOUT = 30.0
 
-_LOOPBACK = frozenset({"127.0.0.1", "localhost"})
-_LOG_TAIL_LINES = 40
-
 
 @dataclass(frozen=True)
-class StackPaths:
-    """Where the local stack keeps its files (all absolute)."""
-
-    root: Path
-    kafka_version: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> StackPaths:
-        root = Path(os.path.abspath(os.path.expanduser(settings.stack_dir)))
-        return cls(root=root, kafka_version=settings.kafka_version)
-
-    @property
-    def kafka_dist(self) -> Path:
-        return self.root / f"kafka-{self.kafka_version}"
-
-    @property
-    def kafka_libs(self) -> Path:
-        return self.kafka_dist / "libs"
-
-    @property
-    def kafka_home(self) -> Path:
-        return self.root / "kafka"
-
-    @property
-    def kafka_data(self) -> Path:
-        return self.kafka_home / "data"
-
-    @property
-    def kafka_logs(self) -> Path:
-        return self.kafka_home / "logs"
-
-    @property
-    def kafka_pid_file(self) -> Path:
-        return self.kafka_home / "kafka.pid"
-
-    @property
-    def kafka_out(self) -> Path:
-        return self.kafka_home / "kafka.out"
-
-    @property
-    def kafka_properties(self) -> Path:
-        return self.kafka_home / "server.properties"
-
-    @property
-    def kafka_log4j(self) -> Path:
-        return self.kafka_home / "log4j2.xml"
-
-    @property
-    def kafka_cluster_id(self) -> Path:
-        return self.kafka_home / "cluster-id"
-
-    @property
-    def kafka_started_with(self) -> Path:
-        return self.kafka_home / "server.properties.sha256"
-
-    @property
-    def kafka_scram_password_file(self) -> Path:
-        return self.root / "kafka-scram-password"
-
-    @property
-    def pg_password_file(self) -> Path:
-        return self.root / "postgres-password"
-
-    @property
-    def pg_location_file(self) -> Path:
-        return self.root / "postgres-location"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.root / ".lock"
-
-
-@dataclass(frozen=True)
-class _PgLayout:
+class PgLayout:
     """The Postgres directories; ``base`` is the stack dir or a /var/tmp fallback."""
 
     base: Path
@@ -197,20 +137,6 @@ class _PgLayout:
         return self.base / "postgres.log"
 
 
-@dataclass(frozen=True)
-class _RunAs:
-    """The OS user Postgres runs as when we are root (initdb and postgres refuse root)."""
-
-    name: str
-    uid: int
-    gid: int
-
-
-# --------------------------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------------------------
-
-
 def external_env() -> dict[str, str] | None:
     """Both service variables when both are set in the environment, else ``None``."""
     kafka = os.environ.get(ENV_KAFKA_BOOTSTRAP_SERVERS, "").strip()
@@ -223,9 +149,9 @@ def external_env() -> dict[str, str] | None:
 def local_env(settings: Settings) -> dict[str, str]:
     """The environment that points synclife at the local stack (needs its password file)."""
     paths = StackPaths.from_settings(settings)
-    kafka_port = _kafka_port(settings)
-    pg_port = _postgres_port(settings)
-    password = _read_password(paths)
+    kafka_port = local_kafka_port(settings)
+    pg_port = local_postgres_port(settings)
+    password = read_password(paths)
     if password is None:
         raise StackError(
             f"no Postgres password file at {paths.pg_password_file}: run `synclife stack up`"
@@ -257,48 +183,48 @@ async def down(settings: Settings, echo: Echo) -> None:
         echo(f"nothing to stop: no stack dir at {paths.root}")
         return
     async with _stack_lock(paths, echo):
-        await asyncio.gather(_stop_kafka(paths, echo), _stop_postgres(paths, echo))
+        await asyncio.gather(stop_broker(paths, echo), stop_postmaster(paths, echo))
 
 
 async def stop_kafka(settings: Settings, echo: Echo) -> None:
     """Stop only the broker of the local stack ``settings`` describe (SIGTERM: a clean shutdown)."""
     paths = StackPaths.from_settings(settings)
     async with _stack_lock(paths, echo):
-        await _stop_kafka(paths, echo)
+        await stop_broker(paths, echo)
 
 
 async def start_kafka(settings: Settings, echo: Echo) -> None:
     """Start (or find running) only the broker of that local stack; return once it answers."""
     paths = StackPaths.from_settings(settings)
-    port = _kafka_port(settings)
+    port = local_kafka_port(settings)
     async with _stack_lock(paths, echo):
-        await _ensure_kafka(settings, paths, port, echo)
+        await ensure_broker(settings, paths, port, echo)
 
 
 async def stop_postgres(settings: Settings, echo: Echo) -> None:
     """Stop only the Postgres of that local stack (``pg_ctl stop -m fast``: sessions are cut)."""
     paths = StackPaths.from_settings(settings)
     async with _stack_lock(paths, echo):
-        await _stop_postgres(paths, echo)
+        await stop_postmaster(paths, echo)
 
 
 async def start_postgres(settings: Settings, echo: Echo) -> None:
     """Start (or find running) only the Postgres of that local stack; return once it answers."""
     paths = StackPaths.from_settings(settings)
-    port = _postgres_port(settings)
+    port = local_postgres_port(settings)
     async with _stack_lock(paths, echo):
-        await _ensure_postgres(paths, port, echo)
+        await ensure_postmaster(paths, port, echo)
 
 
 def service_pids(settings: Settings) -> dict[str, int]:
     """The pids of the broker and the postmaster this stack started and that still run."""
     paths = StackPaths.from_settings(settings)
     pids: dict[str, int] = {}
-    kafka_pid = _kafka_pid(paths)
+    kafka_pid = broker_pid(paths)
     if kafka_pid is not None:
         pids["kafka"] = kafka_pid
-    layout = _known_pg_layout(paths)
-    pg_pid = _postgres_pid(layout.data) if layout is not None else None
+    layout = known_pg_layout(paths)
+    pg_pid = postmaster_pid(layout.data) if layout is not None else None
     if pg_pid is not None:
         pids["postgres"] = pg_pid
     return pids
@@ -310,21 +236,21 @@ async def status(settings: Settings) -> dict[str, str]:
     external = external_env()
     result: dict[str, str] = {}
 
-    kafka_port = _kafka_port(settings, strict=False)
+    kafka_port = local_kafka_port(settings, strict=False)
     kafka_pid = pids.get("kafka")
     if kafka_pid is not None:
         result["kafka"] = f"up (pid {kafka_pid}, 127.0.0.1:{kafka_port})"
     elif external is not None:
         bootstrap = external[ENV_KAFKA_BOOTSTRAP_SERVERS]
-        host, port = _first_host_port(bootstrap, default_port=9092)
-        reachable = "reachable" if await _port_open(host, port) else "not reachable"
+        host, port = first_host_port(bootstrap, default_port=9092)
+        reachable = "reachable" if await port_open(host, port) else "not reachable"
         result["kafka"] = f"external ({bootstrap}, {reachable})"
-    elif await _port_open("127.0.0.1", kafka_port):
+    elif await port_open("127.0.0.1", kafka_port):
         result["kafka"] = f"up (not started by this stack, 127.0.0.1:{kafka_port})"
     else:
         result["kafka"] = "down"
 
-    pg_port = _postgres_port(settings, strict=False)
+    pg_port = local_postgres_port(settings, strict=False)
     pg_pid = pids.get("postgres")
     if pg_pid is not None:
         result["postgres"] = f"up (pid {pg_pid}, 127.0.0.1:{pg_port})"
@@ -332,9 +258,9 @@ async def status(settings: Settings) -> dict[str, str]:
         url = external[ENV_DATABASE_URL]
         parts = urlsplit(url)
         host, port = parts.hostname or "localhost", parts.port or 5432
-        reachable = "reachable" if await _port_open(host, port) else "not reachable"
+        reachable = "reachable" if await port_open(host, port) else "not reachable"
         result["postgres"] = f"external ({redact_url(url)}, {reachable})"
-    elif await _port_open("127.0.0.1", pg_port):
+    elif await port_open("127.0.0.1", pg_port):
         result["postgres"] = f"up (not started by this stack, 127.0.0.1:{pg_port})"
     else:
         result["postgres"] = "down"
@@ -431,7 +357,7 @@ class ScramUser:
 
     @property
     def port(self) -> int:
-        return _first_host_port(self.bootstrap_servers, default_port=9092)[1]
+        return first_host_port(self.bootstrap_servers, default_port=9092)[1]
 
 
 def scram_credentials(settings: Settings) -> ScramUser:
@@ -441,29 +367,14 @@ def scram_credentials(settings: Settings) -> ScramUser:
     both SCRAM-SHA-256 and SCRAM-SHA-512 credentials with the password ``up`` generated once.
     """
     paths = StackPaths.from_settings(settings)
-    password = _read_secret(paths.kafka_scram_password_file)
+    password = read_secret(paths.kafka_scram_password_file)
     if password is None:
         raise StackError(
             f"no Kafka SCRAM password file at {paths.kafka_scram_password_file}: "
             "run `synclife stack up`"
         )
-    port = _kafka_port(settings) + SASL_PORT_OFFSET
+    port = local_kafka_port(settings) + SASL_PORT_OFFSET
     return ScramUser(f"127.0.0.1:{port}", KAFKA_SCRAM_USER, SecretStr(password))
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    userinfo = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[2]}"))
-
-
-# --------------------------------------------------------------------------------------------
-# up: external services
-# --------------------------------------------------------------------------------------------
 
 
 async def _up_external(settings: Settings, env: dict[str, str], echo: Echo) -> dict[str, str]:
@@ -477,8 +388,8 @@ async def _up_external(settings: Settings, env: dict[str, str], echo: Echo) -> d
     started = time.monotonic()
     await _all_or_first_error(
         [
-            _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT, settings=settings),
-            _wait_postgres(database_url, POSTGRES_READY_TIMEOUT, ssl=postgres_ssl(settings)),
+            wait_for_broker(bootstrap, KAFKA_READY_TIMEOUT, settings=settings),
+            wait_for_postgres(database_url, POSTGRES_READY_TIMEOUT, ssl=postgres_ssl(settings)),
         ],
         echo,
         cancel_on_error=True,  # only waiting: nothing is left half done
@@ -486,11 +397,6 @@ async def _up_external(settings: Settings, env: dict[str, str], echo: Echo) -> d
     echo(f"Kafka and Postgres answer ({time.monotonic() - started:.1f}s)")
     await ensure_topics(settings, bootstrap, echo)
     return dict(env)
-
-
-# --------------------------------------------------------------------------------------------
-# up: the local stack
-# --------------------------------------------------------------------------------------------
 
 
 async def _up_local(settings: Settings, echo: Echo) -> dict[str, str]:
@@ -503,23 +409,23 @@ async def _up_local(settings: Settings, echo: Echo) -> dict[str, str]:
             "running services"
         )
     paths = StackPaths.from_settings(settings)
-    kafka_port = _kafka_port(settings)
-    pg_port = _postgres_port(settings)
+    kafka_port = local_kafka_port(settings)
+    pg_port = local_postgres_port(settings)
     paths.root.mkdir(parents=True, exist_ok=True)
     async with _stack_lock(paths, echo):
         await _all_or_first_error(
             [
-                _ensure_kafka(settings, paths, kafka_port, echo),
-                _ensure_postgres(paths, pg_port, echo),
+                ensure_broker(settings, paths, kafka_port, echo),
+                ensure_postmaster(paths, pg_port, echo),
             ],
             echo,
             # Let the other one finish: a killed initdb or Maven run leaves a mess on disk.
             cancel_on_error=False,
         )
-        password = _read_password(paths)
-        if password is None:  # _ensure_postgres guarantees the file; be explicit anyway
+        password = read_password(paths)
+        if password is None:  # ensure_postmaster guarantees the file; be explicit anyway
             raise StackError(f"no Postgres password file at {paths.pg_password_file}")
-        await _ensure_scram_user(paths, kafka_port, echo)
+        await ensure_scram_user(paths, kafka_port, echo)
         await ensure_topics(settings, f"127.0.0.1:{kafka_port}", echo)
     return _local_env(kafka_port, pg_port, password)
 
@@ -533,18 +439,13 @@ def _local_env(kafka_port: int, pg_port: int, password: str) -> dict[str, str]:
     }
 
 
-# --------------------------------------------------------------------------------------------
-# Kafka
-# --------------------------------------------------------------------------------------------
-
-
-async def _ensure_kafka(settings: Settings, paths: StackPaths, port: int, echo: Echo) -> None:
+async def ensure_broker(settings: Settings, paths: StackPaths, port: int, echo: Echo) -> None:
     bootstrap = f"127.0.0.1:{port}"
     started = time.monotonic()
-    pid = _kafka_pid(paths)
-    if pid is None and await _port_open("127.0.0.1", port):
+    pid = broker_pid(paths)
+    if pid is None and await port_open("127.0.0.1", port):
         echo(f"something already answers at {bootstrap} (not started by this stack): reusing it")
-        await _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT)
+        await wait_for_broker(bootstrap, KAFKA_READY_TIMEOUT)
         echo(f"Kafka ready at {bootstrap}")
         return
     properties = _kafka_properties(paths, port)
@@ -552,21 +453,21 @@ async def _ensure_kafka(settings: Settings, paths: StackPaths, port: int, echo: 
         # Started with this very file (an older `up` may have rewritten it since: look too).
         on_disk = _read_text(paths.kafka_properties)
         if _started_with(paths) == _digest(properties) and on_disk == properties:
-            await _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT, pid=pid, paths=paths)
+            await wait_for_broker(bootstrap, KAFKA_READY_TIMEOUT, pid=pid, paths=paths)
             echo(f"Kafka already up at {bootstrap} (pid {pid})")
             return
         # E.g. a listener was added: the broker reads server.properties only when it starts.
         echo(f"Kafka (pid {pid}) runs with an older server.properties: restarting it...")
-        await _stop_kafka(paths, echo)
+        await stop_broker(paths, echo)
 
-    java = await _require_tool("java", "default-jre-headless", echo)
-    await _fetch_kafka_jars(paths, echo)
+    java = await require_tool("java", "default-jre-headless", echo)
+    await fetch_kafka_jars(paths, echo)
     _write_kafka_config(paths, properties)
     await _format_kafka_storage(paths, java, echo)
     echo(f"starting Kafka {paths.kafka_version}...")
     pid = _spawn_kafka(paths, java, settings.kafka_heap)
     paths.kafka_started_with.write_text(_digest(properties) + "\n", encoding="utf-8")
-    await _wait_kafka(bootstrap, KAFKA_READY_TIMEOUT, pid=pid, paths=paths)
+    await wait_for_broker(bootstrap, KAFKA_READY_TIMEOUT, pid=pid, paths=paths)
     echo(f"Kafka ready at {bootstrap} (pid {pid}, {time.monotonic() - started:.1f}s)")
 
 
@@ -589,20 +490,20 @@ def _started_with(paths: StackPaths) -> str | None:
         return None
 
 
-async def _fetch_kafka_jars(paths: StackPaths, echo: Echo) -> None:
+async def fetch_kafka_jars(paths: StackPaths, echo: Echo) -> None:
     version = paths.kafka_version
     marker = paths.kafka_libs / f"kafka_2.13-{version}.jar"
     if marker.is_file():
         return
-    mvn = await _require_tool("mvn", "maven", echo)
+    mvn = await require_tool("mvn", "maven", echo)
     echo(f"downloading Kafka {version} jars (once) with Maven into {paths.kafka_libs}...")
     started = time.monotonic()
     paths.kafka_dist.mkdir(parents=True, exist_ok=True)
     pom = paths.kafka_dist / "pom.xml"
-    pom.write_text(_resource_text("kafka-pom.xml"), encoding="utf-8")
+    pom.write_text(resource_text("kafka-pom.xml"), encoding="utf-8")
     staging = paths.kafka_dist / "libs.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    await _run(
+    await run(
         [
             mvn,
             "-q",
@@ -630,8 +531,8 @@ def _write_kafka_config(paths: StackPaths, properties: str) -> None:
     """(Re)write server.properties and the log4j2 config."""
     paths.kafka_home.mkdir(parents=True, exist_ok=True)
     paths.kafka_logs.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(paths.kafka_properties, properties)
-    _write_if_changed(paths.kafka_log4j, _resource_text("log4j2.xml"))
+    write_if_changed(paths.kafka_properties, properties)
+    write_if_changed(paths.kafka_log4j, resource_text("log4j2.xml"))
 
 
 def _kafka_properties(paths: StackPaths, port: int) -> str:
@@ -709,7 +610,7 @@ async def _format_kafka_storage(paths: StackPaths, java: str, echo: Echo) -> Non
         return
     cluster_id = _cluster_id(paths)
     echo(f"formatting the Kafka log dir (once), cluster id {cluster_id}...")
-    await _run(
+    await run(
         [
             java,
             "-Xmx256m",
@@ -778,12 +679,12 @@ def _initial_heap(max_heap: str) -> str:
     return "128m" if int(match[1]) * scale >= 128 << 20 else max_heap.strip()
 
 
-def _kafka_pid(paths: StackPaths) -> int | None:
+def broker_pid(paths: StackPaths) -> int | None:
     """The pid of the broker this stack started, if it still runs."""
-    pid = _read_pid(paths.kafka_pid_file)
-    if pid is None or not _pid_alive(pid):
+    pid = read_pid(paths.kafka_pid_file)
+    if pid is None or not pid_alive(pid):
         return None
-    cmdline = _cmdline(pid)
+    cmdline = proc_cmdline(pid)
     if cmdline is not None and (
         "kafka.Kafka" not in cmdline or str(paths.kafka_properties) not in cmdline
     ):
@@ -791,7 +692,7 @@ def _kafka_pid(paths: StackPaths) -> int | None:
     return pid
 
 
-async def _wait_kafka(
+async def wait_for_broker(
     bootstrap: str,
     within: float,
     *,
@@ -805,13 +706,13 @@ async def _wait_kafka(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    host, port = _first_host_port(bootstrap, default_port=9092)
+    host, port = first_host_port(bootstrap, default_port=9092)
     last_error = "nothing listens yet"
     while True:
-        if pid is not None and not _pid_alive(pid):
-            raise StackError(f"Kafka (pid {pid}) exited while starting.{_kafka_log_tail(paths)}")
+        if pid is not None and not pid_alive(pid):
+            raise StackError(f"Kafka (pid {pid}) exited while starting.{broker_log_tail(paths)}")
         # Probe the port first: aiokafka logs an ERROR for every refused bootstrap.
-        if await _port_open(host, port):
+        if await port_open(host, port):
             try:
                 async with asyncio.timeout(max(1.0, min(10.0, deadline - loop.time()))):
                     brokers = await _kafka_broker_count(bootstrap, settings)
@@ -823,7 +724,7 @@ async def _wait_kafka(
         if loop.time() >= deadline:
             raise StackError(
                 f"Kafka did not answer at {bootstrap} within {within:.0f}s "
-                f"(last: {last_error}).{_kafka_log_tail(paths)}"
+                f"(last: {last_error}).{broker_log_tail(paths)}"
             )
         await asyncio.sleep(0.5)
 
@@ -859,35 +760,35 @@ async def _topic_partitions(admin: Any) -> dict[str, int]:
     return {str(t["topic"]): len(t["partitions"]) for t in topics if t.get("error_code", 0) == 0}
 
 
-def _kafka_log_tail(paths: StackPaths | None) -> str:
+def broker_log_tail(paths: StackPaths | None) -> str:
     if paths is None:
         return ""
     parts = [
-        _tail(paths.kafka_logs / "server.log", f"last lines of {paths.kafka_logs}/server.log"),
-        _tail(paths.kafka_out, f"last lines of {paths.kafka_out}"),
+        file_tail(paths.kafka_logs / "server.log", f"last lines of {paths.kafka_logs}/server.log"),
+        file_tail(paths.kafka_out, f"last lines of {paths.kafka_out}"),
     ]
     return "".join(p for p in parts if p)
 
 
-async def _stop_kafka(paths: StackPaths, echo: Echo) -> None:
-    pid = _kafka_pid(paths)
+async def stop_broker(paths: StackPaths, echo: Echo) -> None:
+    pid = broker_pid(paths)
     if pid is None:
         echo("Kafka: not running (nothing this stack started)")
         paths.kafka_pid_file.unlink(missing_ok=True)
         return
     echo(f"stopping Kafka (pid {pid})...")
     os.kill(pid, signal.SIGTERM)
-    if not await _wait_until(lambda: not _pid_alive(pid), KAFKA_STOP_TIMEOUT):
+    if not await wait_until(lambda: not pid_alive(pid), KAFKA_STOP_TIMEOUT):
         echo(f"Kafka did not stop within {KAFKA_STOP_TIMEOUT:.0f}s: SIGKILL")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        if not await _wait_until(lambda: not _pid_alive(pid), 10.0):
+        if not await wait_until(lambda: not pid_alive(pid), 10.0):
             raise StackError(f"Kafka (pid {pid}) survived SIGKILL")
     paths.kafka_pid_file.unlink(missing_ok=True)
     echo("Kafka stopped")
 
 
-async def _ensure_scram_user(paths: StackPaths, port: int, echo: Echo) -> None:
+async def ensure_scram_user(paths: StackPaths, port: int, echo: Echo) -> None:
     """Give the SCRAM user ``synclife`` its password (generated once), unless it logs in.
 
     ``kafka.admin.ConfigCommand`` sets both SCRAM-SHA-256 and SCRAM-SHA-512 credentials
@@ -896,10 +797,10 @@ async def _ensure_scram_user(paths: StackPaths, port: int, echo: Echo) -> None:
     broker whose data was wiped. The password goes to the tool in a 0600 file, not in argv.
     """
     sasl_port = port + SASL_PORT_OFFSET
-    password = _read_secret(paths.kafka_scram_password_file)
+    password = read_secret(paths.kafka_scram_password_file)
     if password is None:
-        password = _create_secret(paths.kafka_scram_password_file)
-    if not await _port_open("127.0.0.1", sasl_port):
+        password = create_secret(paths.kafka_scram_password_file)
+    if not await port_open("127.0.0.1", sasl_port):
         echo(
             f"note: nothing listens at 127.0.0.1:{sasl_port}, so no SCRAM user: only a broker "
             "started by this stack has the SASL_PLAINTEXT listener"
@@ -907,8 +808,8 @@ async def _ensure_scram_user(paths: StackPaths, port: int, echo: Echo) -> None:
         return
     if await _scram_logins_work(sasl_port, password):
         return
-    java = await _require_tool("java", "default-jre-headless", echo)
-    await _fetch_kafka_jars(paths, echo)
+    java = await require_tool("java", "default-jre-headless", echo)
+    await fetch_kafka_jars(paths, echo)
     # One mechanism per run: Kafka 4.1 refuses two credentials of one user in one request
     # ("A user credential cannot be altered twice in the same request").
     for mechanism in KAFKA_SCRAM_MECHANISMS:
@@ -920,7 +821,7 @@ async def _ensure_scram_user(paths: StackPaths, port: int, echo: Echo) -> None:
         if loop.time() >= deadline:
             raise StackError(
                 f"the SCRAM user {KAFKA_SCRAM_USER} was created but cannot log in at "
-                f"127.0.0.1:{sasl_port}.{_kafka_log_tail(paths)}"
+                f"127.0.0.1:{sasl_port}.{broker_log_tail(paths)}"
             )
         await asyncio.sleep(0.5)
     echo(
@@ -939,7 +840,7 @@ async def _set_scram_credential(
         # A properties file: no brackets around the value (only --add-config takes them).
         f.write(f"{mechanism}=iterations={KAFKA_SCRAM_ITERATIONS},password={password}\n")
     try:
-        await _run(
+        await run(
             [
                 java,
                 "-Xmx256m",
@@ -993,21 +894,16 @@ async def _scram_logins_work(port: int, password: str) -> bool:
 def _tools_log4j(paths: StackPaths) -> Path:
     """A log4j2 config for Kafka's command-line tools: warnings only, to stderr."""
     target = paths.kafka_home / "tools-log4j2.xml"
-    _write_if_changed(target, _resource_text("tools-log4j2.xml"))
+    write_if_changed(target, resource_text("tools-log4j2.xml"))
     return target
 
 
-# --------------------------------------------------------------------------------------------
-# Postgres
-# --------------------------------------------------------------------------------------------
-
-
-async def _ensure_postgres(paths: StackPaths, port: int, echo: Echo) -> None:
+async def ensure_postmaster(paths: StackPaths, port: int, echo: Echo) -> None:
     started = time.monotonic()
-    password = _read_password(paths)
-    layout = _known_pg_layout(paths)
-    pid = _postgres_pid(layout.data) if layout is not None else None
-    if pid is None and await _port_open("127.0.0.1", port):
+    password = read_password(paths)
+    layout = known_pg_layout(paths)
+    pid = postmaster_pid(layout.data) if layout is not None else None
+    if pid is None and await port_open("127.0.0.1", port):
         if password is None:
             raise StackError(
                 f"something else already listens on 127.0.0.1:{port} and this stack has no "
@@ -1018,12 +914,12 @@ async def _ensure_postgres(paths: StackPaths, port: int, echo: Echo) -> None:
             f"something already answers at 127.0.0.1:{port} (not started by this stack): "
             "reusing it with the stack's password"
         )
-        await _wait_postgres(_pg_url(port, password, "postgres"), POSTGRES_READY_TIMEOUT)
+        await wait_for_postgres(pg_url(port, password, "postgres"), POSTGRES_READY_TIMEOUT)
         await _ensure_database(port, password, echo)
         echo(f"Postgres ready at 127.0.0.1:{port}")
         return
 
-    bin_dir = await _postgres_bin_dir(echo)
+    bin_dir = await postgres_bin_dir(echo)
     run_as = _postgres_run_as()
     if layout is None:
         layout = await _choose_pg_layout(paths, run_as, echo)
@@ -1043,7 +939,7 @@ async def _ensure_postgres(paths: StackPaths, port: int, echo: Echo) -> None:
         # Running already: the settings written take effect on a reload (a SIGHUP: cheap, and
         # done every time, in case an earlier run wrote them and stopped before reloading).
         # Those that need a restart, such as shared_buffers, wait for the next start.
-        await _run(
+        await run(
             [str(bin_dir / "pg_ctl"), "reload", "-D", str(layout.data)],
             what="pg_ctl reload",
             within=30,
@@ -1056,7 +952,7 @@ async def _ensure_postgres(paths: StackPaths, port: int, echo: Echo) -> None:
     if pid is None:
         await _wait_for_stale_postmaster(layout.data)
         echo(f"starting Postgres ({bin_dir.parent.name}) on 127.0.0.1:{port}...")
-        await _run(
+        await run(
             [
                 str(bin_dir / "pg_ctl"),
                 "start",
@@ -1075,79 +971,21 @@ async def _ensure_postgres(paths: StackPaths, port: int, echo: Echo) -> None:
             new_session=True,
             log_for_errors=layout.log,
         )
-        pid = _postgres_pid(layout.data)
-        await _wait_postgres(
-            _pg_url(port, password, "postgres"), POSTGRES_READY_TIMEOUT, log=layout.log
+        pid = postmaster_pid(layout.data)
+        await wait_for_postgres(
+            pg_url(port, password, "postgres"), POSTGRES_READY_TIMEOUT, log=layout.log
         )
         await _ensure_database(port, password, echo)
         echo(f"Postgres ready at 127.0.0.1:{port} (pid {pid}, {time.monotonic() - started:.1f}s)")
     else:
-        await _wait_postgres(
-            _pg_url(port, password, "postgres"), POSTGRES_READY_TIMEOUT, log=layout.log
+        await wait_for_postgres(
+            pg_url(port, password, "postgres"), POSTGRES_READY_TIMEOUT, log=layout.log
         )
         await _ensure_database(port, password, echo)
         echo(f"Postgres already up at 127.0.0.1:{port} (pid {pid})")
 
 
-def _pg_url(port: int, password: str, database: str = DB_NAME) -> str:
-    return f"postgresql://{DB_USER}:{quote(password, safe='')}@127.0.0.1:{port}/{database}"
-
-
-async def _postgres_bin_dir(echo: Echo) -> Path:
-    found = _find_postgres_bin_dir()
-    if found is not None:
-        return found
-    await _apt_install_postgres(echo)
-    found = _find_postgres_bin_dir()
-    if found is None:
-        raise StackError("apt-get installed postgresql but no /usr/lib/postgresql/*/bin/pg_ctl")
-    return found
-
-
-def _find_postgres_bin_dir() -> Path | None:
-    """The Debian install with the highest major version, else whatever pg_ctl is on PATH."""
-    candidates: list[tuple[int, Path]] = []
-    for pg_ctl in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"):
-        version = pg_ctl.parent.parent.name
-        if version.isdigit() and (pg_ctl.parent / "initdb").is_file():
-            candidates.append((int(version), pg_ctl.parent))
-    if candidates:
-        return max(candidates)[1]
-    on_path = shutil.which("pg_ctl")
-    if on_path is not None:
-        bin_dir = Path(os.path.realpath(on_path)).parent
-        if (bin_dir / "initdb").is_file() and (bin_dir / "postgres").is_file():
-            return bin_dir
-    return None
-
-
-async def _apt_install_postgres(echo: Echo) -> None:
-    _require_root_for_apt("PostgreSQL server binaries (/usr/lib/postgresql/*/bin)", "postgresql")
-    echo("PostgreSQL is not installed: installing it with apt-get (once)...")
-    await _apt_get(["update"])
-    await _apt_get(["install", "-y", "--no-install-recommends", "postgresql-common"])
-    # The Debian package creates and starts a "main" cluster on port 5432; this stack runs
-    # its own data dir, so turn that off before installing the server (as the official
-    # postgres Docker image does).
-    conf = _disable_main_cluster()
-    if conf is not None:
-        echo(f"set create_main_cluster = false in {conf}")
-    await _apt_get(["install", "-y", "--no-install-recommends", "postgresql"])
-
-
-def _disable_main_cluster() -> Path | None:
-    conf = Path("/etc/postgresql-common/createcluster.conf")
-    if not conf.is_file():
-        return None
-    text = conf.read_text(encoding="utf-8")
-    new, n = re.subn(
-        r"^\s*#?\s*create_main_cluster\s*=.*$", "create_main_cluster = false", text, flags=re.M
-    )
-    conf.write_text(new if n else text + "\ncreate_main_cluster = false\n", encoding="utf-8")
-    return conf
-
-
-def _postgres_run_as() -> _RunAs | None:
+def _postgres_run_as() -> RunAs | None:
     """``postgres`` when we are root (initdb and postgres refuse to run as root), else None."""
     if os.geteuid() != 0:
         return None
@@ -1158,19 +996,19 @@ def _postgres_run_as() -> _RunAs | None:
             "running as root, but there is no `postgres` OS user to run PostgreSQL as "
             "(the Debian postgresql package creates it)"
         ) from None
-    return _RunAs(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
+    return RunAs(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
 
 
-def _known_pg_layout(paths: StackPaths) -> _PgLayout | None:
+def known_pg_layout(paths: StackPaths) -> PgLayout | None:
     """The Postgres layout chosen by an earlier ``up``, if any."""
     try:
         base = paths.pg_location_file.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
-    return _PgLayout(Path(base)) if base else None
+    return PgLayout(Path(base)) if base else None
 
 
-async def _choose_pg_layout(paths: StackPaths, run_as: _RunAs | None, echo: Echo) -> _PgLayout:
+async def _choose_pg_layout(paths: StackPaths, run_as: RunAs | None, echo: Echo) -> PgLayout:
     """Keep Postgres in the stack dir if its OS user can reach it, else under /var/tmp."""
     base = paths.root
     if run_as is not None and not await _user_can_traverse(run_as, paths.root):
@@ -1181,12 +1019,12 @@ async def _choose_pg_layout(paths: StackPaths, run_as: _RunAs | None, echo: Echo
             f"the `{run_as.name}` OS user cannot reach {paths.root}: keeping the Postgres data "
             f"dir under {base} instead"
         )
-    layout = _PgLayout(base)
+    layout = PgLayout(base)
     paths.pg_location_file.write_text(f"{base}\n", encoding="utf-8")
     return layout
 
 
-async def _user_can_traverse(run_as: _RunAs, directory: Path) -> bool:
+async def _user_can_traverse(run_as: RunAs, directory: Path) -> bool:
     """Whether ``run_as`` may search ``directory`` and every parent (asks the kernel)."""
     proc = await asyncio.create_subprocess_exec(
         "test",
@@ -1198,7 +1036,7 @@ async def _user_can_traverse(run_as: _RunAs, directory: Path) -> bool:
         cwd="/",
         user=run_as.uid,
         group=run_as.gid,
-        extra_groups=_supplementary_groups(run_as),
+        extra_groups=supplementary_groups(run_as),
     )
     return await proc.wait() == 0
 
@@ -1211,7 +1049,7 @@ def _make_private_root_dir(path: Path) -> None:
         raise StackError(f"{path} exists and is not a directory owned by us: remove it")
 
 
-def _prepare_pg_dirs(layout: _PgLayout, run_as: _RunAs | None) -> None:
+def _prepare_pg_dirs(layout: PgLayout, run_as: RunAs | None) -> None:
     layout.base.mkdir(parents=True, exist_ok=True)
     layout.data.mkdir(mode=0o700, exist_ok=True)
     layout.socket_dir.mkdir(mode=0o700, exist_ok=True)
@@ -1223,7 +1061,7 @@ def _prepare_pg_dirs(layout: _PgLayout, run_as: _RunAs | None) -> None:
 
 
 async def _initdb(
-    bin_dir: Path, layout: _PgLayout, run_as: _RunAs | None, password: str, echo: Echo
+    bin_dir: Path, layout: PgLayout, run_as: RunAs | None, password: str, echo: Echo
 ) -> None:
     echo(f"initialising a Postgres data dir at {layout.data} (once)...")
     # initdb reads the superuser password from a file; it must be readable by the user
@@ -1237,7 +1075,7 @@ async def _initdb(
     finally:
         os.close(fd)
     try:
-        await _run(
+        await run(
             [
                 str(bin_dir / "initdb"),
                 "-D",
@@ -1261,7 +1099,7 @@ async def _initdb(
         pwfile.unlink(missing_ok=True)
 
 
-def _write_pg_config(layout: _PgLayout, port: int, run_as: _RunAs | None) -> bool:
+def _write_pg_config(layout: PgLayout, port: int, run_as: RunAs | None) -> bool:
     """Our settings live in synclife.conf, included once from postgresql.conf; True if they
     changed."""
     socket_dir = str(layout.socket_dir)
@@ -1288,7 +1126,7 @@ log_timezone = 'UTC'
 timezone = 'UTC'
 """
     target = layout.data / "synclife.conf"
-    changed = _write_if_changed(target, conf)
+    changed = write_if_changed(target, conf)
     main = layout.data / "postgresql.conf"
     text = main.read_text(encoding="utf-8")
     include = "include_if_exists = 'synclife.conf'"
@@ -1301,12 +1139,12 @@ timezone = 'UTC'
     return changed
 
 
-def _postgres_pid(data: Path) -> int | None:
+def postmaster_pid(data: Path) -> int | None:
     """The postmaster's pid from ``postmaster.pid``, if it runs."""
-    pid = _read_pid(data / "postmaster.pid")
-    if pid is None or not _pid_alive(pid):
+    pid = read_pid(data / "postmaster.pid")
+    if pid is None or not pid_alive(pid):
         return None
-    cmdline = _cmdline(pid)
+    cmdline = proc_cmdline(pid)
     if cmdline is not None and "postgres" not in cmdline:
         return None
     return pid
@@ -1318,13 +1156,13 @@ async def _wait_for_stale_postmaster(data: Path, within: float = 15.0) -> None:
     A new postmaster refuses to start while the pid in a stale ``postmaster.pid`` still
     exists, and a zombie does until its parent (often a slow init in containers) reaps it.
     """
-    stale = _read_pid(data / "postmaster.pid")
-    if stale is None or _pid_alive(stale):
+    stale = read_pid(data / "postmaster.pid")
+    if stale is None or pid_alive(stale):
         return
-    await _wait_until(lambda: not _pid_exists(stale), within)
+    await wait_until(lambda: not pid_exists(stale), within)
 
 
-async def _wait_postgres(
+async def wait_for_postgres(
     url: str, within: float, *, log: Path | None = None, ssl: Any = None
 ) -> None:
     """Wait until ``url`` accepts a connection and answers ``SELECT 1``.
@@ -1352,7 +1190,7 @@ async def _wait_postgres(
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             last_error = f"{type(e).__name__}: {e}"
         if loop.time() >= deadline:
-            tail = _tail(log, f"last lines of {log}") if log is not None else ""
+            tail = file_tail(log, f"last lines of {log}") if log is not None else ""
             raise StackError(
                 f"Postgres did not answer at {redact_url(url)} within {within:.0f}s "
                 f"(last: {last_error}).{tail}"
@@ -1361,7 +1199,7 @@ async def _wait_postgres(
 
 
 async def _ensure_database(port: int, password: str, echo: Echo) -> None:
-    conn = await asyncpg.connect(_pg_url(port, password, "postgres"), timeout=10)
+    conn = await asyncpg.connect(pg_url(port, password, "postgres"), timeout=10)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB_NAME)
         if not exists:
@@ -1372,17 +1210,17 @@ async def _ensure_database(port: int, password: str, echo: Echo) -> None:
         await conn.close()
 
 
-async def _stop_postgres(paths: StackPaths, echo: Echo) -> None:
-    layout = _known_pg_layout(paths)
-    pid = _postgres_pid(layout.data) if layout is not None else None
+async def stop_postmaster(paths: StackPaths, echo: Echo) -> None:
+    layout = known_pg_layout(paths)
+    pid = postmaster_pid(layout.data) if layout is not None else None
     if layout is None or pid is None:
         echo("Postgres: not running (nothing this stack started)")
         return
-    bin_dir = _find_postgres_bin_dir()
+    bin_dir = find_postgres_bin_dir()
     if bin_dir is None:
         raise StackError("cannot find pg_ctl to stop Postgres")
     echo(f"stopping Postgres (pid {pid})...")
-    await _run(
+    await run(
         [str(bin_dir / "pg_ctl"), "stop", "-D", str(layout.data), "-m", "fast", "-w", "-t", "60"],
         what="pg_ctl stop",
         within=90,
@@ -1392,171 +1230,12 @@ async def _stop_postgres(paths: StackPaths, echo: Echo) -> None:
     echo("Postgres stopped")
 
 
-def _read_password(paths: StackPaths) -> str | None:
-    return _read_secret(paths.pg_password_file)
+def read_password(paths: StackPaths) -> str | None:
+    return read_secret(paths.pg_password_file)
 
 
 def _create_password(paths: StackPaths) -> str:
-    return _create_secret(paths.pg_password_file)
-
-
-def _read_secret(path: Path) -> str | None:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    return text or None
-
-
-def _create_secret(path: Path) -> str:
-    """A new random password in a new 0600 file (refuses to overwrite one)."""
-    password = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(password + "\n")
-    return password
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _kafka_port(settings: Settings, *, strict: bool = True) -> int:
-    host, port = _first_host_port(settings.kafka_bootstrap_servers, default_port=9092)
-    if strict and host not in _LOOPBACK:
-        raise StackError(
-            f"kafka_bootstrap_servers is {settings.kafka_bootstrap_servers!r}, which the local "
-            f"stack cannot serve (it listens on 127.0.0.1): set both "
-            f"{ENV_KAFKA_BOOTSTRAP_SERVERS} and {ENV_DATABASE_URL} to use running services, "
-            "or neither to use the local stack"
-        )
-    return port
-
-
-def _postgres_port(settings: Settings, *, strict: bool = True) -> int:
-    url = settings.database_url.get_secret_value()
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    if strict and host not in _LOOPBACK:
-        raise StackError(
-            f"database_url points at {redact_url(url)}, which the local stack cannot serve (it "
-            f"listens on 127.0.0.1): set both {ENV_KAFKA_BOOTSTRAP_SERVERS} and "
-            f"{ENV_DATABASE_URL} to use running services, or neither to use the local stack"
-        )
-    try:
-        return parts.port or 5432
-    except ValueError as e:
-        raise StackError(f"database_url has an invalid port: {redact_url(url)}") from e
-
-
-def _first_host_port(servers: str, *, default_port: int) -> tuple[str, int]:
-    first = servers.split(",")[0].strip()
-    host, sep, port = first.rpartition(":")
-    if not sep:
-        return first, default_port
-    host = host.strip("[]")
-    if not port.isdigit():
-        raise StackError(f"invalid host:port {first!r}")
-    return host, int(port)
-
-
-async def _port_open(host: str, port: int, within: float = 1.0) -> bool:
-    try:
-        async with asyncio.timeout(within):
-            _, writer = await asyncio.open_connection(host, port)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        first = path.read_text(encoding="utf-8").split("\n", 1)[0].strip()
-    except (FileNotFoundError, PermissionError):
-        return None
-    return int(first) if first.isdigit() else None
-
-
-def _pid_alive(pid: int) -> bool:
-    # The broker is our own child when `up` and `down` run in one process (tests): reap it,
-    # or it lingers as a zombie that still answers kill(pid, 0).
-    with contextlib.suppress(ChildProcessError):
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-def _pid_exists(pid: int) -> bool:
-    """Whether ``pid`` names any process at all, zombies included."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _cmdline(pid: int) -> str | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return raw.replace(b"\0", b" ").decode(errors="replace")
-
-
-def _tail(path: Path | None, title: str, lines: int = _LOG_TAIL_LINES) -> str:
-    if path is None:
-        return ""
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    kept = text.splitlines()[-lines:]
-    if not kept:
-        return ""
-    return f"\n--- {title}:\n" + "\n".join(kept)
-
-
-def _write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` to ``path`` unless it holds that already; True if it was written."""
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except FileNotFoundError:
-        pass
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return True
-
-
-def _resource_text(name: str) -> str:
-    # Next to this module (package data: events/devtools/stack/resources/*), installed or not.
-    return (Path(__file__).parent / "resources" / name).read_text(encoding="utf-8")
-
-
-def _supplementary_groups(run_as: _RunAs) -> list[int]:
-    # Drop root's supplementary groups; keep the user's own (e.g. ssl-cert for postgres).
-    return os.getgrouplist(run_as.name, run_as.gid)
+    return create_secret(paths.pg_password_file)
 
 
 async def _all_or_first_error(
@@ -1583,94 +1262,6 @@ async def _all_or_first_error(
         for extra in errors[1:]:
             echo(f"also failed: {extra}")
         raise errors[0]
-
-
-async def _wait_until(condition: Callable[[], bool], within: float) -> bool:
-    """Poll ``condition`` until it holds (True) or ``within`` seconds pass (False)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        if condition():
-            return True
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(0.2)
-
-
-async def _run(
-    argv: Sequence[str],
-    *,
-    what: str,
-    within: float,
-    cwd: Path | None = None,
-    run_as: _RunAs | None = None,
-    env: dict[str, str] | None = None,
-    new_session: bool = False,
-    log_for_errors: Path | None = None,
-) -> str:
-    """Run a command to completion; its combined output, or StackError with the tail of it."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=str(cwd) if cwd is not None else None,
-        env={**os.environ, "LC_ALL": "C", **(env or {})},
-        start_new_session=new_session,
-        user=run_as.uid if run_as is not None else None,
-        group=run_as.gid if run_as is not None else None,
-        extra_groups=_supplementary_groups(run_as) if run_as is not None else None,
-    )
-    try:
-        async with asyncio.timeout(within):
-            output, _ = await proc.communicate()
-    except BaseException as e:  # timeout or cancellation: never leave the child behind
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        if isinstance(e, TimeoutError):
-            raise StackError(f"{what} did not finish within {within:.0f}s") from e
-        raise
-    text = output.decode(errors="replace")
-    if proc.returncode != 0:
-        tail = "\n".join(text.strip().splitlines()[-_LOG_TAIL_LINES:])
-        extra = _tail(log_for_errors, f"last lines of {log_for_errors}") if log_for_errors else ""
-        raise StackError(f"{what} failed (exit {proc.returncode}):\n{tail}{extra}")
-    return text
-
-
-async def _require_tool(name: str, apt_package: str, echo: Echo) -> str:
-    found = shutil.which(name)
-    if found is not None:
-        return found
-    _require_root_for_apt(f"`{name}`", apt_package)
-    echo(f"`{name}` is not installed: installing {apt_package} with apt-get (once)...")
-    await _apt_get(["update"])
-    await _apt_get(["install", "-y", "--no-install-recommends", apt_package])
-    found = shutil.which(name)
-    if found is None:
-        raise StackError(f"installed {apt_package} but `{name}` is still not on PATH")
-    return found
-
-
-def _require_root_for_apt(what: str, package: str) -> None:
-    if os.geteuid() != 0:
-        raise StackError(
-            f"{what} is not installed and we are not root, so cannot install it: "
-            f"run `sudo apt-get install -y {package}`, or set both "
-            f"{ENV_KAFKA_BOOTSTRAP_SERVERS} and {ENV_DATABASE_URL} to use running services"
-        )
-    if shutil.which("apt-get") is None:
-        raise StackError(f"{what} is not installed and there is no apt-get: install {package}")
-
-
-async def _apt_get(args: list[str]) -> None:
-    await _run(
-        ["apt-get", "-q", "-o", "Dpkg::Options::=--force-confold", *args],
-        what=f"apt-get {' '.join(args)}",
-        within=APT_TIMEOUT,
-        env={"DEBIAN_FRONTEND": "noninteractive"},
-    )
 
 
 @contextlib.asynccontextmanager
