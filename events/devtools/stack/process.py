@@ -1,5 +1,5 @@
-"""Processes of the local stack: running a command to completion, pid files and liveness,
-waiting, open ports, and log tails for error messages.
+"""Processes of the local stack: running a command to completion, starting one that outlives
+us, pid files and liveness, waiting, open ports, and log tails for error messages.
 
 Nothing here knows Kafka or Postgres.
 """
@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from events.errors import StackError
 
@@ -75,6 +77,22 @@ async def run(
         )
         raise StackError(f"{what} failed (exit {proc.returncode}):\n{tail}{extra}")
     return text
+
+
+def spawn_detached(argv: list[str], output: Path) -> int:
+    """Start ``argv`` in a session of its own, output appended to ``output``; its pid.
+
+    ``posix_spawn`` rather than ``asyncio``/``subprocess``: their process objects kill or warn
+    about a child that outlives them, and this one must outlive the CLI.
+    """
+    with output.open("a", encoding="utf-8") as out:
+        out.write(f"\n--- synclife stack up {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    file_actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(output), os.O_WRONLY | os.O_APPEND, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    return os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=file_actions, setsid=True)
 
 
 def read_pid(path: Path) -> int | None:
