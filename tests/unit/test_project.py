@@ -40,8 +40,8 @@ def test_readme_diagram_is_the_generated_one() -> None:
     assert mermaid().strip() in block, "README diagram is stale: paste `synclife diagram`"
 
 
-def test_every_status_has_a_documented_role_in_the_readme() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_every_status_has_a_documented_role_in_the_contract() -> None:
+    contract = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
     assert set(STATUS_ROLES) == set(SyncStatus)
     for status, role in STATUS_ROLES.items():
-        assert f"| `{status.value}` | {role} |" in readme, status
+        assert f"| `{status.value}` | {role} |" in contract, status
