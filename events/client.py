@@ -24,7 +24,7 @@ from events.envelope import command_headers, header
 from events.kafka import idempotent_producer, kafka_options, start_client
 from events.messages import CommandResult, LifecycleEvent
 from events.settings import KafkaSettings
-from statemachine import CommandType
+from statemachine.commands import CommandType
 
 __all__ = ["Event", "SynclifeClient", "lifecycle_events", "new_sync_id"]
 

@@ -16,7 +16,8 @@ from typing import Any, Final
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
 
-from statemachine import CommandType, ErrorCode
+from statemachine.commands import CommandType
+from statemachine.errors import ErrorCode
 
 __all__ = [
     "CONTENT_TYPE",

@@ -10,7 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from statemachine import CommandError, Outcome, SyncConfiguration, SyncStatus
+from statemachine.decision import Outcome
+from statemachine.errors import CommandError
+from statemachine.model import SyncConfiguration
+from statemachine.status import SyncStatus
 
 __all__ = ["RESULT_TYPE", "Checkpoint", "CommandResult", "LifecycleEvent"]
 

@@ -440,7 +440,7 @@ async def show(sync_id: str, as_json: bool) -> None:
 @main.command()
 def diagram() -> None:
     """Print the lifecycle state diagram (Mermaid), generated from the transition table."""
-    from statemachine.machine import mermaid
+    from statemachine.table import mermaid
 
     click.echo(mermaid())
 

@@ -28,7 +28,7 @@ from events.envelope import CONTENT_TYPE, MAX_ID_CHARS, REDACTED, SOURCE, SPECVE
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
 from events.settings import KafkaSettings
 from statemachine.commands import CommandType, CreateData, UpdateData, data_model
-from statemachine.machine import EventType
+from statemachine.decision import EventType
 from statemachine.model import SyncSettings, source_path_rules
 
 __all__ = [

@@ -35,9 +35,11 @@ from events.service.processor import command_result
 from events.service.processor.batch import _Batch
 from events.service.settings import Settings
 from statemachine.commands import Command, CommandType, SystemTrigger, parse_data
+from statemachine.decider import decide
+from statemachine.decision import Decision, EventType, Outcome
 from statemachine.errors import CommandError
-from statemachine.machine import Decision, EventType, Outcome, decide, system_command
 from statemachine.model import SyncConfiguration
+from statemachine.runs import system_command
 from tests.helpers.syncs import SYNC_ID, T0, make_command
 
 C = CommandType

@@ -1,7 +1,7 @@
 """``decide`` for the lifecycle commands: every rule of ``TABLE``, create, tenancy, versions.
 
 The expectations come from a hand-written table (``EXPECTED``), written from CONTRACT.md and
-SYNC_MODEL.md, not from ``machine.TABLE``; a separate test checks that the two agree.
+SYNC_MODEL.md, not from ``table.TABLE``; a separate test checks that the two agree.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from typing import Any, Literal
 import pytest
 
 from statemachine.commands import CommandType
+from statemachine.decider import decide
+from statemachine.decision import Decision, EventType, Outcome
 from statemachine.errors import ErrorCode
-from statemachine.machine import TABLE, Decision, EventType, Outcome, decide
 from statemachine.model import SyncConfiguration
 from statemachine.status import SYNC_STATUSES, TERMINAL_STATUSES, SyncStatus
+from statemachine.table import TABLE
 from tests.helpers.syncs import (
     NS,
     ORG,
@@ -96,7 +98,7 @@ PAIRS = [(command, status) for status in sorted(SYNC_STATUSES) for command in LI
 
 
 def table_implied() -> dict[SyncStatus, dict[CommandType, Expectation]]:
-    """What ``machine.TABLE`` says about the lifecycle commands, in the shape of EXPECTED."""
+    """What ``table.TABLE`` says about the lifecycle commands, in the shape of EXPECTED."""
     implied: dict[SyncStatus, dict[CommandType, Expectation]] = {s: {} for s in SYNC_STATUSES}
     for rule in TABLE:
         if rule.command not in LIFECYCLE:
@@ -135,7 +137,7 @@ def non_lifecycle_allowed(status: SyncStatus, locked: bool = False) -> set[str]:
 
 
 def test_allowed_commands_offer_run_reports_only_while_locked() -> None:
-    from statemachine.machine import allowed_commands
+    from statemachine.table import allowed_commands
 
     locked = allowed_commands(SyncStatus.CANCELED, locked=True)
     free = allowed_commands(SyncStatus.CANCELED, locked=False)

@@ -1,7 +1,7 @@
 """Random sequences of lifecycle commands through ``decide``, checked against a reference model.
 
 The reference model below is written from CONTRACT.md as plain conditions, independently of
-``machine.TABLE``.
+``table.TABLE``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from hypothesis.stateful import (
 )
 
 from statemachine.commands import CommandType
+from statemachine.decider import decide
+from statemachine.decision import Decision, EventType, Outcome
 from statemachine.errors import ErrorCode
-from statemachine.machine import Decision, EventType, Outcome, decide
 from statemachine.model import SyncConfiguration
 from statemachine.status import SYNC_STATUSES, TERMINAL_STATUSES, SyncStatus
 from tests.helpers.syncs import T0, make_command, make_sync

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from statemachine.machine import STATUS_ROLES, mermaid
 from statemachine.status import SyncStatus
+from statemachine.table import STATUS_ROLES, mermaid
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """Random interleavings of lifecycle commands, worker reports and the service's own changes.
 
 A small reference model of the run rules (written from the contract and the issue, not from
-``machine.TABLE``) predicts each outcome; invariants hold after every step: the flags agree
+``table.TABLE``) predicts each outcome; invariants hold after every step: the flags agree
 with the status, counters never decrease, lock tokens only grow, a terminal status is left
 only to ARCHIVED.
 """
@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from statemachine.commands import Command, CommandType, SystemTrigger
+from statemachine.decider import decide
+from statemachine.decision import Decision, Outcome
 from statemachine.errors import ErrorCode
-from statemachine.machine import Decision, Outcome, decide, system_command
 from statemachine.model import SyncConfiguration
+from statemachine.runs import system_command
 from statemachine.status import SYNC_STATUSES, TERMINAL_STATUSES, SyncStatus
 from tests.helpers.syncs import T0, make_command
 from tests.unit.test_machine_stateful import reference

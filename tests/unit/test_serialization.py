@@ -25,8 +25,9 @@ from events.service.processor.rows import (
 )
 from statemachine import CommandError, CommandType, ErrorCode, Outcome, decide
 from statemachine.commands import SystemTrigger
-from statemachine.machine import Change, system_command
+from statemachine.decision import Change
 from statemachine.model import SyncConfiguration
+from statemachine.runs import system_command
 from tests.helpers.syncs import T1, make_command, make_sync
 
 

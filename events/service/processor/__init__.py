@@ -31,7 +31,7 @@ from events.service.processor.sql import _write as _write  # replaced here by th
 from events.service.settings import Settings
 from statemachine import SyncConfiguration, decide
 from statemachine.commands import SystemTrigger
-from statemachine.machine import system_command
+from statemachine.runs import system_command
 
 __all__ = [
     "NOTIFY_CHANNEL",

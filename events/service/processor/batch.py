@@ -37,7 +37,7 @@ from statemachine import (
     decide,
     parse_data,
 )
-from statemachine.machine import Policy
+from statemachine.runs import Policy
 
 
 def policy_of(settings: Settings) -> Policy:

@@ -1,0 +1,397 @@
+"""The run and lease rules: requesting a run, taking the run lock, the lock holder's reports,
+failures (backoff, auto-suspend) and expired leases.
+
+``apply_run`` is what ``decide`` does with a run command once the table allowed it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final
+
+from statemachine.changes import (
+    LOCK_RELEASED,
+    PAUSE_CLEARED,
+    SYSTEM_ACTOR,
+    Changes,
+    actor,
+    reject,
+    status_fields,
+)
+from statemachine.commands import (
+    Command,
+    RunCheckpointData,
+    RunCompleteData,
+    RunFailData,
+    RunHeartbeatData,
+    RunStartData,
+    SystemData,
+    SystemTrigger,
+    TriggerData,
+)
+from statemachine.decision import Decision, EventType, Outcome
+from statemachine.errors import CommandError, ErrorCode
+from statemachine.model import MAX_LAST_ERROR, MAX_TRACKED_IDS, RunMetrics, SyncConfiguration
+from statemachine.status import RunStatus, SyncStatus
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "Policy",
+    "apply_run",
+    "fails_out",
+    "request_run",
+    "system_command",
+]
+
+S = SyncStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Knobs of the rules that are settings, not facts of the model."""
+
+    max_consecutive_failures: int = 5
+    retry_base_seconds: int = 30
+    retry_max_seconds: int = 3600
+
+    def retry_delay(self, failures: int) -> timedelta:
+        """Exponential backoff: base, 2 x base, 4 x base, ... capped."""
+        exponent = max(0, min(failures - 1, 20))
+        return timedelta(seconds=min(self.retry_base_seconds * 2**exponent, self.retry_max_seconds))
+
+
+DEFAULT_POLICY: Final = Policy()
+
+
+def fails_out(sync: SyncConfiguration, policy: Policy) -> bool:
+    """One more failure reaches the auto-suspend threshold (the table's ``fails_out``)."""
+    return sync.consecutive_failures + 1 >= policy.max_consecutive_failures
+
+
+def system_command(sync: SyncConfiguration, trigger: SystemTrigger) -> Command:
+    """A change the service makes itself (scheduler, lease reaper): no command id."""
+    return Command(
+        command_id=None,
+        type=trigger,
+        sync_config_id=sync.sync_config_id,
+        internal_id=sync.internal_id,
+        namespace_id=sync.namespace_id,
+        data=SystemData(),
+    )
+
+
+def _checkpoint(sync: SyncConfiguration) -> dict[str, Any]:
+    """Where the next run resumes (empty when resuming is off or nothing is saved)."""
+    if not sync.resume_enabled:
+        return {
+            "resume_cursor": None,
+            "resume_last_primary_key": None,
+            "resume_objects_processed": 0,
+        }
+    return {
+        "resume_cursor": sync.resume_cursor,
+        "resume_last_primary_key": sync.resume_last_primary_key,
+        "resume_objects_processed": sync.resume_objects_processed,
+    }
+
+
+def request_run(ch: Changes, by: str, trigger: str | None = None) -> None:
+    """A run is due: say so, with where it starts from, and re-request after an interval."""
+    sync = ch.sync
+    ch.add(
+        EventType.RUN_REQUESTED,
+        {
+            "run_requested_at": ch.now,
+            "next_sync_at": ch.now + timedelta(seconds=sync.polling_interval_seconds),
+        },
+        actor=by,
+        trigger=trigger,
+        system=by == SYSTEM_ACTOR,
+        modified_since=sync.last_sync_at,
+        checkpoint=_checkpoint(sync),
+    )
+
+
+def _run_info(sync: SyncConfiguration) -> dict[str, Any]:
+    return {
+        "run_id": str(sync.current_sync_run_id) if sync.current_sync_run_id else None,
+        "lock_token": sync.lock_token,
+        "lease_expires_at": sync.lock_expires_at.isoformat() if sync.lock_expires_at else None,
+        "stop_requested": sync.status is not S.ACTIVE,
+    }
+
+
+def _lock_check(
+    sync: SyncConfiguration,
+    data: RunHeartbeatData | RunCheckpointData | RunCompleteData | RunFailData,
+) -> Decision | None:
+    """A report must carry the current run id and lock token: anything else is stale."""
+    if (
+        sync.lock_token is None
+        or data.lock_token != sync.lock_token
+        or data.run_id != sync.current_sync_run_id
+    ):
+        return reject(
+            ErrorCode.LOCK_LOST,
+            "this worker no longer holds the run lock (stale run id or lock token)",
+            sync,
+            {"current_run_id": str(sync.current_sync_run_id) if sync.current_sync_run_id else None},
+        )
+    return None
+
+
+def _add_metrics(sync: SyncConfiguration, deltas: RunMetrics) -> dict[str, Any]:
+    run = sync.current_run
+    return {
+        "total_files_discovered": sync.total_files_discovered + deltas.files_discovered,
+        "total_files_synced": sync.total_files_synced + deltas.files_synced,
+        "total_files_failed": sync.total_files_failed + deltas.files_failed,
+        "total_bytes_synced": sync.total_bytes_synced + deltas.bytes_synced,
+        "current_run": RunMetrics(
+            files_discovered=run.files_discovered + deltas.files_discovered,
+            files_synced=run.files_synced + deltas.files_synced,
+            files_failed=run.files_failed + deltas.files_failed,
+            bytes_synced=run.bytes_synced + deltas.bytes_synced,
+        ),
+    }
+
+
+def _failure(
+    ch: Changes,
+    policy: Policy,
+    dest: SyncStatus,
+    error: str,
+    event_type: EventType,
+    by: str,
+    reason: str | None,
+    **extra: Any,
+) -> CommandError | None:
+    """A failed run (reported, or its lease expired): count it, back off, maybe auto-suspend."""
+    sync = ch.sync
+    failures = sync.consecutive_failures + 1
+    last_error = error[:MAX_LAST_ERROR]
+    fields: dict[str, Any] = {
+        **LOCK_RELEASED,
+        "consecutive_failures": failures,
+        "last_error": last_error,
+        "last_run_status": RunStatus.FAILED,
+        "next_sync_at": ch.now + policy.retry_delay(failures),
+    }
+    problem = ch.add(
+        event_type,
+        fields,
+        actor=by,
+        reason=reason,
+        system=by == SYSTEM_ACTOR,
+        run_id=str(sync.current_sync_run_id),
+        error=last_error,
+        **extra,
+    )
+    if problem or dest is not S.SUSPENDED:
+        return problem
+    suspend_reason = f"auto-suspended after {failures} consecutive failures: {last_error}"
+    return ch.add(
+        EventType.STATUS_CHANGED,
+        {
+            **status_fields(S.SUSPENDED),
+            "pause_reason": suspend_reason[:MAX_LAST_ERROR],
+            "paused_at": ch.now,
+            "paused_by_user_id": SYSTEM_ACTOR,
+        },
+        actor=SYSTEM_ACTOR,
+        reason=suspend_reason[:MAX_LAST_ERROR],
+        trigger="auto_suspend",
+        system=True,
+    )
+
+
+def _start(ch: Changes, command: Command, data: RunStartData, dest: SyncStatus) -> Decision:
+    """Take the run lock, unless another worker holds it (or its lease is being taken back)."""
+    sync, now = ch.sync, ch.now
+    if sync.lock_token is not None:
+        # Held, or expired and not yet taken back: the scheduler is the one place a lease
+        # expires (and counts as a failed run); the worker retries after it.
+        expired = sync.lock_expires_at is not None and sync.lock_expires_at <= now
+        return reject(
+            ErrorCode.LOCK_CONFLICT,
+            f"the run lock is held by worker {sync.locked_by_worker_id}"
+            + ("; its lease expired and is being taken back" if expired else ""),
+            sync,
+            {
+                "locked_by_worker_id": sync.locked_by_worker_id,
+                "lock_expires_at": (
+                    sync.lock_expires_at.isoformat() if sync.lock_expires_at else None
+                ),
+                "lease_expired": expired,
+            },
+        )
+    counter = sync.sync_run_counter + 1
+    run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"synclife:{command.command_id}")
+    fresh = {} if sync.resume_enabled else {"resume_cursor": None, "resume_last_primary_key": None}
+    problem = ch.add(
+        EventType.RUN_STARTED,
+        {
+            **status_fields(dest),
+            **fresh,
+            "locked_by_worker_id": data.worker_id,
+            "locked_at": now,
+            "lock_expires_at": now + timedelta(seconds=data.lease_seconds),
+            "lock_token": counter,
+            "current_sync_run_id": run_id,
+            "sync_run_counter": counter,
+            "current_run": RunMetrics(),
+            "last_run_status": RunStatus.IN_PROGRESS,
+            "next_sync_at": None,
+        },
+        actor=f"worker:{data.worker_id}",
+        run_id=str(run_id),
+        worker_id=data.worker_id,
+        lock_token=counter,
+        modified_since=sync.last_sync_at,
+        checkpoint=_checkpoint(sync),
+    )
+    return ch.result(problem, _run_info(ch.sync))
+
+
+def _complete(ch: Changes, data: RunCompleteData, dest: SyncStatus) -> CommandError | None:
+    """The run finished: add what checkpoints did not report, release the lock, plan the next."""
+    sync, now = ch.sync, ch.now
+    run_totals = RunMetrics(
+        files_discovered=data.files_discovered,
+        files_synced=data.files_synced,
+        files_failed=data.files_failed,
+        bytes_synced=data.bytes_synced,
+    )
+    # Checkpoints already added their deltas: add only what they did not report.
+    seen = sync.current_run
+    deltas = RunMetrics(
+        **{
+            name: max(0, getattr(run_totals, name) - getattr(seen, name))
+            for name in RunMetrics.model_fields
+        }
+    )
+    fields = _add_metrics(sync, deltas)
+    new_batches = [b for b in data.batch_ids if b not in sync.batch_ids]
+    fields.update(
+        **LOCK_RELEASED,
+        **status_fields(dest),
+        batch_ids=[*sync.batch_ids, *new_batches][-MAX_TRACKED_IDS:],
+        task_ids=[
+            *sync.task_ids,
+            *(t for t in data.task_ids if t not in sync.task_ids),
+        ][-MAX_TRACKED_IDS:],
+        batches_created=sync.batches_created + len(new_batches),
+        # Incremental runs list files modified since this run *started*.
+        last_sync_at=sync.locked_at,
+        consecutive_failures=0,
+        last_error=None,
+        last_run_status=(
+            RunStatus.COMPLETED_WITH_ERRORS if run_totals.files_failed else RunStatus.COMPLETED
+        ),
+        resume_cursor=None,
+        resume_last_primary_key=None,
+        resume_objects_processed=(
+            data.objects_processed
+            if data.objects_processed is not None
+            else sync.resume_objects_processed
+        ),
+        next_sync_at=(
+            None if dest is S.COMPLETED else now + timedelta(seconds=sync.polling_interval_seconds)
+        ),
+    )
+    if dest is S.COMPLETED:
+        fields.update(PAUSE_CLEARED)
+    return ch.add(
+        EventType.RUN_COMPLETED,
+        fields,
+        actor=f"worker:{sync.locked_by_worker_id}",
+        run_id=str(data.run_id),
+        run_totals=run_totals.model_dump(),
+    )
+
+
+def apply_run(
+    ch: Changes, command: Command, data: Any, dest: SyncStatus, policy: Policy
+) -> Decision:
+    """What a run command the table allowed does to ``ch.sync`` (moving it to ``dest``)."""
+    sync, now = ch.sync, ch.now
+    match data:
+        case TriggerData():
+            if sync.lock_token is not None:
+                return Decision(outcome=Outcome.NOOP, sync=sync, run=_run_info(sync))
+            request_run(ch, actor(command, data.requested_by_user_id))
+            return ch.result(None)
+        case SystemData() if command.type is SystemTrigger.REQUEST_RUN:
+            if sync.lock_token is not None or (
+                sync.next_sync_at is None or sync.next_sync_at > now
+            ):
+                return Decision(outcome=Outcome.NOOP, sync=sync)
+            request_run(ch, SYSTEM_ACTOR, trigger="schedule")
+            return ch.result(None)
+        case SystemData() if command.type is SystemTrigger.LOCK_EXPIRED:
+            if sync.lock_expires_at is None or sync.lock_expires_at > now:
+                return Decision(outcome=Outcome.NOOP, sync=sync)
+            problem = _failure(
+                ch,
+                policy,
+                dest,
+                f"the lease of worker {sync.locked_by_worker_id} expired",
+                EventType.LOCK_EXPIRED,
+                SYSTEM_ACTOR,
+                "lease expired",
+                worker_id=sync.locked_by_worker_id,
+            )
+            return ch.result(problem)
+        case RunStartData():
+            return _start(ch, command, data, dest)
+        case RunHeartbeatData():
+            if (stale := _lock_check(sync, data)) is not None:
+                return stale
+            problem = ch.add(
+                EventType.LEASE_EXTENDED,
+                {"lock_expires_at": now + timedelta(seconds=data.lease_seconds)},
+                actor=f"worker:{sync.locked_by_worker_id}",
+                run_id=str(data.run_id),
+            )
+            return ch.result(problem, _run_info(ch.sync))
+        case RunCheckpointData():
+            if (stale := _lock_check(sync, data)) is not None:
+                return stale
+            deltas = RunMetrics(
+                files_discovered=data.files_discovered,
+                files_synced=data.files_synced,
+                files_failed=data.files_failed,
+                bytes_synced=data.bytes_synced,
+            )
+            fields = _add_metrics(sync, deltas)
+            for name in ("resume_cursor", "resume_last_primary_key", "resume_objects_processed"):
+                if name in data.model_fields_set:
+                    fields[name] = getattr(data, name)
+            problem = ch.add(
+                EventType.RUN_CHECKPOINTED,
+                fields,
+                actor=f"worker:{sync.locked_by_worker_id}",
+                run_id=str(data.run_id),
+            )
+            return ch.result(problem, _run_info(ch.sync))
+        case RunCompleteData():
+            if (stale := _lock_check(sync, data)) is not None:
+                return stale
+            return ch.result(_complete(ch, data, dest))
+        case RunFailData():
+            if (stale := _lock_check(sync, data)) is not None:
+                return stale
+            problem = _failure(
+                ch,
+                policy,
+                dest,
+                data.error,
+                EventType.RUN_FAILED,
+                f"worker:{sync.locked_by_worker_id}",
+                None,
+            )
+            return ch.result(problem)
+        case _:  # pragma: no cover - parse_data only builds the types above
+            raise TypeError(f"no effect defined for {command.type.value}")

@@ -1,0 +1,225 @@
+"""The transition table, the one ``transitions`` Machine built from it, and its diagram.
+
+``TABLE`` is the single statement of which command moves a sync from which status to which;
+``fire`` asks the machine, ``allowed_commands`` lists what it accepts, ``mermaid`` draws it.
+Importing this module builds the machine (and imports ``transitions``): the client never does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from transitions import Machine, MachineError
+
+from statemachine.commands import CommandType, SystemTrigger
+from statemachine.model import SyncConfiguration, SyncMode
+from statemachine.runs import DEFAULT_POLICY, Policy, fails_out
+from statemachine.status import SyncStatus
+
+__all__ = [
+    "INITIAL_STATUSES",
+    "NOOPS",
+    "STATUS_ROLES",
+    "TABLE",
+    "Rule",
+    "allowed_commands",
+    "fire",
+    "mermaid",
+]
+
+S = SyncStatus
+C = CommandType
+T = SystemTrigger
+LIVE: Final = (S.DRAFT, S.PENDING, S.ACTIVE, S.SUSPENDED)
+SCHEDULABLE: Final = (S.PENDING, S.ACTIVE)
+# A worker that holds the lock may report until it releases it, even after a pause or cancel.
+REPORTING: Final = (S.ACTIVE, S.SUSPENDED, S.CANCELED)
+
+#: The documented role of each of the 13 statuses.
+STATUS_ROLES: Final[dict[SyncStatus, str]] = {
+    S.DRAFT: "sync status: created as a draft; never scheduled; sync.activate makes it PENDING",
+    S.PENDING: "sync status: created, first run not started yet (it is due at once)",
+    S.ACTIVE: "sync status: running or polling on its interval",
+    S.SUSPENDED: "sync status: paused by a user, or auto-suspended after repeated failures",
+    S.COMPLETED: "sync status: an initial_only sync whose run completed (terminal); "
+    "also a run status",
+    S.CANCELED: "sync status: cancelled by a user (terminal)",
+    S.ARCHIVED: "sync status: archived (terminal, final)",
+    S.IN_PROGRESS: "run status (last_run_status): the run holds the lock",
+    S.COMPLETED_WITH_ERRORS: "run status: completed, some files dead-lettered",
+    S.FAILED: "run status: the run failed (a sync that keeps failing is SUSPENDED instead)",
+    S.PROCESSING: "never taken: kept for wire compatibility",
+    S.UNKNOWN: "never taken: kept for wire compatibility",
+    S.SKIPPED: "never taken: kept for wire compatibility",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """``command`` is allowed from ``sources``; it moves to ``dest`` (None: status unchanged).
+
+    A ``noop`` rule accepts the command and does nothing (repeated pause, resume, ...). A rule
+    with a ``condition`` applies only when that check on the sync holds; the first rule of a
+    command that applies wins.
+    """
+
+    command: CommandType | SystemTrigger
+    sources: tuple[SyncStatus, ...]
+    dest: SyncStatus | None = None
+    noop: bool = False
+    condition: str | None = None
+
+
+#: The one transition table. The machine, ``allowed_commands`` and the diagram all read it.
+TABLE: Final[tuple[Rule, ...]] = (
+    Rule(C.ACTIVATE, (S.DRAFT,), S.PENDING),
+    Rule(C.ACTIVATE, SCHEDULABLE, noop=True),
+    Rule(C.UPDATE, LIVE),
+    Rule(C.PAUSE, SCHEDULABLE, S.SUSPENDED),
+    Rule(C.PAUSE, (S.SUSPENDED,), noop=True),
+    Rule(C.RESUME, (S.SUSPENDED,), S.ACTIVE),
+    Rule(C.RESUME, SCHEDULABLE, noop=True),
+    Rule(C.TRIGGER, SCHEDULABLE),
+    Rule(C.CANCEL, LIVE, S.CANCELED),
+    Rule(C.CANCEL, (S.CANCELED,), noop=True),
+    Rule(C.ARCHIVE, (*LIVE, S.COMPLETED, S.CANCELED), S.ARCHIVED),
+    Rule(C.ARCHIVE, (S.ARCHIVED,), noop=True),
+    Rule(C.RUN_START, (S.PENDING,), S.ACTIVE),
+    Rule(C.RUN_START, (S.ACTIVE,)),
+    Rule(C.RUN_HEARTBEAT, REPORTING),
+    Rule(C.RUN_CHECKPOINT, REPORTING),
+    Rule(C.RUN_COMPLETE, (S.ACTIVE, S.SUSPENDED), S.COMPLETED, condition="initial_only"),
+    Rule(C.RUN_COMPLETE, REPORTING),
+    Rule(C.RUN_FAIL, (S.ACTIVE,), S.SUSPENDED, condition="fails_out"),
+    Rule(C.RUN_FAIL, REPORTING),
+    Rule(T.REQUEST_RUN, SCHEDULABLE),
+    Rule(T.LOCK_EXPIRED, (S.ACTIVE,), S.SUSPENDED, condition="fails_out"),
+    Rule(T.LOCK_EXPIRED, (*REPORTING, S.COMPLETED, S.ARCHIVED)),
+)
+
+#: Statuses a new sync may start in (``initial_status`` of ``sync.create``).
+INITIAL_STATUSES: Final = (S.PENDING, S.DRAFT, S.SUSPENDED)
+
+#: (trigger, status) pairs the table accepts and where the command does nothing.
+NOOPS: Final[frozenset[tuple[str, SyncStatus]]] = frozenset(
+    (r.command.value, s) for r in TABLE if r.noop for s in r.sources
+)
+
+
+def _transitions_spec() -> list[dict[str, Any]]:
+    return [
+        {
+            "trigger": rule.command.value,
+            "source": list(rule.sources),
+            "dest": rule.dest,
+            **({"conditions": [rule.condition]} if rule.condition else {}),
+        }
+        for rule in TABLE
+    ]
+
+
+class _Cursor:
+    """The one model of the one Machine: it carries a sync while a command is decided.
+
+    Its methods are the table's conditions; they only read.
+    """
+
+    state: SyncStatus
+    sync: SyncConfiguration | None = None
+    policy: Policy = DEFAULT_POLICY
+
+    def initial_only(self) -> bool:
+        return self.sync is not None and self.sync.sync_mode is SyncMode.INITIAL_ONLY
+
+    def fails_out(self) -> bool:
+        """This failure reaches the auto-suspend threshold."""
+        return self.sync is not None and fails_out(self.sync, self.policy)
+
+
+_MACHINE: Final = Machine(
+    model=None,
+    states=list(SyncStatus),
+    transitions=_transitions_spec(),
+    initial=None,
+    auto_transitions=False,
+    ignore_invalid_triggers=False,
+)
+_CURSOR: Final = _Cursor()
+_MACHINE.add_model(_CURSOR, initial=S.PENDING)
+
+
+#: (trigger, status) pairs where some rule has a condition: the machine must see the sync.
+_CONDITIONAL: Final[frozenset[tuple[str, SyncStatus]]] = frozenset(
+    (r.command.value, s) for r in TABLE if r.condition is not None for s in r.sources
+)
+#: What the machine answered for an unconditional (trigger, status): it depends on nothing else.
+_ANSWERS: Final[dict[tuple[str, SyncStatus], SyncStatus | None]] = {}
+
+
+def fire(sync: SyncConfiguration, trigger: str, policy: Policy) -> SyncStatus | None:
+    """Run ``trigger`` through the machine from the sync's status; the new status, or None.
+
+    Where no rule of ``trigger`` from this status has a condition, the machine's answer
+    depends on the pair alone: it is asked once and remembered (the transitions library
+    costs ~20 us a call).
+    """
+    pair = (trigger, sync.status)
+    if pair in _CONDITIONAL:
+        return _run_machine(sync, trigger, policy)
+    if pair not in _ANSWERS:
+        _ANSWERS[pair] = _run_machine(sync, trigger, policy)
+    return _ANSWERS[pair]
+
+
+def _run_machine(sync: SyncConfiguration, trigger: str, policy: Policy) -> SyncStatus | None:
+    _MACHINE.set_state(sync.status, model=_CURSOR)
+    _CURSOR.sync, _CURSOR.policy = sync, policy
+    try:
+        fired = _CURSOR.trigger(trigger)  # type: ignore[attr-defined]
+    except MachineError:
+        return None
+    finally:
+        _CURSOR.sync = None
+    return SyncStatus(_CURSOR.state) if fired else None
+
+
+_LOCK_HOLDER_COMMANDS: Final = frozenset(
+    {C.RUN_HEARTBEAT.value, C.RUN_CHECKPOINT.value, C.RUN_COMPLETE.value, C.RUN_FAIL.value}
+)
+
+
+def allowed_commands(status: SyncStatus, locked: bool = True) -> list[str]:
+    """Commands the table accepts from ``status`` (for ``invalid_transition`` details).
+
+    Without a run lock, the lock holder's reports are left out: nobody could send them.
+    """
+    return sorted(
+        t
+        for t in _MACHINE.get_triggers(status)
+        if t in CommandType._value2member_map_ and (locked or t not in _LOCK_HOLDER_COMMANDS)
+    )
+
+
+def mermaid() -> str:
+    """The state diagram of ``TABLE`` as Mermaid, drawn by transitions' GraphMachine."""
+    from transitions.extensions import GraphMachine
+
+    holder = _Cursor()
+    GraphMachine(
+        model=holder,
+        states=[s for s in SyncStatus if any(s in r.sources or s == r.dest for r in TABLE)],
+        transitions=[t for t in _transitions_spec() if t["dest"] is not None],
+        show_conditions=True,
+        initial=S.PENDING,
+        auto_transitions=False,
+        graph_engine="mermaid",
+        title="synclife sync lifecycle",
+    )
+    diagram = str(holder.get_graph().draw(None))  # type: ignore[attr-defined]
+    # Keep the structure only: no highlighting of the helper model's current state.
+    return "\n".join(
+        line
+        for line in diagram.splitlines()
+        if not line.strip().startswith(("classDef ", "Class ", "class "))
+    )
