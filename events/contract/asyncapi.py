@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 ASYNCAPI_VERSION: Final = "3.0.0"
-#: The version of the wire contract (``/work/shared/CONTRACT.md``: v1) the document describes.
+#: The version of the wire contract (``docs/contract.md``) the document describes.
 CONTRACT_VERSION: Final = "1.0.0"
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 KAFKA_BINDING_VERSION: Final = "0.5.0"

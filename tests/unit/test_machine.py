@@ -1,7 +1,8 @@
 """``decide`` for the lifecycle commands: every rule of ``TABLE``, create, tenancy, versions.
 
-The expectations come from a hand-written table (``EXPECTED``), written from CONTRACT.md and
-SYNC_MODEL.md, not from ``table.TABLE``; a separate test checks that the two agree.
+The expectations come from a hand-written table (``EXPECTED``), written from the wire contract
+(docs/contract.md) and the seed's sync model, not from ``table.TABLE``; a separate test checks
+that the two agree.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Random sequences of lifecycle commands through ``decide``, checked against a reference model.
 
-The reference model below is written from CONTRACT.md as plain conditions, independently of
-``table.TABLE``.
+The reference model below is written from the wire contract (docs/contract.md) as plain
+conditions, independently of ``table.TABLE``.
 """
 
 from __future__ import annotations

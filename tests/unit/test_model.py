@@ -1,4 +1,4 @@
-"""Fields, defaults and limits of ``SyncSettings`` / ``SyncConfiguration`` (SYNC_MODEL.md)."""
+"""Fields, defaults and limits of ``SyncSettings`` / ``SyncConfiguration`` (the seed's model)."""
 
 from __future__ import annotations
 
