@@ -12,25 +12,22 @@ import contextlib
 import logging
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from events.kafka import start_client
 from events.service.consumer import FetchHold, command_consumer
 from events.service.db import acquire, create_pool, is_conflict, is_transient
-from events.service.faults import crash_point
+from events.service.lanes import FINAL_COMMIT_SECONDS, Lanes, Rebalance
 from events.service.observability import (
     APPLY_SECONDS,
     BATCH_CONFLICTS,
     COMMANDS,
-    CONSUMER_LAG,
     DEAD_LETTERS,
     OUTBOX_BACKLOG,
     OUTBOX_OLDEST_SECONDS,
@@ -49,49 +46,16 @@ MAX_POISON_ATTEMPTS = 3
 # SIGTERM to exit, at most (each step is bounded so that an unavailable Kafka or Postgres
 # cannot hold the process): what is not finished is redelivered or left in the outbox.
 SHUTDOWN_SECONDS = 15.0
-FINAL_COMMIT_SECONDS = 5.0
-#: A lane with at least max_batch_records / this waiting applies its batch without waiting
-#: for its turn (see _run_lane).
-HEAVY_LANE_FRACTION: Final = 32
-FETCH_WAIT_SECONDS = 1.0  # after SIGTERM, a fetch still waiting (for an assignment) is cut
 MAX_CONFLICT_RETRIES = 20
 IMMEDIATE_CONFLICT_RETRIES = 2  # then with backoff
 BACKLOG_INTERVAL_SECONDS = 5.0
-# A rebalance waits this long, at most, for the batches in flight to commit.
-SETTLE_SECONDS = 10.0
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, service: Service) -> None:
-        self.service = service
+class Service(Lanes):
+    """Consume commands, apply them batch by batch, schedule runs, relay the outbox.
 
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        # Records fetched but not applied are dropped (the next owner, maybe this process
-        # again, fetches them from the committed offsets) and batches in flight finish.
-        # Everything processed so far is committed in Postgres: commit its offsets too, so
-        # the next owner does not redo it (redoing would still be harmless).
-        await self.service.settle_lanes()
-        # Bounded: aiokafka retries a commit for as long as the coordinator is unreachable,
-        # and the group's coordination (and leaving the group on SIGTERM) waits for this.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.service.commit_offsets(), FINAL_COMMIT_SECONDS)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-
-
-@dataclass(eq=False)
-class _Lane:
-    """Applies the records of its share of the assigned partitions, in order, batch by batch."""
-
-    queue: deque[Record] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    busy: bool = False  # a batch is being applied
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Service:
-    """Consume commands, apply them batch by batch, schedule runs, relay the outbox."""
+    The lanes (``Lanes``) fetch and batch the commands and commit their offsets; this applies
+    each batch (retried, its poison record isolated), and starts and stops everything."""
 
     def __init__(
         self,
@@ -101,89 +65,17 @@ class Service:
         http: bool = False,
         schedule: bool = True,
     ) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.clock = clock
-        self.stop = asyncio.Event()
         self.totals = BatchStats()
         self.relay = OutboxRelay(settings)
         self.scheduler: Scheduler | None = None
         self.health: HealthServer | None = None
         self._http = http
         self._schedule = schedule
-        self._pending: dict[TopicPartition, int] = {}
-        # One offset commit at a time, each with the latest offsets: never one going back.
-        self._commit_lock = asyncio.Lock()
-        self._committer: asyncio.Task[None] | None = None
-        self._last_commit = 0.0  # loop time of the last background commit
-        self._consumer: AIOKafkaConsumer | None = None
         self._pool: asyncpg.Pool | None = None
         self._degraded: str | None = None  # why the last batch is being retried, if it is
         self._background_stop = asyncio.Event()  # set once the consumer loop is done
-        self._lanes: list[_Lane] = []
-        self._room = asyncio.Event()  # set when the lanes took records off their queues
-        self._turn = asyncio.Lock()  # held by the lane applying a batch at light load
-        self._hold: FetchHold | None = None  # set once the consumer has started
-
-    async def commit_offsets(self) -> bool:
-        """Commit the offsets of every batch committed in Postgres so far (and wait for it).
-
-        False when Kafka could not take them: they stay pending for the next try.
-        """
-        async with self._commit_lock:
-            return await self._commit_pending()
-
-    def _commit_soon(self) -> None:
-        """Commit offsets in the background while the next batch is fetched and applied.
-
-        Only batches already committed in Postgres have pending offsets, so this keeps the
-        order "transaction, then offsets"; it just does not wait for Kafka's answer. A crash
-        before the commit lands redelivers batches whose command ids are recorded: no effect.
-        """
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_while_pending(), name="commit")
-
-    async def _commit_while_pending(self) -> None:
-        # Offsets of batches applied meanwhile go out next, one commit per interval at most;
-        # a failure waits for the next batch.
-        loop = asyncio.get_running_loop()
-        interval = self.settings.offset_commit_interval_ms / 1000
-        while self._pending:
-            wait = self._last_commit + interval - loop.time()
-            if wait > 0 and not self.stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), wait)
-            self._last_commit = loop.time()
-            if not await self.commit_offsets():
-                return
-
-    async def _commit_pending(self) -> bool:
-        if not self._pending or self._consumer is None:
-            return True
-        offsets, self._pending = self._pending, {}
-        # Only partitions still assigned. After a rebalance took one away while its batch was
-        # in flight, its offsets are the new owner's business (it redelivers from the last
-        # commit, and the records are deduplicated). Committing them raises IllegalStateError,
-        # and keeping them pending made every later commit fail the same way: this process
-        # then committed nothing until it restarted, and each rebalance redelivered all it
-        # had done since.
-        assigned = self._consumer.assignment()
-        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-        if not offsets:
-            return True
-        try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError:
-            # The group rebalanced: another member owns these partitions now and will
-            # redeliver; the Postgres record of each command id makes that harmless.
-            log.warning("offset commit failed after a rebalance; redelivery is deduplicated")
-        except KafkaError as exc:
-            # Kafka is away: the offsets are committed with the next batch, or the batch is
-            # redelivered and deduplicated.
-            log.warning("offset commit failed (%s); will retry", type(exc).__name__)
-            for tp, offset in offsets.items():
-                self._pending.setdefault(tp, offset)
-            return False
-        return True
 
     async def _apply(self, pool: asyncpg.Pool, records: Sequence[Record]) -> bool:
         """Apply a batch; on a persistent failure, isolate and dead-letter the poison record.
@@ -298,20 +190,6 @@ class Service:
         if stats.dead_lettered:
             DEAD_LETTERS.inc(stats.dead_lettered)
 
-    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
-        # position() waits for Kafka when a partition's position is being reset (after a
-        # rebalance, while the broker is away): never let a metric hold up the loop.
-        with contextlib.suppress(TimeoutError, KafkaError):
-            await asyncio.wait_for(self._read_lag(consumer), 1.0)
-
-    async def _read_lag(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            position = await consumer.position(tp)
-            CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - position))
-
     async def _watch_backlog(self, pool: asyncpg.Pool) -> None:
         while not self.stop.is_set():
             with contextlib.suppress(Exception):
@@ -358,7 +236,7 @@ class Service:
                 await self.health.stop()
             return
         consumer = self._consumer = command_consumer(self.settings)
-        consumer.subscribe([self.settings.commands_topic], listener=_Rebalance(self))
+        consumer.subscribe([self.settings.commands_topic], listener=Rebalance(self))
         try:
             # A refused login (KafkaAuthError) is not retried: it fails here, at once.
             await _retry(lambda: start_client(consumer, self.settings), self.stop)
@@ -398,144 +276,6 @@ class Service:
                 self.totals.applied,
                 self.totals.events,
             )
-
-    async def _consume(self, consumer: AIOKafkaConsumer, pool: asyncpg.Pool) -> None:
-        """Fetch, and apply in ``apply_concurrency`` lanes until ``stop``.
-
-        Each assigned partition belongs to one lane, which applies its records in offset
-        order, a batch (one transaction) at a time, and commits their offsets after it: the
-        lanes are independent consumers of disjoint partitions, like ``serve`` processes of one
-        group, and while one lane waits for Postgres another decides its batch. At a light
-        load they take turns instead (``_run_lane``).
-        """
-        self._lanes = [_Lane() for _ in range(self.settings.apply_concurrency)]
-        tasks = [
-            asyncio.create_task(self._fetch(consumer), name="fetch"),
-            *(
-                asyncio.create_task(self._run_lane(lane, pool), name=f"lane-{i}")
-                for i, lane in enumerate(self._lanes)
-            ),
-        ]
-        unblock = asyncio.create_task(self._unblock_fetch(tasks[0]), name="unblock-fetch")
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            unblock.cancel()
-            # Each lane finishes the batch in flight; what is only queued is redelivered.
-            self.stop.set()
-            for lane in self._lanes:
-                lane.wake.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _unblock_fetch(self, fetch: asyncio.Task[None]) -> None:
-        """On SIGTERM, cancel the fetch if it has not seen ``stop`` within a second.
-
-        getmany waits for an assignment with no timeout, so during a rebalance (one that
-        waits out a crashed member's session, say) it does not return, and the idle lanes
-        wake only when the fetch ends: SIGTERM would wait for the rebalance. Cancelling it
-        loses nothing: records it has not returned are not consumed.
-        """
-        await self.stop.wait()
-        await asyncio.sleep(FETCH_WAIT_SECONDS)
-        fetch.cancel()
-
-    async def _fetch(self, consumer: AIOKafkaConsumer) -> None:
-        try:
-            await self._fetch_until_stopped(consumer)
-        except asyncio.CancelledError:
-            if not self.stop.is_set():  # cancelled by _consume only when stopping
-                raise
-        finally:
-            for lane in self._lanes:  # an idle lane wakes up to see ``stop``
-                lane.wake.set()
-
-    async def _fetch_until_stopped(self, consumer: AIOKafkaConsumer) -> None:
-        limit = 2 * self.settings.max_batch_records
-        while not self.stop.is_set():
-            if any(len(lane.queue) >= limit for lane in self._lanes):
-                self._room.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), 0.2)
-                continue
-            try:
-                # Awaited directly, never in a task of its own (asyncio.wait_for): aiokafka
-                # checks that no rebalance is under way and returns the records in the same
-                # step in which they are queued below. Through a task, a revocation could run
-                # in between, empty the lanes, and these later records be applied after the
-                # dropped ones were not: the offset commit would then skip those (the fault
-                # suite lost four commands that way). _consume unblocks it on SIGTERM instead.
-                batches = await consumer.getmany(
-                    timeout_ms=200, max_records=self.settings.max_batch_records
-                )
-            except KafkaError as exc:
-                log.warning("fetch failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(0.5)
-                continue
-            if not batches:
-                continue
-            # Partitions are dealt to the lanes in the order of the assignment, which only
-            # changes in a rebalance, when the lanes are emptied (settle_lanes).
-            order = {tp: i for i, tp in enumerate(sorted(consumer.assignment()))}
-            for tp, records in batches.items():
-                lane = self._lanes[order.get(tp, tp.partition) % len(self._lanes)]
-                lane.queue.extend(records)
-                lane.wake.set()
-            self._hold_fetches()
-            await self._update_lag(consumer)
-
-    async def _run_lane(self, lane: _Lane, pool: asyncpg.Pool) -> None:
-        size = self.settings.max_batch_records
-        heavy = max(1, size // HEAVY_LANE_FRACTION)
-        linger = self.settings.batch_linger_ms / 1000
-        while not self.stop.is_set():  # stopping: what is only queued is redelivered
-            if not lane.queue:
-                lane.wake.clear()
-                await lane.wake.wait()
-                continue
-            if linger and len(lane.queue) < size:
-                await asyncio.sleep(linger)  # let more of the lane's records arrive
-                if self.stop.is_set():
-                    break
-            # Few records waiting: the load is light, and the lanes take turns (one transaction
-            # at a time) while their records keep arriving: fewer, larger batches and commits,
-            # and the CPU left to the rest of the path. Lanes with many records waiting (heavy
-            # load) run side by side: one decides while another waits for Postgres.
-            light = len(lane.queue) < heavy
-            async with self._turn if light else contextlib.nullcontext():
-                if not lane.queue or self.stop.is_set():  # emptied by a rebalance, or stopping
-                    continue
-                records = [lane.queue.popleft() for _ in range(min(size, len(lane.queue)))]
-                self._room.set()
-                lane.busy = True
-                lane.idle.clear()
-                try:
-                    if not await self._apply(pool, records):
-                        return  # stopping while Postgres is away: redelivered to the next owner
-                    crash_point("apply.after_commit")  # in Postgres; offsets not committed yet
-                finally:
-                    lane.busy = False
-                    lane.idle.set()
-                    self._hold_fetches()
-            for record in records:
-                tp = TopicPartition(record.topic, record.partition)
-                self._pending[tp] = max(self._pending.get(tp, 0), record.offset + 1)
-            self._commit_soon()
-
-    def _hold_fetches(self) -> None:
-        """Fetches wait at the broker (``FetchHold``) while a lane has records or a batch."""
-        if self._hold is not None:
-            self._hold.set(any(lane.busy or lane.queue for lane in self._lanes))
-
-    async def settle_lanes(self, within: float = SETTLE_SECONDS) -> None:
-        """Drop the records not yet applied and wait (bounded) for the batches in flight."""
-        for lane in self._lanes:
-            lane.queue.clear()
-        self._room.set()
-        self._hold_fetches()  # freed now if no batch is in flight, else when the last ends
-        busy = [lane.idle.wait() for lane in self._lanes if lane.busy]
-        if busy:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*busy), within)
 
 
 class _Stopped(Exception):

@@ -9,8 +9,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from events.service.app import Service, _Lane
+from events.service.app import Service
 from events.service.consumer import FETCH_HOLD_BYTES, FETCH_HOLD_MS, FetchHold
+from events.service.lanes import _Lane
 from events.service.settings import Settings
 
 

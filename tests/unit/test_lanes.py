@@ -8,7 +8,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from events.service.app import HEAVY_LANE_FRACTION, Service, _Lane
+from events.service.app import Service
+from events.service.lanes import HEAVY_LANE_FRACTION, _Lane
 from events.service.settings import Settings
 
 BATCH = 2 * HEAVY_LANE_FRACTION  # max_batch_records
