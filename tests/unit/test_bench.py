@@ -7,15 +7,11 @@ import os
 import subprocess
 import sys
 
-from events.devtools.bench import (
-    BenchOptions,
-    CpuMeter,
-    RepeatResult,
-    _summarise,
-    format_table,
-    pacing_delay,
-    percentile,
-)
+from events.devtools.bench import BenchOptions, format_table
+from events.devtools.bench.observers import percentile
+from events.devtools.bench.report import RepeatResult, summarise
+from events.devtools.loadgen import pacing_delay
+from events.devtools.procfs import CpuMeter
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -68,7 +64,7 @@ def _repeat(throughput: float, tps: float, serve_us: float = 100.0) -> RepeatRes
 
 
 def test_medians_and_table() -> None:
-    scale = _summarise(
+    scale = summarise(
         1000, [_repeat(3000, 2000, 90), _repeat(5000, 2500, 300), _repeat(4000, 2000, 110)], 0, 80
     )
     scale["loadavg_1m"] = [0.5, 1.5]

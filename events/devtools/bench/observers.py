@@ -1,0 +1,147 @@
+"""What the bench observes of the service's output on Kafka: how many results its results
+topic holds (max throughput), and each paced command's ``sync.status_changed`` on the
+lifecycle topic (latency and relay lag)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from events.devtools.loadgen import Command, TopicReader, assign_all
+from events.envelope import header
+from events.kafka import kafka_options
+from events.service.settings import Settings
+
+__all__ = ["ResultCount", "StatusChanges", "percentile"]
+
+STATUS_CHANGED: Final = b"sync.status_changed"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+class ResultCount:
+    """Counts the results published on the bench's results topic by watching its end offsets
+    (every 10 ms), not by consuming them: the bench takes no CPU from the service it measures.
+    Only the serve under test writes to this topic (it is the bench's own)."""
+
+    def __init__(self, settings: Settings, target: int) -> None:
+        self.settings = settings
+        self.target = target
+        self.seen = 0
+        self.last = 0.0
+        self.done = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **kafka_options(self.settings, client_id=f"{self.settings.client_id}-count"),
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            await assign_all(consumer, self.settings.results_topic, at_end=True)
+            tps = sorted(consumer.assignment())
+            base = await consumer.end_offsets(tps)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._watch(consumer, tps, base))
+
+    async def _watch(
+        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], base: dict[Any, int]
+    ) -> None:
+        while self.seen < self.target:
+            await asyncio.sleep(0.01)
+            with contextlib.suppress(KafkaError):
+                ends = await consumer.end_offsets(tps)
+                self.seen = sum(ends[tp] - base[tp] for tp in tps)
+                self.last = time.time()
+        self.done.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+class StatusChanges:
+    """Each paced command's latency: from its send to the ``sync.status_changed`` carrying its
+    id, observed on the lifecycle topic (read from its end, on the wall clock: compared with
+    Kafka's and the events' timestamps). ``done`` is set once ``count`` have been seen."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.count = count
+        self.sent_at: dict[str, float] = {}
+        self.latency: list[float] = []
+        self.lags: list[float] = []
+        self.to_decision: list[float] = []
+        self.to_observed: list[float] = []
+        self.done = asyncio.Event()
+        self.reader = TopicReader(
+            settings.lifecycle_topic,
+            self._handle,
+            {
+                **kafka_options(settings, client_id=f"{settings.client_id}-tail"),
+                "fetch_max_wait_ms": 100,
+                "max_partition_fetch_bytes": 4 * 1024 * 1024,
+            },
+            at_end=True,
+            clock=time.time,
+        )
+
+    def sent(self, command: Command) -> None:
+        """Called just before ``command`` is handed to the producer."""
+        self.sent_at[command.command_id] = time.time()
+
+    def _handle(self, records: list[Any], now: float) -> None:
+        for r in records:
+            if header(r.headers, "ce_type") != STATUS_CHANGED or r.value is None:
+                continue
+            data = json.loads(r.value)
+            sent = self.sent_at.pop(data.get("command_id"), None)
+            if sent is None:
+                continue
+            self.latency.append((now - sent) * 1000)
+            occurred = datetime.fromisoformat(data["occurred_at"]).timestamp() * 1000
+            # CreateTime: when the relay handed the record to its producer.
+            self.lags.append(r.timestamp - occurred)
+            self.to_decision.append(occurred - sent * 1000)
+            self.to_observed.append(now * 1000 - r.timestamp)
+        if len(self.latency) >= self.count:
+            self.done.set()
+
+    def figures(self) -> dict[str, float]:
+        """Latency percentiles and relay lag, in ms."""
+        return {
+            "p50_ms": percentile(self.latency, 50),
+            "p95_ms": percentile(self.latency, 95),
+            "p99_ms": percentile(self.latency, 99),
+            "max_ms": max(self.latency),
+            "relay_lag_p50_ms": percentile(self.lags, 50),
+            "relay_lag_p99_ms": percentile(self.lags, 99),
+            # Where the time goes (p50s): publish -> the batch's decision time, and the
+            # relay's send -> observed by the bench's consumer.
+            "to_decision_p50_ms": percentile(self.to_decision, 50),
+            "to_observed_p50_ms": percentile(self.to_observed, 50),
+        }

@@ -1,0 +1,244 @@
+"""A bench run from start to end: its topics, tenant and producers, then per sync count a
+``serve``, the syncs, and per repeat the phases and the baseline, then the report; everything
+it created removed at the end unless ``--keep``."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import secrets
+import tempfile
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from events.devtools import stack
+from events.devtools.bench.database import (
+    not_applied,
+    postgres_version,
+    quiesce,
+    remove_run,
+    vacuum,
+)
+from events.devtools.bench.errors import BenchError, Echo, retry
+from events.devtools.bench.options import BenchOptions
+from events.devtools.bench.pgbench import Pgbench
+from events.devtools.bench.phases import Phases
+from events.devtools.bench.report import RepeatResult, cpu_line, latency_line, summarise
+from events.devtools.bench.serve import ServeProcess, wait_for_leadership, wait_for_no_leader
+from events.devtools.bench.workload import Workload
+from events.devtools.loadgen import (
+    LoadError,
+    Sender,
+    create_tenant,
+    delete_topics,
+    log_tail,
+    own_topics,
+)
+from events.devtools.procfs import CpuMeter, machine_info
+from events.kafka import idempotent_producer, kafka_options
+from events.service.db import connect, migrate
+from events.service.settings import Settings
+
+__all__ = ["run_bench"]
+
+
+class Bench:
+    """One run: topics ``bench.<run>.*``, consumer group ``bench-<run>``, an organization
+    ``bench-<run>``, a scratch schema ``synclife_bench_<run>`` for pgbench."""
+
+    def __init__(self, settings: Settings, options: BenchOptions, echo: Echo, workdir: Path):
+        self.options = options
+        self.echo = echo
+        self.workdir = workdir
+        self.run_id = secrets.token_hex(4)
+        run = self.run_id
+        self.settings = settings.model_copy(
+            update={
+                **own_topics(f"bench.{run}"),
+                "consumer_group": f"bench-{run}",
+                "client_id": f"synclife-bench-{run}",
+            }
+        )
+        self.schema = f"synclife_bench_{run}"
+        self.org_id = ""
+        self.pgbench = Pgbench(self.settings, options, self.schema, workdir)
+        self.notes: list[str] = []
+        self._fast: AIOKafkaProducer | None = None
+        self._paced: AIOKafkaProducer | None = None
+
+    workload: Workload  # from setup on
+
+    async def setup(self) -> None:
+        """The topics, the tenant (whose key the commands carry) and the producers."""
+        s = self.settings
+        self.echo(f"bench run {self.run_id}: topics bench.{self.run_id}.*, schema {self.schema}")
+        await retry(
+            "creating topics",
+            lambda: stack.ensure_topics(s, s.kafka_bootstrap_servers, lambda _: None),
+            self.echo,
+        )
+        conn = await retry("connecting to Postgres", lambda: connect(s), self.echo)
+        try:
+            await migrate(conn)
+            self.org_id, api_key = await create_tenant(
+                conn, f"bench-{self.run_id}", "bench", key_name="synclife bench"
+            )
+        finally:
+            await conn.close()
+        self.workload = Workload(self.run_id, Sender(api_key, "bench", "synclife-bench"))
+        self._fast = idempotent_producer(s, client_id=f"{s.client_id}-fast", linger_ms=20)
+        self._paced = idempotent_producer(s, client_id=f"{s.client_id}-paced", linger_ms=0)
+        for producer in (self._fast, self._paced):
+            await retry("starting a producer", producer.start, self.echo)
+
+    async def teardown(self) -> None:
+        for producer in (self._fast, self._paced):
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+        if self.options.keep:
+            self.echo(f"kept: org {self.org_id}, topics bench.{self.run_id}.*, {self.schema}")
+            return
+        self.echo("cleaning up (topics, tenant, syncs, scratch schema; --keep keeps them)")
+        with contextlib.suppress(Exception):
+            await remove_run(self.settings, self.run_id, self.org_id, self.schema)
+        with contextlib.suppress(Exception):
+            await delete_topics(kafka_options(self.settings), f"bench.{self.run_id}.")
+
+    async def scale(self, scale: int) -> dict[str, Any]:
+        """Every repeat at ``scale`` syncs (created first, as many as are missing), against a
+        ``serve`` of its own; that sync count's part of the report."""
+        opts = self.options
+        log_path = self.workdir / f"serve-{scale}.log"
+        profile = None
+        if opts.profile:
+            profile = opts.profile if len(opts.scales) == 1 else f"{opts.profile}.{scale}"
+        assert self._fast is not None and self._paced is not None  # noqa: S101 - set up
+        await wait_for_no_leader(self.settings, self.echo)
+        load_before = os.getloadavg()[0]
+        serve = await ServeProcess.start(self.settings, log_path, profile, opts.serve_path)
+        self.echo(f"[{scale:,} syncs] serve pid {serve.pid} (log {log_path})")
+        meter = CpuMeter(serve.pid, stack.service_pids(self.settings))
+        phases = Phases(self.settings, serve, self._fast, self._paced, self.echo)
+        workload = self.workload
+        try:
+            note = await wait_for_leadership(self.settings, serve)
+            if note is not None:
+                self.notes.append(note)
+                self.echo(f"WARNING: {note}")
+            missing = scale - len(workload.syncs)
+            create_rate = math.nan
+            if missing > 0:
+                self.echo(f"[{scale:,} syncs] creating {missing:,} syncs")
+                creates = workload.creates(missing)
+                create_rate, _ = await phases.flood(creates, "creating")
+                workload.created(creates)
+                self.echo(f"[{scale:,} syncs] created ({create_rate:,.0f}/s); settling")
+            await quiesce(self.settings, self.org_id, serve.check, self.echo)
+            await vacuum(self.settings)
+            repeats: list[RepeatResult] = []
+            for r in range(1, opts.repeats + 1):
+                tag = f"[{scale:,} syncs, run {r}/{opts.repeats}]"
+                first_phase = workload.phase + 1
+                self.echo(f"{tag} max throughput: {opts.commands:,} pause/resume commands")
+                commands = workload.pause_resume(opts.commands, scale)
+                cpu_before = meter.read()
+                tput, pub = await phases.flood(commands, "throughput")
+                cpu_max = meter.per_command(cpu_before, meter.read(), len(commands))
+                self.echo(f"{tag}   {tput:,.0f} commands/s (published at {pub:,.0f}/s)")
+                self.echo(f"{tag}   {cpu_line(cpu_max)}")
+                await quiesce(self.settings, self.org_id, serve.check, self.echo)
+                self.echo(f"{tag} latency at {opts.rate:,.0f}/s for {opts.latency_seconds:g}s")
+                cpu_before = meter.read()
+                fixed = await self._latency(phases, opts.rate, scale)
+                cpu_fixed = meter.per_command(cpu_before, meter.read(), int(fixed["commands"]))
+                self.echo(f"{tag}   {latency_line(fixed)}")
+                self.echo(f"{tag}   {cpu_line(cpu_fixed)}")
+                await quiesce(self.settings, self.org_id, serve.check, self.echo)
+                half_rate = tput / 2
+                self.echo(f"{tag} latency at {half_rate:,.0f}/s (50% of max)")
+                half = await self._latency(phases, half_rate, scale)
+                self.echo(f"{tag}   {latency_line(half)}")
+                await quiesce(self.settings, self.org_id, serve.check, self.echo)
+                failed = await not_applied(
+                    self.settings, workload.id_patterns(range(first_phase, workload.phase + 1))
+                )
+                self.echo(f"{tag} pgbench baseline, {opts.pgbench_clients} clients")
+                tps = await self.pgbench.tps(scale, workload.syncs[0])
+                self.echo(f"{tag}   {tps:,.0f} tps; ratio {tput / tps:.2f}")
+                repeats.append(
+                    RepeatResult(
+                        throughput=tput,
+                        publish_rate=pub,
+                        fixed_rate=opts.rate,
+                        fixed=fixed,
+                        half_rate=half_rate,
+                        half=half,
+                        pgbench_tps=tps,
+                        ratio=tput / tps,
+                        not_applied=failed,
+                        cpu_max=cpu_max,
+                        cpu_fixed=cpu_fixed,
+                    )
+                )
+            peak = serve.peak_rss_mb()
+        finally:
+            await serve.stop()
+        summary = summarise(scale, repeats, create_rate, peak)
+        # Other work on the machine skews every figure: keep the load next to them.
+        summary["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+        return summary
+
+    async def _latency(self, phases: Phases, rate: float, scale: int) -> dict[str, float]:
+        """A latency phase at ``rate`` for ``--seconds``: pause/resume over ``scale`` syncs."""
+        count = max(1, round(rate * self.options.latency_seconds))
+        return await phases.latency(self.workload.pause_resume(count, scale), rate)
+
+
+async def _versions(settings: Settings) -> dict[str, str]:
+    out = {"kafka": f"{settings.kafka_version} (SYNCLIFE_KAFKA_VERSION of the local stack)"}
+    with contextlib.suppress(Exception):
+        out["postgres"] = await postgres_version(settings)
+    return out
+
+
+async def run_bench(settings: Settings, options: BenchOptions, echo: Echo) -> dict[str, Any]:
+    """Run every scale of ``options``; the report ``format_table`` prints."""
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="synclife-bench-") as tmp:
+        workdir = Path(tmp)
+        if options.keep or options.profile:
+            workdir = Path(tempfile.mkdtemp(prefix="synclife-bench-"))
+        bench = Bench(settings, options, echo, workdir)
+        scales: list[dict[str, Any]] = []
+        try:
+            await bench.setup()
+            for scale in sorted(options.scales):
+                scales.append(await bench.scale(scale))
+        except (BenchError, LoadError):
+            for log in sorted(workdir.glob("serve-*.log")):
+                echo(f"--- last lines of {log.name} ---")
+                for line in log_tail(log, 20):
+                    echo(line)
+            raise
+        finally:
+            await bench.teardown()
+        return {
+            "date": started.isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "versions": await _versions(settings),
+            "options": {**asdict(options), "scales": list(options.scales)},
+            "settings": {
+                "max_batch_records": settings.max_batch_records,
+                "relay_batch_size": settings.relay_batch_size,
+                "topic_partitions": settings.topic_partitions,
+                "db_pool_max_size": settings.db_pool_max_size,
+            },
+            "scales": scales,
+            "notes": bench.notes,
+        }
