@@ -20,14 +20,12 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from events.contract.asyncapi import (
+from events.contract.asyncapi import asyncapi_document, json_schemas, to_json
+from events.contract.messages import (
     DEAD_LETTER_MESSAGE,
     RESULT_MESSAGE,
-    asyncapi_document,
     command_message_id,
     event_message_id,
-    json_schemas,
-    to_json,
 )
 from events.envelope import ce_headers, unpack_headers
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent

@@ -1,0 +1,240 @@
+"""The AsyncAPI message objects: one per command type, per lifecycle event type, the command
+result and the dead letter, each with its documentation, headers, payload and Kafka key.
+
+(Not the client's message models, which are ``events.messages``: these describe them.)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pydantic import BaseModel
+
+from events.auth import SCOPE_RUN, SCOPE_WRITE
+from events.contract.headers import message_headers
+from events.contract.schemas import non_null, ref, ref_name
+from events.envelope import CONTENT_TYPE
+from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
+from statemachine.commands import CommandType, data_model
+from statemachine.decision import EventType
+
+__all__ = [
+    "DEAD_LETTER_MESSAGE",
+    "KAFKA_BINDING_VERSION",
+    "RESULT_MESSAGE",
+    "command_message_id",
+    "command_messages",
+    "dead_letter_message",
+    "event_message_id",
+    "event_messages",
+    "result_message",
+]
+
+KAFKA_BINDING_VERSION: Final = "0.5.0"
+
+# Message ids (keys of components.messages and of the channels' messages; also the names of
+# the standalone schema files, with ``.json``).
+RESULT_MESSAGE: Final = "command_result"
+DEAD_LETTER_MESSAGE: Final = "dead_letter"
+
+
+def command_message_id(command_type: CommandType) -> str:
+    return f"command.{command_type.value}"
+
+
+def event_message_id(event_type: EventType) -> str:
+    return f"event.{event_type.value}"
+
+
+_COMMAND_DOCS: Final[dict[CommandType, str]] = {
+    CommandType.CREATE: "Create a sync. The creator chooses `sync_config_id` (the key and "
+    "`ce_subject`); a create for an id that exists is rejected with `already_exists`, unless it "
+    "is the same command id (idempotent replay). `initial_status` is PENDING (default: the first "
+    "run is due at once), DRAFT or SUSPENDED.",
+    CommandType.UPDATE: "Change a partial set of the mutable configuration fields (at least one). "
+    "Identity fields (`bucket_id`, `provider`, `source_path`, ...) cannot be changed.",
+    CommandType.ACTIVATE: "Make a DRAFT sync PENDING (its first run is due at once). A noop from "
+    "PENDING or ACTIVE.",
+    CommandType.PAUSE: "From PENDING or ACTIVE: status SUSPENDED, `paused` true, `is_active` "
+    "false, `pause_reason`, `paused_at` and `paused_by_user_id` set. A run in progress may "
+    "finish; no new run is requested while paused. A noop from SUSPENDED; `invalid_transition` "
+    "from a terminal status.",
+    CommandType.RESUME: "From SUSPENDED: status ACTIVE, `paused` false, `is_active` true, pause "
+    "fields cleared; the next run is incremental (`modified_since` = `last_sync_at`). A noop "
+    "from PENDING or ACTIVE; `invalid_transition` from a terminal status.",
+    CommandType.TRIGGER: "Request a run now (a `sync.run_requested` event); a noop while a run "
+    "holds the lock.",
+    CommandType.CANCEL: "Cancel the sync (terminal status CANCELED).",
+    CommandType.ARCHIVE: "Archive the sync (terminal, final status ARCHIVED).",
+    CommandType.RUN_START: "A worker takes the run lock for `lease_seconds`; rejected with "
+    "`lock_conflict` while another worker holds it. The result's `run` carries the `run_id` "
+    "and `lock_token` every later report must present.",
+    CommandType.RUN_HEARTBEAT: "Extend the lease of the running worker by `lease_seconds` from "
+    "now. A stale `run_id` or `lock_token` is rejected with `lock_lost`.",
+    CommandType.RUN_CHECKPOINT: "Report where the run is (resume cursor, last primary key, "
+    "objects processed) and the metric deltas since the last report.",
+    CommandType.RUN_COMPLETE: "The run finished: its totals, and the batches and tasks it "
+    "created. Releases the lock; an `initial_only` sync becomes COMPLETED.",
+    CommandType.RUN_FAIL: "The run stopped on `error`. Releases the lock and retries with "
+    "backoff; after too many consecutive failures the sync is auto-suspended.",
+}
+
+_EVENT_DOCS: Final[dict[EventType, str]] = {
+    EventType.CREATED: "The sync was created (`from_status` null, `to_status` its initial status).",
+    EventType.UPDATED: "The configuration changed without a status change.",
+    EventType.STATUS_CHANGED: "The status changed (`from_status`, `to_status`, `trigger`: the "
+    "command type, `schedule`, `auto_suspend`, ...). A change that would otherwise be one of "
+    "the other types but moves the status is published as this type, and then also carries "
+    "that type's fields (for example `run_id`, `worker_id`, `lock_token`, `modified_since` and "
+    "`checkpoint` when `sync.run.start` moves a PENDING sync to ACTIVE).",
+    EventType.RUN_REQUESTED: "A run is due (schedule, trigger or resume). Adds `modified_since` "
+    "(the last successful sync; null for a full sync) and `checkpoint` (where the run resumes).",
+    EventType.RUN_STARTED: "A worker took the run lock. Adds `run_id`, `worker_id`, "
+    "`lock_token`, `modified_since` and `checkpoint`.",
+    EventType.LEASE_EXTENDED: "The running worker extended its lease (heartbeat). Adds "
+    "`run_id`. (An extension of the contract.)",
+    EventType.RUN_CHECKPOINTED: "The running worker reported progress. Adds `run_id`.",
+    EventType.RUN_COMPLETED: "The run completed. Adds `run_id` and `run_totals` (the run's "
+    "file and byte counts).",
+    EventType.RUN_FAILED: "The run failed. Adds `run_id` and `error`.",
+    EventType.LOCK_EXPIRED: "A worker's lease ran out and the service took the lock back (the "
+    "run counts as failed). Adds `run_id`, `error` and `worker_id`.",
+}
+
+# Fields beyond the common ones that an event of each type always carries, and whether each
+# may be null there. ``from_status``/``to_status`` are on every event; only ``sync.created``
+# has a null ``from_status``.
+_ALWAYS_STATUSES: Final = (("from_status", False), ("to_status", False))
+_EVENT_FIELDS: Final[dict[EventType, tuple[tuple[str, bool], ...]]] = {
+    EventType.CREATED: (("from_status", True), ("to_status", False)),
+    EventType.RUN_REQUESTED: (("modified_since", True), ("checkpoint", False)),
+    EventType.RUN_STARTED: (
+        ("run_id", False),
+        ("worker_id", False),
+        ("lock_token", False),
+        ("modified_since", True),
+        ("checkpoint", False),
+    ),
+    EventType.LEASE_EXTENDED: (("run_id", False),),
+    EventType.RUN_CHECKPOINTED: (("run_id", False),),
+    EventType.RUN_COMPLETED: (("run_id", False), ("run_totals", False)),
+    EventType.RUN_FAILED: (("run_id", False), ("error", False)),
+    EventType.LOCK_EXPIRED: (("run_id", False), ("error", False), ("worker_id", True)),
+}
+
+
+def _kafka_key(description: str) -> dict[str, Any]:
+    return {
+        "kafka": {
+            "key": {"type": "string", "description": description},
+            "bindingVersion": KAFKA_BINDING_VERSION,
+        }
+    }
+
+
+def command_messages(by_model: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for command_type in CommandType:
+        model = data_model(command_type)
+        scope = SCOPE_RUN if command_type.is_run else SCOPE_WRITE
+        doc = _COMMAND_DOCS.get(command_type, "")
+        if model is None:
+            doc = "Not supported by this version: rejected with `unsupported_type`."
+        out[command_message_id(command_type)] = {
+            "name": command_type.value,
+            "title": f"{command_type.value} command",
+            "summary": doc.split(". ")[0].rstrip(".") + ".",
+            "description": f"{doc}\n\nNeeds the `{scope}` scope. Exactly one result with "
+            f"`command_id` = `ce_id` is published on the command results topic.",
+            "contentType": CONTENT_TYPE,
+            "headers": message_headers("CommandHeaders", command_type.value),
+            "payload": by_model[model] if model is not None else {"type": "object"},
+            "correlationId": {
+                "description": "The command id; its result carries it as `command_id`.",
+                "location": "$message.header#/ce_id",
+            },
+            "bindings": _kafka_key("The `sync_config_id` (equal to `ce_subject`)."),
+        }
+    return out
+
+
+def _event_payload(event_type: EventType, schemas: dict[str, Any], base: str) -> dict[str, Any]:
+    props = schemas[base]["properties"]
+    fields = dict(_ALWAYS_STATUSES)
+    fields.update(_EVENT_FIELDS.get(event_type, ()))
+    refinement = {
+        "type": "object",
+        "required": list(fields),
+        "properties": {
+            name: dict(props[name]) if nullable else non_null(props[name])
+            for name, nullable in fields.items()
+        },
+    }
+    return {
+        "title": f"{event_type.value} event data",
+        "description": _EVENT_DOCS.get(event_type, ""),
+        "allOf": [ref(base), refinement],
+    }
+
+
+def event_messages(by_model: dict[type[BaseModel], Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    base = ref_name(by_model[LifecycleEvent]["$ref"])
+    out: dict[str, Any] = {}
+    for event_type in EventType:
+        doc = _EVENT_DOCS.get(event_type, "")
+        out[event_message_id(event_type)] = {
+            "name": event_type.value,
+            "title": f"{event_type.value} event",
+            "summary": doc.split(". ")[0].rstrip(".") + ".",
+            "description": f"{doc}\n\nEach persisted change of a sync raises its `version` by "
+            "exactly 1 and emits exactly one event with that version: the versions of one sync "
+            "are gap-free and in order on the topic. `sync` is the whole configuration after "
+            "the change; `command_id` is null for changes the service made itself.",
+            "contentType": CONTENT_TYPE,
+            "headers": message_headers("SynclifeHeaders", event_type.value),
+            "payload": _event_payload(event_type, schemas, base),
+            "bindings": _kafka_key("The `sync_config_id`."),
+        }
+    return out
+
+
+def result_message(by_model: dict[type[BaseModel], Any]) -> dict[str, Any]:
+    return {
+        "name": RESULT_TYPE,
+        "title": "command result",
+        "summary": "Exactly one result per command id.",
+        "description": "`outcome` is `applied`, `noop` or `rejected`. `version`, `status` and "
+        "`sync` are the sync after the command, when the sync is visible to the caller; a "
+        "`rejected` result has an `error` `{code, message, details}`. A redelivered or "
+        "republished command gets the same result again (same `ce_id`).",
+        "contentType": CONTENT_TYPE,
+        "headers": message_headers("SynclifeHeaders", RESULT_TYPE),
+        "payload": by_model[CommandResult],
+        "correlationId": {
+            "description": "The command id (`ce_id` of the command).",
+            "location": "$message.payload#/command_id",
+        },
+        "bindings": _kafka_key(
+            "The `sync_config_id`, or the command id where no sync id could be read."
+        ),
+    }
+
+
+def dead_letter_message() -> dict[str, Any]:
+    return {
+        "name": "dead_letter",
+        "title": "dead letter",
+        "summary": "A message of the commands topic that could not be decoded or processed.",
+        "description": "The original key, value and headers, unchanged but for the "
+        "`authorization` header, which is redacted; with added `dlq_*` headers. Where a command "
+        "id and a sync id could be read, a `rejected` result is published too. The service "
+        "keeps running and the commands after it are processed.",
+        "contentType": "application/octet-stream",
+        "headers": ref("DeadLetterHeaders"),
+        "payload": {
+            "type": "string",
+            "format": "binary",
+            "description": "The original value, byte for byte (not necessarily JSON).",
+        },
+        "bindings": _kafka_key("The original key, unchanged (absent if it was)."),
+    }
