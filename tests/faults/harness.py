@@ -4,10 +4,13 @@ Everything runs for real: a Kafka broker and a Postgres of the suite's own (othe
 stack dir, so the shared stack other people test against is never touched), several
 ``python -m events.cli serve`` processes in one consumer group, and a load of thousands of
 commands over many syncs from an idempotent aiokafka producer (only the contract's headers and
-JSON; no synclife client code). Faults are injected from outside
-(signals to the processes, stopping and starting the broker or Postgres) or from inside
-(``SYNCLIFE_CRASH_POINTS``: ``events/faults.py``), and afterwards the invariants are read back
-from the topics (from their beginning) and from Postgres.
+JSON; no synclife client code). What ``synclife bench`` does too (starting ``serve``, building
+and publishing commands, reading topics, finding the relay's leader) is
+``events.devtools.loadgen``'s; this module keeps what is the suite's own: the random load,
+the faults, the readiness probes and the checks. Faults are injected from outside (signals to
+the processes, stopping and starting the broker or Postgres) or from inside
+(``SYNCLIFE_CRASH_POINTS``: ``events/service/faults.py``), and afterwards the invariants are
+read back from the topics (from their beginning) and from Postgres.
 """
 
 from __future__ import annotations
@@ -29,17 +32,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer
 
-from events.devtools import stack
-from events.envelope import command_headers
+from events.devtools import loadgen, stack
+from events.devtools.loadgen import Sender, lock_holders, own_topics, serve_env, session_pid
+from events.devtools.procfs import cpu_model, memory_kib
 from events.kafka import idempotent_producer
+from events.service.relay import RELAY_LOCK
 from events.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,9 +61,6 @@ SHUTDOWN_BOUND_SECONDS = 20.0  # SIGTERM to exit 0
 READY_TIMEOUT_SECONDS = 60.0  # a started process answers /readyz 200
 DRAIN_TIMEOUT_SECONDS = 120.0  # after the load: every result and event out
 CAUGHT_UP_SECONDS = 2.0  # a command older than this without a result: not recovered yet
-
-# The advisory locks of the relay and scheduler leaders (events/relay.py, scheduler.py).
-RELAY_LOCK = 0x5F5C11FF
 
 CREATE = {
     "bucket_id": "bkt_faults",
@@ -90,16 +90,9 @@ def stack_settings() -> Settings:
 
 def machine() -> str:
     """One line naming the machine the summary was measured on."""
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text(encoding="utf-8").split()[1])
-        memory = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    cpu = cpu_model() or "unknown CPU"
+    kib = memory_kib()
+    memory = f", {kib / 1024 / 1024:.0f} GiB RAM" if kib is not None else ""
     return f"{platform.node()}: {os.cpu_count()} x {cpu}{memory}, {platform.platform(terse=True)}"
 
 
@@ -111,10 +104,6 @@ def machine() -> str:
 _PORT_LINE = re.compile(r"metrics and health on http://([\d.]+):(\d+)")
 
 
-def _open_log(path: Path) -> IO[bytes]:
-    return path.open("ab")
-
-
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8", errors="replace")
@@ -123,7 +112,7 @@ def _read_text(path: Path) -> str:
 
 
 def tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(_read_text(path).splitlines()[-lines:])
+    return "\n".join(loadgen.log_tail(path, lines))
 
 
 class Serve:
@@ -153,21 +142,7 @@ class Serve:
         self.starts += 1
         self.log = self.log_dir / f"{self.name}.{self.starts}.log"
         self.url = None
-        out = _open_log(self.log)
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "events.cli",
-                "serve",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                env=self.env,
-                cwd=str(ROOT),
-            )
-        finally:
-            out.close()
+        self.proc = await loadgen.spawn_serve(self.env, self.log, cwd=ROOT)
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         loop = asyncio.get_running_loop()
@@ -273,8 +248,7 @@ class Load:
     def __init__(
         self,
         settings: Settings,
-        api_key: str,
-        namespace: str,
+        sender: Sender,
         *,
         syncs: int,
         seconds: float,
@@ -282,8 +256,7 @@ class Load:
         seed: int = 7,
     ) -> None:
         self.settings = settings
-        self.api_key = api_key
-        self.namespace = namespace
+        self.sender = sender
         self.sync_ids = [f"sync_{uuid.uuid4().hex}" for _ in range(syncs)]
         self.seconds = seconds
         self.interval = interval
@@ -332,29 +305,13 @@ class Load:
     async def _send(
         self, producer: AIOKafkaProducer, sync_id: str, kind: str, data: dict[str, Any]
     ) -> None:
-        command_id = str(uuid.uuid4())
-        headers = command_headers(
-            command_id=command_id,
-            command_type=kind,
-            sync_config_id=sync_id,
-            api_key=self.api_key,
-            namespace=self.namespace,
-            source="faults",
+        command = self.sender.command(str(uuid.uuid4()), kind, sync_id, data)
+        # Sent again with the same id while Kafka does not acknowledge it: one effect, one
+        # result, so every command in ``sent`` reached the topic at least once.
+        self.retries += await loadgen.send_until_acked(
+            producer, self.settings.commands_topic, command
         )
-        value = json.dumps(data).encode()
-        while True:
-            try:
-                await producer.send_and_wait(
-                    self.settings.commands_topic,
-                    key=sync_id.encode(),
-                    value=value,
-                    headers=headers,
-                )
-                break
-            except KafkaError:
-                self.retries += 1  # the same command id again: one effect, one result
-                await asyncio.sleep(0.5)
-        self.sent[command_id] = Sent(command_id, sync_id, kind, time.monotonic())
+        self.sent[command.command_id] = Sent(command.command_id, sync_id, kind, time.monotonic())
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,67 +333,46 @@ class Message:
 
 
 class TopicReader:
-    """Reads a whole topic from its beginning, and keeps reading (through broker restarts)."""
+    """Reads a whole topic from its beginning, and keeps reading (through broker restarts):
+    every message, and when each event id's first copy arrived."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self.settings = settings
         self.topic = topic
         self.messages: list[Message] = []
         self.first_seen: dict[str, float] = {}  # ce_id: monotonic time its first copy arrived
         self.changed = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._reader = loadgen.TopicReader(
+            topic,
+            self._keep,
+            {
+                "bootstrap_servers": settings.kafka_bootstrap_servers,
+                "auto_offset_reset": "earliest",
+            },
+            at_end=False,
+            clock=time.monotonic,  # compared with the load's acknowledgements
+            poll_ms=200,
+        )
+
+    def _keep(self, records: list[Any], arrived: float) -> None:
+        for r in records:
+            message = Message(
+                r.partition,
+                r.offset,
+                (r.key or b"").decode(),
+                {k: v for k, v in r.headers},
+                r.value or b"",
+            )
+            self.messages.append(message)
+            ce_id = message.headers.get("ce_id")
+            if ce_id is not None:
+                self.first_seen.setdefault(ce_id.decode(), arrived)
+        self.changed.set()
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        partitions = consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(self.topic) or set()
-        assert partitions, f"topic {self.topic} has no partitions"
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._pump(), name=f"read {self.topic}")
-
-    async def _pump(self) -> None:
-        assert self._consumer is not None
-        while True:
-            try:
-                batches = await self._consumer.getmany(timeout_ms=200)
-            except KafkaError:
-                await asyncio.sleep(0.2)
-                continue
-            arrived = time.monotonic()
-            for records in batches.values():
-                for r in records:
-                    message = Message(
-                        r.partition,
-                        r.offset,
-                        (r.key or b"").decode(),
-                        {k: v for k, v in r.headers},
-                        r.value or b"",
-                    )
-                    self.messages.append(message)
-                    ce_id = message.headers.get("ce_id")
-                    if ce_id is not None:
-                        self.first_seen.setdefault(ce_id.decode(), arrived)
-            if batches:
-                self.changed.set()
+        await self._reader.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._reader.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,10 +453,7 @@ class Scenario:
             kafka_bootstrap_servers=fx.stack.kafka_bootstrap_servers,
             database_url=fx.database_url,  # type: ignore[arg-type]
             stack_dir=fx.stack.stack_dir,
-            commands_topic=f"faults.{slug}.commands",
-            lifecycle_topic=f"faults.{slug}.lifecycle",
-            results_topic=f"faults.{slug}.results",
-            dlq_topic=f"faults.{slug}.dlq",
+            **own_topics(f"faults.{slug}"),
             consumer_group=f"faults-{slug}",
             topic_partitions=6,
             http_port=0,
@@ -529,17 +462,9 @@ class Scenario:
         self.log_dir = fx.log_root / self.slug
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCLIFE_")}
+        env.update(serve_env(self.settings, f"faults-{self.slug}"))
         env.update(
             {
-                "SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS": self.settings.kafka_bootstrap_servers,
-                "SYNCLIFE_DATABASE_URL": fx.database_url,
-                "SYNCLIFE_COMMANDS_TOPIC": self.settings.commands_topic,
-                "SYNCLIFE_LIFECYCLE_TOPIC": self.settings.lifecycle_topic,
-                "SYNCLIFE_RESULTS_TOPIC": self.settings.results_topic,
-                "SYNCLIFE_DLQ_TOPIC": self.settings.dlq_topic,
-                "SYNCLIFE_CONSUMER_GROUP": self.settings.consumer_group,
-                "SYNCLIFE_CLIENT_ID": f"faults-{self.slug}",
-                "SYNCLIFE_HTTP_PORT": "0",
                 "SYNCLIFE_LOG_FORMAT": "json",
                 "SYNCLIFE_LOG_LEVEL": "INFO",
                 "PYTHONUNBUFFERED": "1",
@@ -552,7 +477,8 @@ class Scenario:
         self.env = env
         self.initial = processes
         self.serves: list[Serve] = []
-        self.load = Load(self.settings, fx.api_key, fx.namespace, syncs=syncs, seconds=seconds)
+        sender = Sender(fx.api_key, fx.namespace, "faults")
+        self.load = Load(self.settings, sender, syncs=syncs, seconds=seconds)
         self.results = TopicReader(self.settings, self.settings.results_topic)
         self.lifecycle = TopicReader(self.settings, self.settings.lifecycle_topic)
         self.row = Row(name, str(processes))
@@ -736,21 +662,15 @@ class Scenario:
 
     async def relay_leader(self) -> Serve:
         """The process whose relay holds the leader lock (its session's application_name
-        names the process: events/db.py)."""
+        names the process: events/service/db.py)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30
         conn = await asyncpg.connect(self.fx.database_url)
         try:
             while True:
-                name = await conn.fetchval(
-                    """SELECT a.application_name FROM pg_locks l
-                       JOIN pg_stat_activity a ON a.pid = l.pid
-                       WHERE l.locktype = 'advisory' AND l.granted
-                         AND l.classid = 0 AND l.objid = $1::bigint::oid""",
-                    RELAY_LOCK,
-                )
+                name = (await lock_holders(conn, [RELAY_LOCK])).get(RELAY_LOCK)
                 if name:
-                    pid = int(str(name).rpartition(":")[2])
+                    pid = session_pid(name)
                     for s in self.live:
                         if s.pid == pid:
                             return s
@@ -769,6 +689,14 @@ class Scenario:
                     hits[line.split()[2].rstrip(":")] += 1
         return dict(hits)
 
+    async def _versions(self, conn: asyncpg.Connection) -> dict[str, int]:
+        """Each of the load's syncs' version in Postgres."""
+        rows = await conn.fetch(
+            "SELECT sync_config_id, version FROM syncs WHERE sync_config_id = ANY($1::text[])",
+            self.load.sync_ids,
+        )
+        return {r["sync_config_id"]: r["version"] for r in rows}
+
     async def _drain(self) -> None:
         """Wait until every command has a result and the outbox is empty."""
         loop = asyncio.get_running_loop()
@@ -780,14 +708,7 @@ class Scenario:
                 outbox = await conn.fetchval("SELECT count(*) FROM outbox")
                 if not missing and outbox == 0:
                     # And the lifecycle topic caught up with every sync's version.
-                    versions: dict[str, int] = {
-                        r["sync_config_id"]: r["version"]
-                        for r in await conn.fetch(
-                            "SELECT sync_config_id, version FROM syncs "
-                            "WHERE sync_config_id = ANY($1::text[])",
-                            self.load.sync_ids,
-                        )
-                    }
+                    versions = await self._versions(conn)
                     seen: dict[str, int] = defaultdict(int)
                     for m in self.lifecycle.messages:
                         v = int(m.id.rpartition(":v")[2])
@@ -841,14 +762,7 @@ class Scenario:
 
         conn = await asyncpg.connect(self.fx.database_url)
         try:
-            syncs: dict[str, int] = {
-                r["sync_config_id"]: r["version"]
-                for r in await conn.fetch(
-                    "SELECT sync_config_id, version FROM syncs "
-                    "WHERE sync_config_id = ANY($1::text[])",
-                    self.load.sync_ids,
-                )
-            }
+            syncs = await self._versions(conn)
             history = await conn.fetch(
                 """SELECT sync_config_id, version, event_type, from_status, command_id
                    FROM sync_history WHERE sync_config_id = ANY($1::text[])
@@ -929,14 +843,8 @@ class Scenario:
 async def delete_topics(bootstrap_servers: str, prefix: str) -> None:
     """Delete the topics named ``prefix...``: a broker with thousands of partitions left by
     earlier scenarios restarts slowly, and the broker restart is one of the faults."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="faults-admin")
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names, timeout_ms=30_000)
-    finally:
-        await admin.close()
+    options = {"bootstrap_servers": bootstrap_servers, "client_id": "faults-admin"}
+    await loadgen.delete_topics(options, prefix)
 
 
 def write_summary(rows: list[Row], extra: list[str]) -> str:
