@@ -61,9 +61,10 @@ class LoadError(SynclifeError):
 # --- serve processes -----------------------------------------------------------------------
 
 
-def own_topics(prefix: str) -> dict[str, str]:
-    """Settings naming the four topics ``<prefix>.commands|lifecycle|results|dlq``: a run's
-    own, so that nothing else publishes there and they can be deleted afterwards."""
+def own_topics(prefix: str) -> dict[str, Any]:
+    """Settings' fields (for ``Settings(**...)`` or ``model_copy(update=...)``) naming the four
+    topics ``<prefix>.commands|lifecycle|results|dlq``: a run's own, so that nothing else
+    publishes there and they can be deleted afterwards."""
     return {
         "commands_topic": f"{prefix}.commands",
         "lifecycle_topic": f"{prefix}.lifecycle",
