@@ -45,7 +45,7 @@ async def main() -> None:
         "server_modules": sorted(
             m for m in sys.modules
             if m.split(".")[0] in server.split(",")
-            or m.startswith(("events.service", "events.cli"))
+            or m.split(".")[:2] in (["events", "service"], ["events", "cli"])
         ),
     }))
 
