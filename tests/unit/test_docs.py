@@ -119,3 +119,28 @@ def test_the_path_check_tells_paths_from_values() -> None:
         assert _repository_path(value) is None, value
     assert _slug("Lanes and the fetch hold") == "lanes-and-the-fetch-hold"
     assert _slug("Client: `KafkaSettings`") == "client-kafkasettings"
+
+
+def test_every_setting_is_documented_and_every_documented_setting_exists() -> None:
+    """docs/configuration.md names each field of ``Settings`` as its environment variable, and
+    names no ``SYNCLIFE_*`` variable that is neither a setting nor one of the test knobs it
+    lists as such."""
+    from events.service.settings import Settings
+
+    text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"\bSYNCLIFE_[A-Z0-9_]*[A-Z0-9]\b", text))
+    settings = {f"SYNCLIFE_{name.upper()}" for name in Settings.model_fields}
+    assert sorted(settings - documented) == []
+    # Variables read outside Settings (crash points, the fault suite's and fuzz tests' knobs).
+    others = {v for v in documented - settings if v in _environment_reads()}
+    assert sorted(documented - settings - others) == []
+
+
+@cache
+def _environment_reads() -> frozenset[str]:
+    """Every ``SYNCLIFE_*`` name the code or the tests spell out."""
+    names: set[str] = set()
+    for folder in ("events", "statemachine", "tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            names.update(re.findall(r"SYNCLIFE_[A-Z0-9_]*[A-Z0-9]", path.read_text("utf-8")))
+    return frozenset(names)
