@@ -35,6 +35,7 @@ from events.service.observability import (
 )
 from events.service.processor import BatchStats, Record, apply_batch, dead_letter_one
 from events.service.relay import OutboxRelay
+from events.service.retention import Retention
 from events.service.scheduler import Scheduler, utcnow
 from events.service.settings import Settings
 
@@ -70,6 +71,7 @@ class Service(Lanes):
         self.totals = BatchStats()
         self.relay = OutboxRelay(settings)
         self.scheduler: Scheduler | None = None
+        self.retention = Retention(settings, clock)
         self.health: HealthServer | None = None
         self._http = http
         self._schedule = schedule
@@ -257,6 +259,7 @@ class Service(Lanes):
         tasks = [
             asyncio.create_task(self.relay.run(background), name="relay"),
             asyncio.create_task(self._watch_backlog(pool), name="backlog"),
+            asyncio.create_task(self.retention.run(background), name="retention"),
         ]
         self.scheduler = Scheduler(self.settings, pool, self.clock)
         if self._schedule:

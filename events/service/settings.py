@@ -56,6 +56,16 @@ class Settings(KafkaSettings):
     scheduler_interval_seconds: float = Field(default=1.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1, le=100_000)
 
+    # Retention (events/service/retention.py): one leader deletes, in batches of
+    # retention_batch_size rows, the processed command ids older than the dedupe window (a
+    # command id redelivered after it is processed as new; never one whose result is still in
+    # the outbox) and the history rows older than history_retention_days (0: kept forever),
+    # every retention_interval_seconds.
+    dedupe_window_days: float = Field(default=7, gt=0)
+    history_retention_days: float = Field(default=90, ge=0)
+    retention_interval_seconds: float = Field(default=60, gt=0)
+    retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
+
     # Outbox relay.
     relay_batch_size: int = Field(default=1000, ge=1, le=100_000)
     relay_poll_interval_seconds: float = Field(default=1.0, gt=0)
