@@ -8,7 +8,7 @@ older than ``history_retention_days`` are deleted (0 keeps them all).
 
 One process deletes, the leader (a session advisory lock, as the relay and the scheduler), every
 ``retention_interval_seconds``. It deletes in batches of ``retention_batch_size`` rows, oldest
-first, each its own short statement that finds its rows through an index (migration 0008) and
+first, each its own short statement that finds its rows through an index (migration 0009) and
 locks nothing but the rows it deletes, which nothing else reads or writes any more. A processed
 command is never deleted while its result may still be waiting in the outbox: while the outbox
 holds a row written by its transaction or an earlier one (both tables record the writing
