@@ -1,6 +1,7 @@
 """The consumer's lanes: fetch the commands, deal each assigned partition to a lane, build
 each lane's batches (taking turns at a light load), commit the offsets of what Postgres
-committed, and empty the lanes in a rebalance. ``Service`` (``app``) applies the batches."""
+committed (never those of an assignment revoked since), and empty the lanes in a rebalance.
+``Service`` (``app``) applies the batches."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from events.service.consumer import FetchHold
 from events.service.faults import crash_point
 from events.service.observability import CONSUMER_LAG
 from events.service.processor import Record
+from events.service.retry import Backoff, Retrying
 from events.service.settings import Settings
 
 __all__ = ["FINAL_COMMIT_SECONDS", "HEAVY_LANE_FRACTION", "Lanes", "Rebalance"]
@@ -35,6 +37,8 @@ HEAVY_LANE_FRACTION: Final = 32
 FETCH_WAIT_SECONDS = 1.0  # after SIGTERM, a fetch still waiting (for an assignment) is cut
 # A rebalance waits this long, at most, for the batches in flight to commit.
 SETTLE_SECONDS = 10.0
+# A failed fetch is tried again after a jittered wait, until Kafka answers or SIGTERM.
+FETCH_BACKOFF: Final = Backoff(base=0.25, cap=2.0)
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -51,8 +55,11 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.service.settle_lanes()
         # Bounded: aiokafka retries a commit for as long as the coordinator is unreachable,
         # and the group's coordination (and leaving the group on SIGTERM) waits for this.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.service.commit_offsets(), FINAL_COMMIT_SECONDS)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.service.commit_offsets(), FINAL_COMMIT_SECONDS)
+        finally:
+            self.service.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
@@ -75,7 +82,11 @@ class Lanes(ABC):
         self.settings = settings
         self.stop = asyncio.Event()
         self._pending: dict[TopicPartition, int] = {}
-        # One offset commit at a time, each with the latest offsets: never one going back.
+        # Per partition, how many times it was revoked: a batch fetched under one assignment
+        # of its partition adds its offsets only if that assignment is still the current one.
+        self._epochs: dict[TopicPartition, int] = {}
+        # One offset commit at a time, each with the latest offsets of the current assignment
+        # (see revoke): never one going back.
         self._commit_lock = asyncio.Lock()
         self._committer: asyncio.Task[None] | None = None
         self._last_commit = 0.0  # loop time of the last background commit
@@ -141,6 +152,7 @@ class Lanes(ABC):
 
     async def _fetch_until_stopped(self, consumer: AIOKafkaConsumer) -> None:
         limit = 2 * self.settings.max_batch_records
+        failing = Retrying(FETCH_BACKOFF, self.stop)
         while not self.stop.is_set():
             if any(len(lane.queue) >= limit for lane in self._lanes):
                 self._room.clear()
@@ -158,9 +170,11 @@ class Lanes(ABC):
                     timeout_ms=200, max_records=self.settings.max_batch_records
                 )
             except KafkaError as exc:
+                # Until Kafka answers again or SIGTERM: the lanes have nothing else to do.
                 log.warning("fetch failed (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(0.5)
+                await failing.wait()
                 continue
+            failing.reset()
             if not batches:
                 continue
             # Partitions are dealt to the lanes in the order of the assignment, which only
@@ -195,6 +209,10 @@ class Lanes(ABC):
                 if not lane.queue or self.stop.is_set():  # emptied by a rebalance, or stopping
                     continue
                 records = [lane.queue.popleft() for _ in range(min(size, len(lane.queue)))]
+                # The offset after each partition's last record (a lane's records of one
+                # partition are in offset order), and the assignment they were fetched under.
+                ends = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
+                epochs = {tp: self._epochs.get(tp, 0) for tp in ends}
                 self._room.set()
                 lane.busy = True
                 lane.idle.clear()
@@ -206,9 +224,13 @@ class Lanes(ABC):
                     lane.busy = False
                     lane.idle.set()
                     self._hold_fetches()
-            for record in records:
-                tp = TopicPartition(record.topic, record.partition)
-                self._pending[tp] = max(self._pending.get(tp, 0), record.offset + 1)
+            for tp, end in ends.items():
+                # A partition revoked while the batch was in flight (and maybe assigned again
+                # since) is not this batch's to commit any more: its next owner went on from
+                # the offset committed in the revocation, perhaps past this batch already, and
+                # committing this batch's offset now could move it back.
+                if self._epochs.get(tp, 0) == epochs[tp]:
+                    self._pending[tp] = max(self._pending.get(tp, 0), end)
             self._commit_soon()
 
     def _hold_fetches(self) -> None:
@@ -226,6 +248,17 @@ class Lanes(ABC):
         if busy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*busy), within)
+
+    def revoke(self, revoked: Any) -> None:
+        """After a revocation's final commit: drop the revoked partitions' pending offsets,
+        and those of batches of theirs still in flight (a new epoch), and stop a background
+        commit still running (aiokafka retries it until the coordinator answers, then under
+        whatever generation is current: it could land after the partitions came back)."""
+        for tp in revoked:
+            self._epochs[tp] = self._epochs.get(tp, 0) + 1
+            self._pending.pop(tp, None)
+        if self._committer is not None and not self._committer.done():
+            self._committer.cancel()
 
     async def commit_offsets(self) -> bool:
         """Commit the offsets of every batch committed in Postgres so far (and wait for it).
@@ -263,6 +296,7 @@ class Lanes(ABC):
         if not self._pending or self._consumer is None:
             return True
         offsets, self._pending = self._pending, {}
+        epochs = {tp: self._epochs.get(tp, 0) for tp in offsets}
         # Only partitions still assigned. After a rebalance took one away while its batch was
         # in flight, its offsets are the new owner's business (it redelivers from the last
         # commit, and the records are deduplicated). Committing them raises IllegalStateError,
@@ -284,7 +318,8 @@ class Lanes(ABC):
             # redelivered and deduplicated.
             log.warning("offset commit failed (%s); will retry", type(exc).__name__)
             for tp, offset in offsets.items():
-                self._pending.setdefault(tp, offset)
+                if self._epochs.get(tp, 0) == epochs[tp]:  # not revoked meanwhile
+                    self._pending.setdefault(tp, offset)
             return False
         return True
 

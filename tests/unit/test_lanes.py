@@ -8,6 +8,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import pytest
+from aiokafka import TopicPartition
+
 from events.service.app import Service
 from events.service.lanes import HEAVY_LANE_FRACTION, _Lane
 from events.service.settings import Settings
@@ -115,3 +118,31 @@ async def test_a_heavy_lane_does_not_wait_for_a_light_one() -> None:
     _queue(b, 1, BATCH)
     await _run(service, [a, b], recorder)
     assert recorder.most_in_flight == 2
+
+
+@pytest.mark.parametrize("revoked", [False, True])
+async def test_a_batch_finishing_after_its_partition_was_revoked_leaves_no_offset(
+    revoked: bool,
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(pool: Any, records: Sequence[Any]) -> bool:
+        started.set()
+        await release.wait()
+        return True
+
+    service = Service(Settings(max_batch_records=BATCH, apply_concurrency=1), schedule=False)
+    service._apply = held  # type: ignore[method-assign]
+    service._commit_soon = lambda: None  # type: ignore[method-assign]
+    lane = _Lane()
+    service._lanes = [lane]
+    _queue(lane, 0, 3)
+    task = asyncio.create_task(service._run_lane(lane, pool=None))  # type: ignore[arg-type]
+    await asyncio.wait_for(started.wait(), 5)
+    tp = TopicPartition("commands", 0)
+    if revoked:  # taken away while the batch is in flight (it may come back before it ends)
+        service.revoke([tp])
+    service.stop.set()
+    release.set()
+    await asyncio.wait_for(task, 5)
+    assert service._pending == ({} if revoked else {tp: 3})
