@@ -20,6 +20,7 @@ from events.service.settings import Settings
 __all__ = [
     "LEADER_IDLE_TIMEOUT_SECONDS",
     "SESSION_SETTINGS",
+    "LeaderConnection",
     "application_name",
     "connect",
     "create_pool",
@@ -71,7 +72,8 @@ SESSION_SETTINGS: Final = {
 #: The relay's and the scheduler's leader connections hold a session advisory lock while
 #: idle between passes. A leader whose process is SIGSTOPped would keep it (TCP stays up)
 #: and no other process could take over; Postgres 14+ ends such a session after this long
-#: without a statement, which releases the lock. Leaders talk at least every few seconds.
+#: without a statement, which releases the lock. Leaders talk at least every few seconds, also
+#: while they work (events/service/leader.py, ``kept_alive``).
 LEADER_IDLE_TIMEOUT_SECONDS: Final = 10.0
 
 
@@ -151,15 +153,51 @@ def application_name(role: str) -> str:
     return f"synclife {role} {socket.gethostname()}:{os.getpid()}"[:63]
 
 
+class LeaderConnection(asyncpg.Connection):
+    """A leader's session: its statements take turns, so that the keep-alive
+    (events/service/leader.py) can speak on it while the leader's own work uses it too."""
+
+    __slots__ = ("_turn",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turn = asyncio.Lock()
+
+    @property
+    def busy(self) -> bool:
+        """A statement is running (or waiting for its turn): the session is not idle."""
+        return self._turn.locked()
+
+    async def execute(self, query: str, *args: object, timeout: float | None = None) -> str:
+        async with self._turn:
+            return await super().execute(query, *args, timeout=timeout)
+
+    async def fetch(self, query: str, *args: object, **kwargs: Any) -> Any:
+        async with self._turn:
+            return await super().fetch(query, *args, **kwargs)
+
+    async def fetchrow(self, query: str, *args: object, **kwargs: Any) -> Any:
+        async with self._turn:
+            return await super().fetchrow(query, *args, **kwargs)
+
+    async def fetchval(
+        self, query: str, *args: object, column: int = 0, timeout: float | None = None
+    ) -> Any:
+        async with self._turn:
+            return await super().fetchval(query, *args, column=column, timeout=timeout)
+
+
 async def connect(settings: Settings, *, leader: str | None = None) -> asyncpg.Connection:
     """A connection of its own; ``leader`` names a leader's (relay, scheduler) session, which
-    Postgres ends after ``LEADER_IDLE_TIMEOUT_SECONDS`` of silence (releasing its locks)."""
+    Postgres ends after ``LEADER_IDLE_TIMEOUT_SECONDS`` of silence (releasing its locks): a
+    ``LeaderConnection``."""
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
             dsn=settings.database_url.get_secret_value(),
             server_settings=(
                 {"application_name": application_name(leader)} if leader is not None else None
             ),
+            connection_class=LeaderConnection if leader is not None else asyncpg.Connection,
             **_ssl_argument(settings),
         )
         if leader is not None and conn.get_server_version().major >= 14:

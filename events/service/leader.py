@@ -3,6 +3,14 @@
 The relay and the scheduler each hold one. If the leader's process dies or stops (SIGSTOP), its
 session ends (``idle_session_timeout`` on leader connections), Postgres releases the lock, and
 another process takes over at its next attempt.
+
+A leader that is merely busy must not lose its session that way: while it works (a scheduler
+page on a pooled connection, the relay waiting for Kafka), ``kept_alive`` speaks on the session
+every ``keepalive_seconds()`` (a third of the idle timeout); if that statement fails, the
+session (and so the lock) is gone, and the work is cancelled (``LeadershipLost``). Before each
+unit of work the leader proves it still leads with a statement on the session
+(``prove_leadership``; the relay's reads are themselves statements on it). The statements of
+the keep-alive and of the work take turns on the session (``db.LeaderConnection``).
 """
 
 from __future__ import annotations
@@ -10,13 +18,75 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 
+from events.errors import TransientError
+from events.service import db
 from events.service.db import is_transient
 
-__all__ = ["acquire_leadership", "keep_running"]
+__all__ = [
+    "LeadershipLost",
+    "acquire_leadership",
+    "keep_running",
+    "keepalive_seconds",
+    "kept_alive",
+    "prove_leadership",
+]
+
+
+class LeadershipLost(TransientError):
+    """The leader's session ended (its lock with it): another process may lead now."""
+
+
+def keepalive_seconds() -> float:
+    """How often a working leader speaks on its session: a third of the idle timeout."""
+    return db.LEADER_IDLE_TIMEOUT_SECONDS / 3
+
+
+async def prove_leadership(conn: asyncpg.Connection) -> None:
+    """A statement on the leader's session: it answers only while the session, and so its
+    session advisory lock, lives. Raises ``LeadershipLost`` otherwise."""
+    try:
+        await asyncio.wait_for(conn.fetchval("SELECT 1"), keepalive_seconds())
+    except Exception as exc:
+        raise LeadershipLost(f"the leader's session is gone ({type(exc).__name__})") from exc
+
+
+@contextlib.asynccontextmanager
+async def kept_alive(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """While the block runs, a statement on ``conn`` every ``keepalive_seconds()``, so that
+    Postgres never ends the session as idle while the leader works elsewhere. If one fails,
+    the block is cancelled and raises ``LeadershipLost``: the leader stops working."""
+    task = asyncio.current_task()
+    assert task is not None  # noqa: S101 - always called from a task
+    lost: list[BaseException] = []
+
+    async def speak() -> None:
+        every = keepalive_seconds()
+        while True:
+            await asyncio.sleep(every)
+            if isinstance(conn, db.LeaderConnection) and conn.busy:
+                continue  # a statement of the work is running: the session is not idle
+            try:
+                await prove_leadership(conn)
+            except LeadershipLost as exc:
+                lost.append(exc)
+                task.cancel()
+                return
+
+    speaker = asyncio.create_task(speak(), name="leader-keepalive")
+    try:
+        yield
+    except asyncio.CancelledError:
+        if lost and task.uncancel() == 0:
+            raise lost[0] from None
+        raise
+    finally:
+        speaker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await speaker
 
 
 async def keep_running(

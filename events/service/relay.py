@@ -45,7 +45,7 @@ from events.envelope import unpack_headers
 from events.kafka import idempotent_producer, start_client
 from events.service.db import connect
 from events.service.faults import crash_point
-from events.service.leader import acquire_leadership, keep_running
+from events.service.leader import acquire_leadership, keep_running, kept_alive
 from events.service.observability import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
 from events.service.processor import NOTIFY_CHANNEL
 from events.service.settings import Settings
@@ -156,21 +156,25 @@ class OutboxRelay:
                 return
             self.is_leader = True
             log.info("relay is the leader")
-            await configure_session(conn)
-            self._horizon = 0  # a new term: what the last one read is not known for sure
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-            if self._producer is None:
-                producer = idempotent_producer(self.settings)
-                try:
-                    await start_client(producer, self.settings)
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
-                    raise
-                self._producer = producer
-            await self._drain_loop(conn, self._producer, stop)
-            await self._flush(conn, self._producer)
-            await self._delete_published(conn)
+            # Each read is a statement on the leader's session (it fails once the session is
+            # gone); while the relay waits for Kafka, the keep-alive speaks on it, so Postgres
+            # never ends it as idle and lets a second relay lead while this one still sends.
+            async with kept_alive(conn):
+                await configure_session(conn)
+                self._horizon = 0  # a new term: what the last one read is not known for sure
+                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+                if self._producer is None:
+                    producer = idempotent_producer(self.settings)
+                    try:
+                        await start_client(producer, self.settings)
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await producer.stop()
+                        raise
+                    self._producer = producer
+                await self._drain_loop(conn, self._producer, stop)
+                await self._flush(conn, self._producer)
+                await self._delete_published(conn)
         finally:
             self.is_leader = False
             with contextlib.suppress(Exception):

@@ -56,6 +56,10 @@ class Settings(KafkaSettings):
     scheduler_interval_seconds: float = Field(default=1.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1, le=100_000)
 
+    # Time is the database's clock (every process agrees on it) plus this many seconds: a test
+    # knob, to make time pass without waiting. Leave it at 0 in production.
+    clock_offset_seconds: float = Field(default=0.0, ge=-315_360_000, le=315_360_000)
+
     # Retention (events/service/retention.py): one leader deletes, in batches of
     # retention_batch_size rows, the processed command ids older than the dedupe window (a
     # command id redelivered after it is processed as new; never one whose result is still in

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -106,18 +106,19 @@ async def create_key(
             raise AdminError(f"namespaces not found in {org!r}: {missing}")
         namespace_ids = sorted({r["namespace_id"] for r in rows})
     material = generate_key()
-    expires_at = datetime.now(UTC) + expires_in if expires_in is not None else None
-    await conn.execute(
+    # Expiry is judged on the database's clock (as the service judges it): counted from it.
+    expires_at = await conn.fetchval(
         """INSERT INTO api_keys
                (key_id, internal_id, key_hash, scopes, namespaces, name, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+           VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval)
+           RETURNING expires_at""",
         material.key_id,
         internal_id,
         material.key_hash,
         sorted(set(scopes)),
         namespace_ids,
         name,
-        expires_at,
+        expires_in,
     )
     return {
         "id": material.key_id,
@@ -144,19 +145,19 @@ async def list_keys(conn: asyncpg.Connection, org: str | None = None) -> list[di
     """Every key's id, scopes and state: never the key, never its hash."""
     rows = await conn.fetch(
         """SELECT k.key_id, o.name AS org, k.scopes, k.namespaces, k.name, k.created_at,
-                  k.expires_at, k.revoked_at, k.last_used_at
+                  k.expires_at, k.revoked_at, k.last_used_at,
+                  k.expires_at <= clock_timestamp() AS expired
            FROM api_keys k JOIN organizations o USING (internal_id)
            WHERE $1::text IS NULL OR o.internal_id = $1 OR o.name = $1
            ORDER BY k.created_at""",
         org,
     )
-    now = datetime.now(UTC)
     out = []
     for r in rows:
         state = "active"
         if r["revoked_at"] is not None:
             state = "revoked"
-        elif r["expires_at"] is not None and r["expires_at"] <= now:
+        elif r["expired"]:
             state = "expired"
         out.append(
             {

@@ -43,7 +43,9 @@ async def with_own_topics(settings: Settings, **update: Any) -> Settings:
 
 
 class Clock:
-    """The service's clock in tests: real time plus an offset the test moves forward."""
+    """The service's clock in tests: an offset the test moves forward. The service reads
+    ``offset`` on every batch and scheduler pass and adds it to the database's clock (as it adds
+    ``clock_offset_seconds``); calling it gives this process's clock plus the offset."""
 
     def __init__(self) -> None:
         self.offset = timedelta(0)

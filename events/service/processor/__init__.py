@@ -16,8 +16,9 @@ the decisions are in ``batch``, the read and the write in ``sql``, the serializa
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Final
 
 import asyncpg
 
@@ -48,14 +49,19 @@ __all__ = [
 
 log = logging.getLogger("synclife.processor")
 
+#: A sync the scheduler could not decide is looked at again after this long, not every pass.
+SKIPPED_ROW_RETRY: Final = timedelta(minutes=1)
+
 
 async def apply_batch(
     conn: asyncpg.Connection,
     settings: Settings,
     records: Sequence[Record],
-    now: datetime | None = None,
+    offset: timedelta | None = None,
 ) -> BatchStats:
-    """Decide and persist ``records`` (in their order) atomically on ``conn``.
+    """Decide and persist ``records`` (in their order) atomically on ``conn``, at the time of
+    the database's clock plus ``offset`` (by default the setting ``clock_offset_seconds``),
+    read by the batch's load statement.
 
     Two round trips: one read, one write. The write is one statement, so its own (implicit)
     transaction; it fails as a whole with a serialization failure (a conflict: the caller
@@ -63,23 +69,26 @@ async def apply_batch(
     holding undecodable records records them as dead letters first, in an explicit
     transaction with the write, so that the dead letters and their messages commit together.
     """
-    batch = _Batch(settings, now or datetime.now(UTC))
+    batch = _Batch(settings, datetime.now(UTC))  # its time is the database's: see _load
     decoded = [
         (r, decode_command(r.key, r.value, r.headers, settings.max_message_bytes)) for r in records
     ]
     batch.stats.records = len(records)
     if any(isinstance(item, Undecodable) for _, item in decoded):
         async with conn.transaction():
-            await _decide_and_write(conn, batch, decoded)
+            await _decide_and_write(conn, batch, decoded, offset)
     else:
-        await _decide_and_write(conn, batch, decoded)
+        await _decide_and_write(conn, batch, decoded, offset)
     return batch.stats
 
 
 async def _decide_and_write(
-    conn: asyncpg.Connection, batch: _Batch, decoded: list[tuple[Record, RawCommand | Undecodable]]
+    conn: asyncpg.Connection,
+    batch: _Batch,
+    decoded: list[tuple[Record, RawCommand | Undecodable]],
+    offset: timedelta | None,
 ) -> None:
-    fresh = await _load(conn, batch, decoded)
+    fresh = await _load(conn, batch, decoded, offset)
     for record, item in decoded:
         with log_context(
             command_id=item.command_id,
@@ -96,47 +105,69 @@ async def _decide_and_write(
 
 
 async def apply_system(
-    conn: asyncpg.Connection, settings: Settings, now: datetime, limit: int
+    conn: asyncpg.Connection,
+    settings: Settings,
+    offset: timedelta,
+    limit: int,
+    skip: Callable[[str, BaseException], None] | None = None,
 ) -> BatchStats:
     """One scheduler pass: request due runs and reap expired leases, in one transaction.
 
-    The candidates are the syncs whose timer is due; each is checked again on the locked row
-    (a change committed since this statement's snapshot may have moved it: its timer is then
-    set right, nothing else). ``SKIP LOCKED``: a sync being written is left for the next pass,
-    never waited on.
+    Time is the database's: the statement's own time plus ``offset``. The candidates are the
+    syncs whose timer is due; each is checked again on the locked row (a change committed since
+    this statement's snapshot may have moved it: its timer is then set right, nothing else).
+    ``SKIP LOCKED``: a sync being written is left for the next pass, never waited on. A row
+    that does not validate or cannot be decided is given to ``skip`` (else logged) and its
+    timer is pushed back by ``SKIPPED_ROW_RETRY``; the other rows proceed.
     """
-    batch = _Batch(settings, now)
     async with conn.transaction():
         rows = await conn.fetch(
-            """SELECT s.sync_config_id, s.data
+            """SELECT s.sync_config_id, s.data, statement_timestamp() + $1::interval AS now
                FROM sync_timers AS t JOIN syncs AS s USING (sync_config_id)
-               WHERE t.due_at <= $1
+               WHERE t.due_at <= statement_timestamp() + $1::interval
                ORDER BY t.due_at
                LIMIT $2 FOR UPDATE OF s SKIP LOCKED""",
-            now,
+            offset,
             limit,
         )
+        now: datetime = rows[0]["now"] if rows else datetime.now(UTC)  # unused without rows
+        batch = _Batch(settings, now)
         for r in rows:
-            sync = SyncConfiguration.model_validate_json(r["data"])
-            sid = sync.sync_config_id
-            batch.syncs[sid] = sync
-            batch.loaded_versions[sid] = sync.version
-            due = timer_of(sync)
-            if due is None or due > now:
-                batch.writes.timers[sid] = due
-                continue
-            batch.loaded_timers[sid] = due
-            trigger = (
-                SystemTrigger.LOCK_EXPIRED
-                if sync.lock_expires_at is not None
-                else SystemTrigger.REQUEST_RUN
-            )
-            decision = decide(sync, system_command(sync, trigger), now, batch.policy)
-            for change in decision.changes:
-                batch._persist(None, change)
+            sid = r["sync_config_id"]
+            try:
+                _system_decision(batch, SyncConfiguration.model_validate_json(r["data"]), now)
+            except Exception as exc:  # noqa: BLE001 - one row never stops the others
+                batch.writes.timers[sid] = now + SKIPPED_ROW_RETRY
+                if skip is not None:
+                    skip(sid, exc)
+                else:
+                    log.warning("scheduler skipped sync %s (%s)", sid[:200], type(exc).__name__)
         batch.stats.records = len(rows)
         await _write(conn, batch.writes)
     return batch.stats
+
+
+def _system_decision(batch: _Batch, sync: SyncConfiguration, now: datetime) -> None:
+    """What the scheduler does to one due sync (locked), into ``batch``."""
+    sid = sync.sync_config_id
+    batch.syncs[sid] = sync
+    batch.loaded_versions[sid] = sync.version
+    due = timer_of(sync)
+    if due is None or due > now:
+        batch.writes.timers[sid] = due
+        return
+    batch.loaded_timers[sid] = due
+    trigger = (
+        SystemTrigger.LOCK_EXPIRED
+        if sync.lock_expires_at is not None
+        else SystemTrigger.REQUEST_RUN
+    )
+    # A change committed after this statement began can be what the lock returned: never
+    # stamp a change earlier than the one it follows.
+    at = max(now, sync.updated_at)
+    decision = decide(sync, system_command(sync, trigger), at, batch.policy)
+    for change in decision.changes:
+        batch._persist(None, change)
 
 
 async def dead_letter_one(

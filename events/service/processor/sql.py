@@ -4,6 +4,7 @@ everything it decided."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import asyncpg
@@ -26,7 +27,8 @@ NOTIFY_CHANNEL: Final = "synclife_outbox"
 # processes briefly own a partition (a rebalance, a zombie waking up), both may decide the same
 # commands; the second write collides on the processed-command key or the fence, is rolled
 # back, and the batch is retried (a conflict), reading the first one's results this time.
-# Nothing is applied twice.
+# Nothing is applied twice. The last row is the database's time: every process decides on the
+# same clock (leases, timers, key expiry, updated_at), whatever its own clock says.
 _LOAD: Final = """
     WITH k AS (
         SELECT key_id, internal_id, key_hash, scopes, namespaces, expires_at, revoked_at
@@ -46,13 +48,35 @@ _LOAD: Final = """
     SELECT 's', sync_config_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, data::text FROM s
     UNION ALL
     SELECT 'p', command_id, key_id, NULL, NULL, NULL, NULL, NULL, NULL, result
-    FROM processed_commands WHERE command_id = ANY($4::text[])"""
+    FROM processed_commands WHERE command_id = ANY($4::text[])
+    UNION ALL
+    SELECT 'c', NULL, NULL, NULL, NULL, NULL, NULL, clock_timestamp(), NULL, NULL"""
+
+
+def database_time(rows: Sequence[asyncpg.Record]) -> datetime:
+    """The database's time, from the row ``_LOAD`` always returns for it."""
+    for r in rows:
+        if r["kind"] == "c":
+            value: datetime = r["expires_at"]
+            return value
+    raise RuntimeError("the load returned no time")  # the statement always returns it
+
+
+def settings_offset(batch: _Batch) -> timedelta:
+    return timedelta(seconds=batch.settings.clock_offset_seconds)
 
 
 async def _load(
-    conn: asyncpg.Connection, batch: _Batch, decoded: list[tuple[Record, RawCommand | Undecodable]]
+    conn: asyncpg.Connection,
+    batch: _Batch,
+    decoded: list[tuple[Record, RawCommand | Undecodable]],
+    offset: timedelta | None = None,
 ) -> set[tuple[int, int]]:
-    """Read everything the batch needs; returns the offsets newly dead-lettered."""
+    """Read everything the batch needs; returns the offsets newly dead-lettered.
+
+    Sets the batch's time: the database's clock (``clock_timestamp()``, after the statement's
+    snapshot was taken, so later than every change it read) plus ``offset`` (by default the
+    setting ``clock_offset_seconds``)."""
     bad = [(r, d) for r, d in decoded if isinstance(d, Undecodable)]
     fresh: set[tuple[int, int]] = set()
     if bad:
@@ -71,10 +95,9 @@ async def _load(
     by_hash = {hash_key(t): t for t in (batch.token(c.authorization) for c in commands) if t}
     sync_ids = sorted({c.sync_config_id for c in commands})
     command_ids = sorted({d.command_id for _, d in decoded if d.command_id is not None})
-    if not (by_hash or sync_ids or command_ids):
-        return fresh
     refs = sorted({c.namespace for c in commands if c.namespace is not None})
     rows = await conn.fetch(_LOAD, list(by_hash), refs, sync_ids, command_ids)
+    batch.now = database_time(rows) + (offset if offset is not None else settings_offset(batch))
     namespace_rows: list[tuple[str, str, str]] = []
     for r in rows:
         match r["kind"]:
@@ -94,6 +117,8 @@ async def _load(
                 batch.syncs[r["id"]] = sync
                 batch.loaded_versions[r["id"]] = sync.version
                 batch.loaded_timers[r["id"]] = timer_of(sync)
+            case "c":
+                pass  # the database's time (``database_time``)
             case _:
                 batch.processed[r["id"]] = (r["owner"], r["doc"].encode())
     wanted = set()
