@@ -5,8 +5,11 @@ The service runs as a real process on the real clock, so the test cannot move it
 way the integration tests do (and a polling interval is at least 30 s). Instead it makes the
 syncs due by setting ``next_sync_at`` in the past directly in Postgres (column and JSON, under
 the row lock, without a new version: a test-only shortcut, never something the service does),
-before and while the service is down. Control syncs, not paused, are made due the same way
-and must get a run requested after each restart: that proves the scheduler did run.
+before and while the service is down, and their timers too, the paused syncs' included (as if
+they had been due when they were paused): so the scheduler reads every paused sync on every
+pass, and it is the service's own rules, not a missing timer, that keep them from running.
+Control syncs, not paused, are made due the same way and must get a run requested after each
+restart: that proves the scheduler did run.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import pytest
 
 from events.envelope import command_headers
 from events.kafka import idempotent_producer
-from events.service.processor import timer_of
 from statemachine import SyncConfiguration
 from tests.faults.harness import Fixture, Scenario
 
@@ -41,8 +43,25 @@ CREATE = {
 }
 
 
+async def timers_left_due(database_url: str, sync_ids: list[str]) -> int:
+    """How many of ``sync_ids`` still have the past timer ``make_due`` gave them (a pass of
+    the scheduler that read a sync sets its timer again, from the sync)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM sync_timers WHERE sync_config_id = ANY($1::text[]) "
+                "AND due_at < now() - interval '1 minute'",
+                sync_ids,
+            )
+        )
+    finally:
+        await conn.close()
+
+
 async def make_due(database_url: str, sync_ids: list[str]) -> None:
-    """Set ``next_sync_at`` five minutes in the past (test-only: see the module docstring)."""
+    """Set ``next_sync_at`` and the timer five minutes in the past (test-only: see the module
+    docstring)."""
     past = datetime.now(UTC) - timedelta(minutes=5)
     conn = await asyncpg.connect(database_url)
     try:
@@ -62,11 +81,14 @@ async def make_due(database_url: str, sync_ids: list[str]) -> None:
                     past,
                     due.model_dump_json(),
                 )
-                # The scheduler finds due syncs by their timer, as every write keeps it.
+                # The scheduler finds due syncs by their timer. Every sync's is set due, the
+                # paused ones' too (the service keeps theirs NULL, so the scheduler would never
+                # even look at them): each pass then reads the paused syncs and must decide,
+                # itself, that they get no run.
                 await conn.execute(
                     "UPDATE sync_timers SET due_at = $2 WHERE sync_config_id = $1",
                     r["sync_config_id"],
-                    timer_of(due),
+                    past,
                 )
     finally:
         await conn.close()
@@ -180,6 +202,8 @@ async def test_no_run_requested_while_paused_across_restarts(fx: Fixture, notes:
                 ),
             )
             await asyncio.sleep(1.0)
+            # ...it read every paused sync (their due timers are gone)...
+            assert await timers_left_due(fx.database_url, paused) == 0
             # ...and not one paused sync changes at all.
             changed = {sid: after_pause(sid) for sid in paused if after_pause(sid)}
             assert changed == {}, f"paused syncs changed after {how.name}: {changed}"
