@@ -20,16 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Final
 
 import asyncpg
 
-from events.service.db import LEADER_IDLE_TIMEOUT_SECONDS, connect
-from events.service.leader import acquire_leadership, keep_running
-from events.service.scheduler import utcnow
+from events.service.db import connect
+from events.service.leader import (
+    acquire_leadership,
+    keep_running,
+    keepalive_seconds,
+    prove_leadership,
+)
+from events.service.scheduler import SYSTEM_CLOCK, Clock, time_offset
 from events.service.settings import Settings
 
 __all__ = ["RETENTION_LOCK", "Retention", "RetentionPass"]
@@ -37,11 +41,9 @@ __all__ = ["RETENTION_LOCK", "Retention", "RetentionPass"]
 log = logging.getLogger("synclife.retention")
 
 RETENTION_LOCK: Final = 0x5F5C1210
-# The leader speaks on its session at least this often, so that Postgres does not end it as
-# idle (events/service/db.py), which would release the lock.
-KEEPALIVE_SECONDS: Final = LEADER_IDLE_TIMEOUT_SECONDS / 4
 
-# Each batch: the oldest rows before the cutoff, found in the index, deleted by their ctid (the
+# Each batch: the oldest rows before the cutoff (the database's clock plus $1: the service's time
+# offset less the retention), found in the index, deleted by their ctid (the
 # inner select and the delete share one snapshot, and these rows are never updated). A
 # processed command is kept while the outbox holds a row of its transaction or an earlier one
 # (``min(xid)``: one step of the outbox's xid index).
@@ -49,7 +51,7 @@ _PROCESSED: Final = """
     DELETE FROM processed_commands
     WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM processed_commands
-        WHERE processed_at < $1::timestamptz
+        WHERE processed_at < now() + $1::interval
           AND xid < COALESCE((SELECT min(xid) FROM outbox), pg_current_xact_id())
         ORDER BY processed_at
         LIMIT $2))"""
@@ -57,7 +59,7 @@ _HISTORY: Final = """
     DELETE FROM sync_history
     WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM sync_history
-        WHERE occurred_at < $1::timestamptz
+        WHERE occurred_at < now() + $1::interval
         ORDER BY occurred_at
         LIMIT $2))"""
 
@@ -75,7 +77,7 @@ class RetentionPass:
 
 
 class Retention:
-    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self.clock = clock
         self.is_leader = False
@@ -86,13 +88,13 @@ class Retention:
     ) -> RetentionPass:
         """One pass on ``conn``: every row past its cutoff, a batch per statement, until a
         batch finds fewer rows than it may take (or ``stop`` is set)."""
-        now = self.clock()
+        offset = time_offset(self.settings, self.clock)
         done = RetentionPass()
         dedupe = timedelta(days=self.settings.dedupe_window_days)
-        await self._batches(conn, _PROCESSED, now - dedupe, done.processed, stop)
+        await self._batches(conn, _PROCESSED, offset - dedupe, done.processed, stop)
         if self.settings.history_retention_days > 0:
             kept = timedelta(days=self.settings.history_retention_days)
-            await self._batches(conn, _HISTORY, now - kept, done.history, stop)
+            await self._batches(conn, _HISTORY, offset - kept, done.history, stop)
         self.passes += 1
         return done
 
@@ -100,7 +102,7 @@ class Retention:
         self,
         conn: asyncpg.Connection,
         sql: str,
-        cutoff: datetime,
+        cutoff: timedelta,
         counts: list[int],
         stop: asyncio.Event | None,
     ) -> None:
@@ -125,13 +127,14 @@ class Retention:
         try:
             interval = self.settings.retention_interval_seconds
             if not await acquire_leadership(
-                conn, RETENTION_LOCK, stop, min(interval, KEEPALIVE_SECONDS)
+                conn, RETENTION_LOCK, stop, min(interval, keepalive_seconds())
             ):
                 return
             self.is_leader = True
             log.info("retention is the leader")
             loop = asyncio.get_running_loop()
             while not stop.is_set():
+                await prove_leadership(conn)
                 done = await self.tick(conn, stop)
                 if done.deleted:
                     log.info(
@@ -141,9 +144,10 @@ class Retention:
                     )
                 next_pass = loop.time() + interval
                 while not stop.is_set() and (left := next_pass - loop.time()) > 0:
+                    # Spoken on often enough that Postgres does not end the session as idle.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), min(left, KEEPALIVE_SECONDS))
-                    await conn.fetchval("SELECT 1")  # still connected: still the lock holder
+                        await asyncio.wait_for(stop.wait(), min(left, keepalive_seconds()))
+                    await prove_leadership(conn)
         finally:
             self.is_leader = False
             with contextlib.suppress(Exception):

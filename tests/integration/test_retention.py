@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -98,9 +98,8 @@ async def test_old_ids_and_history_deleted_in_batches_recent_kept_and_deduplicat
 
     # A pass half an hour after the old commands left the window (and the history's retention),
     # half an hour before the recent ones do.
-    def later() -> datetime:
-        return clock() + timedelta(days=WINDOW_DAYS, seconds=-1800)
-
+    later = Clock()
+    later.offset = clock.offset + timedelta(days=WINDOW_DAYS, seconds=-1800)
     retention = Retention(
         settings.model_copy(
             update={
