@@ -20,13 +20,17 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from ulid import ULID
 
-from events.envelope import command_headers, header
+from events.envelope import DERIVED_PREFIX, command_headers, derived_id, header
 from events.kafka import idempotent_producer, kafka_options, start_client
 from events.messages import CommandResult, LifecycleEvent
 from events.settings import KafkaSettings
 from statemachine.commands import CommandType
 
 __all__ = ["Event", "SynclifeClient", "lifecycle_events", "new_sync_id"]
+
+#: How many rejections under derived ids the client keeps while nobody waits for them yet (one
+#: may be read before ``send_and_wait`` has told the client where its command went).
+_EARLY_RESULTS = 1024
 
 
 def new_sync_id() -> str:
@@ -53,6 +57,7 @@ class SynclifeClient:
         self._results: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
+        self._early: OrderedDict[str, CommandResult] = OrderedDict()
 
     def __repr__(self) -> str:  # the key stays out of logs and tracebacks
         return f"SynclifeClient(namespace={self._namespace!r})"
@@ -113,6 +118,12 @@ class SynclifeClient:
             future = self._waiting.pop(result.command_id, None)
             if future is not None and not future.done():
                 future.set_result(result)
+            elif future is None and result.command_id.startswith(
+                f"{DERIVED_PREFIX}{self.settings.commands_topic}:"
+            ):
+                self._early[result.command_id] = result
+                if len(self._early) > _EARLY_RESULTS:
+                    self._early.popitem(last=False)
 
     async def send(
         self,
@@ -128,6 +139,9 @@ class SynclifeClient:
         """Publish one command; return its result (or None with ``wait=False``).
 
         Re-sending with the same ``command_id`` is safe: it has one effect and the same result.
+        A command the service cannot authenticate (a revoked or expired key) or decode is
+        rejected under the id derived from where it was written (``kafka:<topic>:<partition>:
+        <offset>``): that rejection is returned too, its ``command_id`` being the derived id.
         """
         assert self._producer is not None, "use 'async with SynclifeClient(...)'"  # noqa: S101
         command_id = command_id or str(uuid.uuid4())
@@ -145,18 +159,30 @@ class SynclifeClient:
         if wait:
             future = asyncio.get_running_loop().create_future()
             self._waiting[command_id] = future
-        await self._producer.send_and_wait(
-            self.settings.commands_topic,
-            key=sync_config_id.encode(),
-            value=json.dumps(data or {}).encode(),
-            headers=headers,
-        )
+        try:
+            written = await self._producer.send_and_wait(
+                self.settings.commands_topic,
+                key=sync_config_id.encode(),
+                value=json.dumps(data or {}).encode(),
+                headers=headers,
+            )
+        except BaseException:
+            self._waiting.pop(command_id, None)
+            raise
         if future is None:
             return None
+        # The rejection of a message the service cannot authenticate comes under this id.
+        derived = derived_id(written.topic, written.partition, written.offset)
+        early = self._early.pop(derived, None)
+        if early is not None and not future.done():
+            future.set_result(early)
+        else:
+            self._waiting[derived] = future
         try:
             return await asyncio.wait_for(future, timeout)
         finally:
             self._waiting.pop(command_id, None)
+            self._waiting.pop(derived, None)
 
     # Typed shortcuts, one per lifecycle command.
     async def create(self, sync_config_id: str | None = None, **data: Any) -> CommandResult:

@@ -17,7 +17,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
 
 from statemachine.commands import CommandType
-from statemachine.errors import ErrorCode
+from statemachine.errors import ErrorCode, bounded
 
 __all__ = [
     "CONTENT_TYPE",
@@ -28,6 +28,7 @@ __all__ = [
     "ce_headers",
     "command_headers",
     "decode_command",
+    "derived_id",
     "header",
     "pack_headers",
     "rfc3339",
@@ -37,6 +38,9 @@ __all__ = [
 CONTENT_TYPE: Final = "application/json"
 SPECVERSION: Final = "1.0"
 MAX_ID_CHARS: Final = 256
+#: The prefix of the ids the service derives for messages it cannot authenticate or decode
+#: (``derived_id``); a command id may not start with it.
+DERIVED_PREFIX: Final = "kafka:"
 #: ``ce_source`` of every message synclife writes.
 SOURCE: Final = "synclife"
 #: What a dead letter carries instead of the ``authorization`` header.
@@ -99,6 +103,13 @@ def command_headers(
         time=datetime.now(UTC),
         extra=extra,
     )
+
+
+def derived_id(topic: str, partition: int, offset: int) -> str:
+    """The id of a message the service cannot authenticate or decode: its rejection is answered
+    under this id, fixed by where the message is, never under the ``ce_id`` it carries (which
+    it could not prove to be its own)."""
+    return f"{DERIVED_PREFIX}{topic}:{partition}:{offset}"
 
 
 def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:
@@ -178,7 +189,12 @@ def _unstorable(data: Any) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class RawCommand:
-    """A command whose envelope is valid; ``data`` is parsed JSON, not yet validated."""
+    """A command whose envelope is valid; ``data`` is parsed JSON, not yet validated.
+
+    ``key_error``: the Kafka key is missing or differs from ``ce_subject`` (the command is
+    rejected once its sender is known); ``kafka_key``: the key, when it is readable text of
+    at most ``MAX_ID_CHARS`` characters (what a rejection under a derived id is keyed by).
+    """
 
     command_id: str
     type: CommandType
@@ -189,17 +205,22 @@ class RawCommand:
     expected_version: int | None
     expected_version_error: str | None
     time: datetime | None
+    key_error: str | None = None
+    kafka_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Undecodable:
-    """A message for the dead letters; ``command_id``/``sync_config_id`` when readable."""
+    """A message for the dead letters; ``command_id``/``sync_config_id`` when readable,
+    ``command_type`` (bounded) as its ``ce_type`` reads, ``kafka_key`` as in ``RawCommand``."""
 
     reason: str
     code: ErrorCode
     message: str
     command_id: str | None
     sync_config_id: str | None
+    command_type: str = "unknown"
+    kafka_key: str | None = None
 
 
 def decode_command(
@@ -219,12 +240,18 @@ def decode_command(
             key_text = None
         if key_text is not None and "\x00" in key_text:
             key_text = None
+    if key_text is not None and len(key_text) > MAX_ID_CHARS:
+        key_text = None
     sync_id = subject or key_text
     if sync_id is not None and len(sync_id) > MAX_ID_CHARS:
         sync_id = None
+    raw_type = fields.get("ce_type")
+    type_echo = bounded(raw_type.decode("utf-8", "replace").strip()) if raw_type else ""
 
     def bad(reason: str, code: ErrorCode, message: str) -> Undecodable:
-        return Undecodable(reason, code, message, command_id, sync_id)
+        return Undecodable(
+            reason, code, message, command_id, sync_id, type_echo or "unknown", key_text
+        )
 
     size = len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
     if size > max_bytes:
@@ -236,19 +263,28 @@ def decode_command(
         return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, f"missing headers: {missing}")
     if command_id is None:
         return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "ce_id is too long")
+    if command_id.startswith(DERIVED_PREFIX):
+        return bad(
+            "bad_envelope",
+            ErrorCode.VALIDATION_ERROR,
+            f"ce_id may not start with {DERIVED_PREFIX!r}: the service derives such ids",
+        )
     content_type = _text(fields, "content-type")
     if content_type is not None and content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
         return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "content-type must be JSON")
     if sync_id is None:
         return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "no sync id (key or ce_subject)")
-    if subject and key_text and subject != key_text:
-        return bad("bad_envelope", ErrorCode.VALIDATION_ERROR, "ce_subject differs from the key")
+    key_error: str | None = None
+    if not key:
+        key_error = "the Kafka key is missing: it must be the sync id"
+    elif subject and subject != key_text:
+        key_error = "the Kafka key differs from ce_subject: both must be the sync id"
     type_text = _text(fields, "ce_type") or ""
     try:
         command_type = CommandType(type_text)
     except ValueError:
         return bad(
-            "unsupported_type", ErrorCode.UNSUPPORTED_TYPE, f"unknown command type {type_text!r}"
+            "unsupported_type", ErrorCode.UNSUPPORTED_TYPE, f"unknown command type '{type_echo}'"
         )
     try:
         data = json.loads(value) if value else {}
@@ -286,4 +322,6 @@ def decode_command(
         expected_version=expected,
         expected_version_error=expected_error,
         time=time,
+        key_error=key_error,
+        kafka_key=key_text,
     )

@@ -33,7 +33,7 @@ from statemachine.commands import (
     UpdateData,
 )
 from statemachine.decision import Change, Decision, EventType, Outcome
-from statemachine.errors import CommandError, ErrorCode
+from statemachine.errors import CommandError, ErrorCode, bounded
 from statemachine.model import SyncConfiguration
 from statemachine.runs import DEFAULT_POLICY, Policy, apply_run, request_run
 from statemachine.status import SyncStatus
@@ -57,7 +57,7 @@ def decide(
         # Another tenant's sync: the caller learns nothing about it.
         if command.type is CommandType.CREATE:
             return reject(ErrorCode.ALREADY_EXISTS, "a sync with this id already exists")
-        return reject(ErrorCode.NOT_FOUND, f"sync {command.sync_config_id} not found")
+        return reject(ErrorCode.NOT_FOUND, f"sync {bounded(command.sync_config_id)} not found")
 
     current_version = sync.version if sync is not None else 0
     if command.expected_version is not None and command.expected_version != current_version:
@@ -76,7 +76,7 @@ def decide(
         return _create(command, data, now)
 
     if sync is None:
-        return reject(ErrorCode.NOT_FOUND, f"sync {command.sync_config_id} not found")
+        return reject(ErrorCode.NOT_FOUND, f"sync {bounded(command.sync_config_id)} not found")
 
     dest = fire(sync, command.type.value, policy)
     if dest is None:

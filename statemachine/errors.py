@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["CommandError", "ErrorCode", "validation_details"]
+__all__ = ["MAX_ECHO_CHARS", "CommandError", "ErrorCode", "bounded", "validation_details"]
+
+#: The most characters of any text taken from a message that a result, an error or a log
+#: line carries (the contract's bound).
+MAX_ECHO_CHARS: Final = 200
 
 
 class ErrorCode(StrEnum):
@@ -24,6 +28,23 @@ class ErrorCode(StrEnum):
     LOCK_LOST = "lock_lost"
     UNSUPPORTED_TYPE = "unsupported_type"
     TOO_LARGE = "too_large"
+    INTERNAL = "internal"
+
+
+def bounded(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """``text`` (taken from a message) made fit to echo: at most ``limit`` characters (cut, the
+    last one then "…"), U+0000 and unpaired surrogates (which no text column or UTF-8 holds)
+    replaced by U+FFFD. Every path that puts message text into a result, an error or a log
+    line passes it through here."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
 
 
 class CommandError(BaseModel):
@@ -43,14 +64,17 @@ _LIMIT_KEYS = ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern", "e
 def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> dict[str, Any]:
     """Turn a pydantic error into ``{"errors": [{field, problem, limit?}]}``.
 
-    The offending input is never echoed: it may be huge, or something that should not travel.
+    The offending input is never echoed: it may be huge, or something that should not travel;
+    what names it (an unknown field's name, a message quoting it) is cut by ``bounded``.
     """
     errors: list[dict[str, Any]] = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = (*prefix, *err["loc"])
+        # A field's name may be an unknown key of the data, and a validator's message may
+        # quote what it was given: both are bounded.
         entry: dict[str, Any] = {
-            "field": ".".join(str(p) for p in loc) or "(root)",
-            "problem": err["msg"],
+            "field": bounded(".".join(bounded(str(p)) for p in loc)) or "(root)",
+            "problem": bounded(err["msg"]),
             "type": err["type"],
         }
         ctx = err.get("ctx") or {}
@@ -62,6 +86,8 @@ def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ())
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, str | int | float | bool) or value is None:
+    if isinstance(value, str):
+        return bounded(value)
+    if isinstance(value, int | float | bool) or value is None:
         return value
-    return str(value)
+    return bounded(str(value))

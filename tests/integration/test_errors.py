@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from events.client import SynclifeClient, new_sync_id
+from events.envelope import derived_id
 from events.messages import CommandResult
 from events.service.app import Service
 from events.service.db import connect
@@ -289,22 +290,26 @@ async def test_unauthenticated_missing_or_malformed_or_unknown_key(
         ("unknown", f"Bearer sk_{secrets.token_urlsafe(32)}".encode(), "unknown API key"),
         ("key of a typo", f"Bearer {tenant.write_key[:-1]}x".encode(), "unknown API key"),
     ]
-    sent: list[tuple[str, str, str]] = []
+    sent: list[tuple[str, str, str, str]] = []
     for name, auth, message in cases:
         command_id = str(uuid.uuid4())
         headers = envelope(command_id, "sync.pause", sync_id, auth=auth, namespace=tenant.namespace)
-        await raw_producer.send_and_wait(
+        written = await raw_producer.send_and_wait(
             settings.commands_topic,
             key=sync_id.encode(),
             value=json.dumps({"paused_by_user_id": "mallory"}).encode(),
             headers=headers,
         )
-        sent.append((name, command_id, message))
-    for name, command_id, message in sent:
-        result = rejected(await result_for(results, sync_id, command_id), ErrorCode.UNAUTHENTICATED)
+        own_id = derived_id(written.topic, written.partition, written.offset)
+        sent.append((name, command_id, own_id, message))
+    for name, _, own_id, message in sent:
+        # Answered under an id of its own (v1.1), never under the ce_id it could not prove.
+        result = rejected(await result_for(results, sync_id, own_id), ErrorCode.UNAUTHENTICATED)
         tells_nothing(result)
         assert result.error is not None and message in result.error.message, name
-    assert await history_of(settings, [c for _, c, _ in sent]) == 0
+    unproven = {c for _, c, _, _ in sent}
+    assert not [r for r in results.results(sync_id) if r.command_id in unproven]
+    assert await history_of(settings, list(unproven)) == 0
     still = await client.pause(sync_id, paused_by_user_id="u")
     assert still.outcome is Outcome.APPLIED  # nothing paused it before
 
@@ -554,13 +559,15 @@ async def test_unsupported_type_is_rejected_and_dead_lettered(
     sync_id = new_sync_id()
     command_id = str(uuid.uuid4())
     value = json.dumps({"paused_by_user_id": "u"}).encode()
-    await raw_producer.send_and_wait(
+    written = await raw_producer.send_and_wait(
         settings.commands_topic,
         key=sync_id.encode(),
         value=value,
         headers=envelope(command_id, "sync.explode", sync_id, tenant=tenant),
     )
-    result = rejected(await result_for(results, sync_id, command_id), ErrorCode.UNSUPPORTED_TYPE)
+    # Undecodable: answered under the id derived from its offset (v1.1).
+    own_id = derived_id(written.topic, written.partition, written.offset)
+    result = rejected(await result_for(results, sync_id, own_id), ErrorCode.UNSUPPORTED_TYPE)
     assert result.command_type == "sync.explode"
     tells_nothing(result)
     headers, dead_value = await dead_letter_for(dlq, sync_id, command_id)
@@ -584,13 +591,14 @@ async def test_too_large_is_rejected_and_dead_lettered(
     command_id = str(uuid.uuid4())
     value = json.dumps({"paused_by_user_id": "u", "reason": "x" * (1100 * 1024)}).encode()
     assert len(value) > settings.max_message_bytes
-    await big_producer.send_and_wait(
+    written = await big_producer.send_and_wait(
         settings.commands_topic,
         key=sync_id.encode(),
         value=value,
         headers=envelope(command_id, "sync.pause", sync_id, tenant=tenant),
     )
-    result = rejected(await result_for(results, sync_id, command_id), ErrorCode.TOO_LARGE)
+    own_id = derived_id(written.topic, written.partition, written.offset)
+    result = rejected(await result_for(results, sync_id, own_id), ErrorCode.TOO_LARGE)
     assert result.command_type == "sync.pause"
     tells_nothing(result)
     headers, dead_value = await dead_letter_for(dlq, sync_id, command_id)
@@ -615,11 +623,12 @@ async def test_missing_specversion_is_dead_lettered_with_a_result(
     command_id = str(uuid.uuid4())
     value = json.dumps(CREATE).encode()
     headers = envelope(command_id, "sync.create", sync_id, drop=("ce_specversion",), tenant=tenant)
-    await raw_producer.send_and_wait(
+    written = await raw_producer.send_and_wait(
         settings.commands_topic, key=sync_id.encode(), value=value, headers=headers
     )
-    # ce_id and the key are readable: the sender gets a rejection ...
-    result = rejected(await result_for(results, sync_id, command_id), ErrorCode.VALIDATION_ERROR)
+    # The sender gets a rejection, under the id derived from the message's offset ...
+    own_id = derived_id(written.topic, written.partition, written.offset)
+    result = rejected(await result_for(results, sync_id, own_id), ErrorCode.VALIDATION_ERROR)
     assert result.error is not None and "ce_specversion" in result.error.message
     assert result.command_type == "sync.create"
     tells_nothing(result)
@@ -638,7 +647,7 @@ async def test_missing_specversion_is_dead_lettered_with_a_result(
     assert await history_of(settings, [command_id]) == 0
 
 
-async def test_message_without_readable_id_is_only_dead_lettered(
+async def test_message_without_readable_id_is_dead_lettered_and_answered_under_its_offset(
     settings: Settings,
     service: Service,
     tenant: Tenant,
@@ -649,7 +658,7 @@ async def test_message_without_readable_id_is_only_dead_lettered(
 ) -> None:
     sync_id = new_sync_id()
     marker = str(uuid.uuid4())
-    await raw_producer.send_and_wait(
+    written = await raw_producer.send_and_wait(
         settings.commands_topic,
         key=sync_id.encode(),
         value=json.dumps(CREATE).encode(),
@@ -665,10 +674,14 @@ async def test_message_without_readable_id_is_only_dead_lettered(
     assert headers["x-marker"] == marker.encode()
     assert headers["dlq_reason"] == b"bad_envelope"
     assert_redacted(headers, None, tenant)
-    # ... and it is the only result under that key: the id-less message got none. (The
-    # client saw its result; wait until the test's own reader has it too.)
-    await results.wait(sync_id, 1)
-    assert [r.command_id for r in results.results(sync_id)] == [created.command_id]
+    # ... and the id-less message got its rejection under the id derived from its offset
+    # (v1.1; v1 gave it none), published under its key.
+    own_id = derived_id(written.topic, written.partition, written.offset)
+    rejected(await result_for(results, sync_id, own_id), ErrorCode.VALIDATION_ERROR)
+    await results.wait(sync_id, 2)
+    assert sorted(r.command_id for r in results.results(sync_id)) == sorted(
+        [created.command_id, own_id]
+    )
 
 
 def assert_redacted(headers: dict[str, bytes], value: bytes | None, tenant: Tenant) -> None:

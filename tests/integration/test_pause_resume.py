@@ -10,6 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from events.client import SynclifeClient, new_sync_id
+from events.envelope import derived_id
 from events.service.settings import Settings
 from statemachine import ErrorCode, Outcome, SyncStatus
 from tests.helpers.live import Seen, Tenant
@@ -199,14 +200,15 @@ async def test_command_without_key_is_unauthenticated(
 ) -> None:
     sync_id = new_sync_id()
     command_id = str(uuid.uuid4())
-    await raw_producer.send_and_wait(
+    written = await raw_producer.send_and_wait(
         settings.commands_topic,
         key=sync_id.encode(),
         value=json.dumps(CREATE).encode(),
         headers=envelope(command_id, "sync.create", sync_id, namespace="production"),
     )
     (result,) = (await results.wait(sync_id, 1)) and results.results(sync_id)
-    assert result.command_id == command_id
+    # Under the id derived from where the message is (v1.1), not the ce_id it cannot prove.
+    assert result.command_id == derived_id(written.topic, written.partition, written.offset)
     assert result.outcome is Outcome.REJECTED and result.error is not None
     assert result.error.code is ErrorCode.UNAUTHENTICATED
     assert result.sync is None and result.version is None
@@ -223,7 +225,7 @@ async def test_undecodable_message_goes_to_dlq_redacted(
 ) -> None:
     sync_id = new_sync_id()
     command_id = str(uuid.uuid4())
-    await raw_producer.send_and_wait(
+    written = await raw_producer.send_and_wait(
         settings.commands_topic,
         key=sync_id.encode(),
         value=b"{not json",
@@ -241,6 +243,7 @@ async def test_undecodable_message_goes_to_dlq_redacted(
     assert headers["dlq_reason"] == b"invalid_json"
     assert headers["dlq_source_topic"] == settings.commands_topic.encode()
     assert int(headers["dlq_source_offset"]) >= 0
-    rejected = [r for r in results.results(sync_id) if r.command_id == command_id]
+    own_id = derived_id(written.topic, written.partition, written.offset)  # v1.1
+    rejected = [r for r in results.results(sync_id) if r.command_id == own_id]
     assert len(rejected) == 1 and rejected[0].error is not None
     assert rejected[0].error.code is ErrorCode.VALIDATION_ERROR

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from events.auth import KeyMaterial, hash_key
 from events.client import SynclifeClient, new_sync_id
+from events.envelope import derived_id
 from events.errors import SynclifeError
 from events.messages import CommandResult
 from events.service.app import Service
@@ -202,8 +203,7 @@ async def test_no_key_hash_or_password_in_logs_results_events_or_dead_letters(
     raw_ids: dict[str, ErrorCode] = {}
     for auth, code in malformed.items():
         command_id = str(uuid.uuid4())
-        raw_ids[command_id] = code
-        await big_producer.send_and_wait(
+        written = await big_producer.send_and_wait(
             settings.commands_topic,
             key=sync_id.encode(),
             value=json.dumps({"paused_by_user_id": "u"}).encode(),
@@ -212,6 +212,10 @@ async def test_no_key_hash_or_password_in_logs_results_events_or_dead_letters(
                 ("x-marker", marker.encode()),
             ],
         )
+        # v1.1: an unauthenticated message is answered under the id derived from its offset.
+        if code is ErrorCode.UNAUTHENTICATED:
+            command_id = derived_id(written.topic, written.partition, written.offset)
+        raw_ids[command_id] = code
     for command_id, code in raw_ids.items():
         result = await result_for(results, sync_id, command_id)
         assert result.error is not None and result.error.code is code
@@ -248,18 +252,21 @@ async def test_no_key_hash_or_password_in_logs_results_events_or_dead_letters(
         (None, b"", headers_for(None, "x", None, f"Bearer {tenant.run_key}", "p", auth_first=True)),
     ]
     dead_marker = str(uuid.uuid4())
+    answered: list[str] = []  # v1.1: each is answered under the id derived from its offset
     for key, value, headers in undecodable:
-        await big_producer.send_and_wait(
+        written = await big_producer.send_and_wait(
             settings.commands_topic,
             key=key,
             value=value,
             headers=[*headers, ("x-marker", dead_marker.encode())],
         )
+        if key is not None:
+            answered.append(derived_id(written.topic, written.partition, written.offset))
     dead = await dead_letters(dlq, dead_marker, len(undecodable))
     assert len(dead) == len(undecodable)
     for dead_headers, _ in dead:
         assert dead_headers["authorization"] == b"[redacted]"
-    for command_id in ids.values():
+    for command_id in answered:
         rejected.append(await result_for(results, dead_sync, command_id))
 
     # Let the relay, the scheduler and the clients log a little more.

@@ -27,11 +27,12 @@ from events.service.faults import crash_point
 from events.service.observability import log_context
 from events.service.processor.batch import BatchStats, Record, _Batch
 from events.service.processor.rows import command_result, event_id, result_id, timer_of
-from events.service.processor.sql import NOTIFY_CHANNEL, _load
+from events.service.processor.sql import NOTIFY_CHANNEL, _load, _load_sender
 from events.service.processor.sql import _write as _write  # replaced here by the fence test
 from events.service.settings import Settings
 from statemachine import SyncConfiguration, decide
 from statemachine.commands import SystemTrigger
+from statemachine.errors import bounded
 from statemachine.runs import system_command
 
 __all__ = [
@@ -91,8 +92,8 @@ async def _decide_and_write(
     fresh = await _load(conn, batch, decoded, offset)
     for record, item in decoded:
         with log_context(
-            command_id=item.command_id,
-            sync_config_id=item.sync_config_id,
+            command_id=bounded(item.command_id) if item.command_id else None,
+            sync_config_id=bounded(item.sync_config_id) if item.sync_config_id else None,
             partition=record.partition,
             offset=record.offset,
         ):
@@ -173,8 +174,12 @@ def _system_decision(batch: _Batch, sync: SyncConfiguration, now: datetime) -> N
 async def dead_letter_one(
     conn: asyncpg.Connection, settings: Settings, record: Record, reason: str
 ) -> bool:
-    """Dead-letter one record whose processing keeps failing (once per offset)."""
+    """Dead-letter one record whose processing keeps failing (once per offset), with its one
+    result: ``rejected``, code ``internal``, under its command id when an authenticated
+    sender's decodable command (recorded as processed with the sender's key: a resend gets the
+    same result and no effect), else under the id derived from its offset."""
     batch = _Batch(settings, datetime.now(UTC))
+    item = decode_command(record.key, record.value, record.headers, settings.max_message_bytes)
     async with conn.transaction():
         inserted = await conn.fetchval(
             """INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason)
@@ -185,6 +190,9 @@ async def dead_letter_one(
             reason,
         )
         if inserted:
+            if isinstance(item, RawCommand):
+                await _load_sender(conn, batch, item)
             batch.dead_letter(record, reason)
+            batch.poisoned(record, item)
             await _write(conn, batch.writes)
     return bool(inserted)

@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
-from events.envelope import REDACTED, SOURCE, RawCommand, Undecodable, ce_headers, header
+from events.envelope import REDACTED, SOURCE, RawCommand, Undecodable, ce_headers, derived_id
 from events.messages import CommandResult, LifecycleEvent
 from events.service.processor.rows import (
     _EVENT_PARTS,
@@ -37,7 +37,14 @@ from statemachine import (
     decide,
     parse_data,
 )
+from statemachine.errors import bounded
 from statemachine.runs import Policy
+
+#: The message of an ``internal`` rejection: fixed, nothing of the input in it.
+INTERNAL_MESSAGE: Final = (
+    "the command could not be processed and was dead-lettered; send it again with a new "
+    "command id, or ask the operators (the dead letter says why)"
+)
 
 
 def policy_of(settings: Settings) -> Policy:
@@ -122,7 +129,10 @@ class _Batch:
         sync_config_id: str | None,
         key_id: str | None,
         result: CommandResult,
+        key: str | None = None,
     ) -> None:
+        """Record ``result`` as the one result of ``command_id`` and publish it under ``key``
+        (default: the sync id, else the command id)."""
         if result.sync is not None:
             payload = _dump_with_sync(result, _RESULT_PARTS, self.sync_json(result.sync))
         else:
@@ -139,7 +149,7 @@ class _Batch:
                 self.now,
             )
         )
-        key = sync_config_id or command_id
+        key = key or sync_config_id or command_id
         self.writes.outbox.append(_result_row(self.settings, payload, command_id, key, self.now))
         self.stats.outcomes[(command_type, result.outcome.value)] += 1
         match result.outcome:
@@ -171,6 +181,29 @@ class _Batch:
         )
         self._record_result(raw.command_id, command_type, raw.sync_config_id, key_id, result)
 
+    def _rejected_derived(
+        self,
+        record: Record,
+        raw: RawCommand | Undecodable,
+        command_type: str,
+        error: CommandError,
+        key_id: str | None,
+    ) -> None:
+        """Reject a message the service cannot authenticate or decode under the id derived
+        from where it is: its ``ce_id`` neither replays nor reserves anything. Published under
+        the message's key when that is readable, else under the derived id."""
+        command_id = derived_id(record.topic, record.partition, record.offset)
+        result = CommandResult(
+            command_id=command_id,
+            command_type=command_type,
+            sync_config_id=raw.sync_config_id,
+            outcome=Outcome.REJECTED,
+            error=error,
+        )
+        self._record_result(
+            command_id, command_type, raw.sync_config_id, key_id, result, raw.kafka_key
+        )
+
     def _replay(self, command_id: str, key: str) -> None:
         _, payload = self.processed[command_id]
         self.writes.outbox.append(_result_row(self.settings, payload, command_id, key, self.now))
@@ -197,15 +230,29 @@ class _Batch:
         if not fresh:  # this offset was dead-lettered by an earlier delivery of the batch
             return
         self.dead_letter(record, bad.reason)
-        if bad.command_id is None or bad.sync_config_id is None:
+        error = CommandError(code=bad.code, message=bounded(bad.message))
+        self._rejected_derived(record, bad, bad.command_type, error, None)
+
+    def poisoned(self, record: Record, item: RawCommand | Undecodable) -> None:
+        """The one result of a record dead-lettered after its processing kept failing:
+        ``internal``, with a fixed message (nothing of the input), under the command id if an
+        authenticated sender's, else under the derived id; the stored result again if the
+        command id already has one of this sender."""
+        error = CommandError(code=ErrorCode.INTERNAL, message=INTERNAL_MESSAGE)
+        if isinstance(item, Undecodable):
+            self._rejected_derived(record, item, item.command_type, error, None)
             return
-        if bad.command_id in self.processed:
-            self._replay(bad.command_id, bad.sync_config_id)
+        token = self.token(item.authorization)
+        key = self.keys.get(token) if token else None
+        if key is None or key.problem(self.now) is not None:
+            self._rejected_derived(record, item, item.type.value, error, None)
             return
-        type_text = (header(record.headers, "ce_type") or b"").decode("utf-8", "replace")
-        type_text = type_text.replace("\x00", "\ufffd")[:128]  # U+0000 cannot be stored
-        error = CommandError(code=bad.code, message=bad.message)
-        self._rejected(bad, type_text or "unknown", error, None)
+        if item.command_id in self.processed:
+            stored_key_id, _ = self.processed[item.command_id]
+            if stored_key_id == key.key_id:
+                self._replay(item.command_id, item.sync_config_id)
+            return
+        self._rejected(item, item.type.value, error, key.key_id)
 
     # --- commands ------------------------------------------------------------------------
 
@@ -242,30 +289,46 @@ class _Batch:
         ):
             return key, CommandError(
                 code=ErrorCode.FORBIDDEN,
-                message=f"namespace {raw.namespace!r} is not available to this key",
+                message=f"namespace '{bounded(raw.namespace)}' is not available to this key",
             )
         return key, namespace_id
 
     def command(self, record: Record, raw: RawCommand) -> None:
+        token = self.token(raw.authorization)
+        presented = self.keys.get(token) if token else None
         if raw.command_id in self.processed:
             stored_key_id, _ = self.processed[raw.command_id]
-            token = self.token(raw.authorization)
-            presented = self.keys.get(token) if token else None
-            if (presented.key_id if presented else None) == stored_key_id:
+            if presented is not None and presented.key_id == stored_key_id:
                 self._replay(raw.command_id, raw.sync_config_id)
-            else:
+                return
+            if presented is not None and presented.problem(self.now) is None:
                 # Another caller reusing a command id gets neither its result nor a second
                 # result under that id: the message is dead-lettered.
                 self.dead_letter(record, "command_id_reused")
-            return
+                return
+            # Unauthenticated: rejected under an id of its own, below.
         key, auth = self.authenticate(raw)
         key_id = key.key_id if key else None
         if key_id is not None:
             self.writes.keys_used.add(key_id)
+        if isinstance(auth, CommandError) and auth.code is ErrorCode.UNAUTHENTICATED:
+            self._rejected_derived(record, raw, raw.type.value, auth, key_id)
+            return
+        assert key is not None  # noqa: S101 - authenticated: a key
+        # The write checks that the key is still unrevoked (a revocation committed after
+        # this batch read it makes the batch read and decide again).
+        self.writes.live_keys.add(key.key_id)
         if isinstance(auth, CommandError):
             self._rejected(raw, raw.type.value, auth, key_id)
             return
-        assert key is not None  # noqa: S101 - authenticate returns a key with a namespace
+        if raw.key_error is not None:
+            error = CommandError(
+                code=ErrorCode.VALIDATION_ERROR,
+                message=raw.key_error,
+                details={"errors": [{"field": "key", "problem": raw.key_error}]},
+            )
+            self._rejected(raw, raw.type.value, error, key_id)
+            return
         namespace_id = auth
         sync = self.syncs.get(raw.sync_config_id)
         visible = (

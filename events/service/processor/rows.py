@@ -32,6 +32,9 @@ class _Writes:
     processed: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
     keys_used: set[str] = field(default_factory=set)
+    #: The keys the batch authenticated commands with: the write is fenced on them still
+    #: being unrevoked.
+    live_keys: set[str] = field(default_factory=set)
     #: sync id -> its new ``sync_timers.due_at``, for the syncs whose timer moved.
     timers: dict[str, datetime | None] = field(default_factory=dict)
     #: The JSON of each written sync's latest version (its ``data`` column).

@@ -10,7 +10,7 @@ from typing import Any, Final
 import asyncpg
 
 from events.auth import hash_key
-from events.envelope import RawCommand, Undecodable
+from events.envelope import DERIVED_PREFIX, RawCommand, Undecodable
 from events.service.processor.batch import Record, _Batch
 from events.service.processor.rows import _Writes, timer_of
 from events.service.tenancy import ApiKey, match_namespaces
@@ -94,10 +94,37 @@ async def _load(
     commands = [d for _, d in decoded if isinstance(d, RawCommand)]
     by_hash = {hash_key(t): t for t in (batch.token(c.authorization) for c in commands) if t}
     sync_ids = sorted({c.sync_config_id for c in commands})
-    command_ids = sorted({d.command_id for _, d in decoded if d.command_id is not None})
+    # Only a decodable command's id can be a replay: an undecodable message is answered under
+    # the id derived from its offset, whatever its ce_id says.
+    command_ids = sorted({c.command_id for c in commands})
     refs = sorted({c.namespace for c in commands if c.namespace is not None})
     rows = await conn.fetch(_LOAD, list(by_hash), refs, sync_ids, command_ids)
     batch.now = database_time(rows) + (offset if offset is not None else settings_offset(batch))
+    namespace_rows = _read(batch, rows, by_hash)
+    wanted = set()
+    for c in commands:
+        token = batch.token(c.authorization)
+        key = batch.keys.get(token) if token else None
+        if key is not None and c.namespace is not None:
+            wanted.add((key.internal_id, c.namespace))
+    batch.namespaces = match_namespaces(namespace_rows, wanted)
+    return fresh
+
+
+async def _load_sender(conn: asyncpg.Connection, batch: _Batch, item: RawCommand) -> None:
+    """Read only the sender's key and its command id's stored result (a poison record's
+    dead letter: its sync, which may be what fails, is not read)."""
+    token = batch.token(item.authorization)
+    hashes = {hash_key(token): token} if token else {}
+    rows = await conn.fetch(_LOAD, list(hashes), [], [], [item.command_id])
+    batch.now = database_time(rows) + settings_offset(batch)
+    _read(batch, rows, hashes)
+
+
+def _read(
+    batch: _Batch, rows: Sequence[asyncpg.Record], by_hash: dict[bytes, str]
+) -> list[tuple[str, str, str]]:
+    """Put the rows of ``_LOAD`` into ``batch``; returns the namespace rows."""
     namespace_rows: list[tuple[str, str, str]] = []
     for r in rows:
         match r["kind"]:
@@ -121,14 +148,7 @@ async def _load(
                 pass  # the database's time (``database_time``)
             case _:
                 batch.processed[r["id"]] = (r["owner"], r["doc"].encode())
-    wanted = set()
-    for c in commands:
-        token = batch.token(c.authorization)
-        key = batch.keys.get(token) if token else None
-        if key is not None and c.namespace is not None:
-            wanted.add((key.internal_id, c.namespace))
-    batch.namespaces = match_namespaces(namespace_rows, wanted)
-    return fresh
+    return namespace_rows
 
 
 def _sync_columns(sync: SyncConfiguration, data: str) -> tuple[Any, ...]:
@@ -147,7 +167,11 @@ def _sync_columns(sync: SyncConfiguration, data: str) -> tuple[Any, ...]:
 
 # Every write of a batch, in one statement: new syncs, changed syncs (fenced on the version
 # read: the statement fails if one moved on), their history, the processed commands with their
-# results, the outbox rows (headers packed in one text value), the timers that moved, the
+# results (fenced too: a command id another writer recorded since the read fails the statement;
+# an id derived from a message's offset is recorded once, its redelivery publishes the same
+# result again), the keys the batch authenticated with (fenced on still being unrevoked: a
+# revocation committed since the read fails the statement, and the batch is decided again),
+# the outbox rows (headers packed in one text value), the timers that moved, the
 # keys' last use, and one NOTIFY for the relay if the outbox grew. Each part is an unnest of
 # column arrays: one prepared statement for every batch, whatever it holds. The outbox ids
 # follow the order of the rows given.
@@ -183,6 +207,8 @@ _WRITE: Final = """
         FROM unnest($28::text[], $29::text[], $30::text[], $31::text[], $32::text[],
                     $33::text[], $34::timestamptz[])
              AS u(id, command_type, sync_config_id, key_id, outcome, result, processed_at)
+        ON CONFLICT (command_id) DO NOTHING
+        RETURNING command_id
     ), outbox AS (
         INSERT INTO outbox (topic, key, value, headers)
         SELECT topic, key, value, headers
@@ -200,6 +226,14 @@ _WRITE: Final = """
           AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')
     )
     SELECT synclife_version_fence($41, (SELECT count(*) FROM updated)) AS updated,
+           synclife_version_fence(
+               $45, (SELECT count(*) FROM processed WHERE NOT starts_with(command_id, $46))
+           ) AS processed,
+           synclife_version_fence(
+               cardinality($44::text[]),
+               (SELECT count(*) FROM api_keys
+                WHERE key_id = ANY($44::text[]) AND revoked_at IS NULL)
+           ) AS keys,
            (SELECT count(*) FROM (SELECT pg_notify($40, '') FROM outbox LIMIT 1) AS n)
                AS notified"""
 
@@ -236,4 +270,7 @@ async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
         len(writes.updates),
         list(writes.timers),
         list(writes.timers.values()),
+        sorted(writes.live_keys),
+        sum(1 for row in writes.processed if not row[0].startswith(DERIVED_PREFIX)),
+        DERIVED_PREFIX,
     )
