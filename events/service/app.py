@@ -13,12 +13,13 @@ import logging
 import signal
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final, Literal
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from events.errors import TransientError
 from events.kafka import start_client
 from events.service.consumer import FetchHold, command_consumer
 from events.service.db import acquire, create_pool, is_conflict, is_transient
@@ -35,6 +36,7 @@ from events.service.observability import (
 from events.service.processor import BatchStats, Record, apply_batch, dead_letter_one
 from events.service.relay import OutboxRelay
 from events.service.retention import Retention
+from events.service.retry import Backoff, Retrying
 from events.service.scheduler import SYSTEM_CLOCK, Clock, Scheduler, time_offset
 from events.service.settings import Settings
 
@@ -42,13 +44,36 @@ __all__ = ["Service", "serve"]
 
 log = logging.getLogger("synclife.service")
 
-MAX_POISON_ATTEMPTS = 3
 # SIGTERM to exit, at most (each step is bounded so that an unavailable Kafka or Postgres
 # cannot hold the process): what is not finished is redelivered or left in the outbox.
 SHUTDOWN_SECONDS = 15.0
-MAX_CONFLICT_RETRIES = 20
-IMMEDIATE_CONFLICT_RETRIES = 2  # then with backoff
 BACKLOG_INTERVAL_SECONDS = 5.0
+
+# The budgets of a batch's retries (``_attempt``); once one is spent the batch is applied in
+# halves, and a single record is dead-lettered. Conflicts: retried twice at once, then with
+# backoff, 20 retries in all. Timeouts (a statement cancelled by ``statement_timeout``, a lock
+# not granted): tried twice. Other errors: a single record is tried 3 times, a batch is split
+# at once. Postgres out of reach spends none of these: it is waited for until SIGTERM.
+MAX_CONFLICT_RETRIES = 20
+IMMEDIATE_CONFLICT_RETRIES = 2
+MAX_TIMEOUT_ATTEMPTS = 2
+MAX_POISON_ATTEMPTS = 3
+BUDGETS: Final[dict[str, Backoff]] = {
+    "conflict": Backoff(
+        base=0.05, cap=2.0, attempts=MAX_CONFLICT_RETRIES + 1, immediate=IMMEDIATE_CONFLICT_RETRIES
+    ),
+    "timeout": Backoff(base=0.1, cap=2.0, attempts=MAX_TIMEOUT_ATTEMPTS),
+    "error": Backoff(base=0.1, cap=2.0, attempts=MAX_POISON_ATTEMPTS),
+}
+SPLIT_AT_ONCE: Final = Backoff(attempts=1)
+OUTAGE_BACKOFF: Final = Backoff(base=0.1, cap=5.0)  # until Postgres answers, or SIGTERM
+START_BACKOFF: Final = Backoff(base=0.2, cap=5.0)  # start-up: until it answers, or SIGTERM
+PROBE_SECONDS = 5.0  # before a timed-out batch is split: does Postgres answer SELECT 1?
+_TIMEOUTS: Final = (
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.LockNotAvailableError,
+    TimeoutError,  # the driver's command_timeout
+)
 
 
 class Service(Lanes):
@@ -79,14 +104,44 @@ class Service(Lanes):
         self._background_stop = asyncio.Event()  # set once the consumer loop is done
 
     async def _apply(self, pool: asyncpg.Pool, records: Sequence[Record]) -> bool:
-        """Apply a batch; on a persistent failure, isolate and dead-letter the poison record.
+        """Apply a batch, retried within bounds; split one that keeps failing into halves,
+        down to single records, and dead-letter a single record that still fails.
 
-        False if the service is stopping while Postgres is unavailable: the batch is left
+        False if the service is stopping before the batch is applied: the batch is left
         uncommitted (its offsets too) for the next owner, so that SIGTERM is not unbounded.
         """
-        backoff = 0.1
-        attempts = 0
-        conflicts = 0
+        failure = await self._attempt(pool, records)
+        if failure is None:
+            return True
+        if isinstance(failure, _Stopped):
+            return False
+        if len(records) > 1:
+            # Halves, in order: the records of a partition still apply in offset order.
+            log.warning(
+                "batch of %d keeps failing (%s); applying it in halves",
+                len(records),
+                _name(failure),
+            )
+            half = len(records) // 2
+            return await self._apply(pool, records[:half]) and await self._apply(
+                pool, records[half:]
+            )
+        return await self._poison(pool, records[0], failure)
+
+    async def _attempt(
+        self, pool: asyncpg.Pool, records: Sequence[Record]
+    ) -> BaseException | _Stopped | None:
+        """Apply ``records`` in one transaction: None once applied, the last error once its
+        budget is spent, ``_Stopped`` if the service stops first.
+
+        Postgres out of reach is waited for (until SIGTERM) and spends no budget: it is not
+        the batch's fault. A conflict, a timeout (a statement cancelled, a lock not granted)
+        or another error spends its own budget (``BUDGETS``).
+        """
+        outage = Retrying(OUTAGE_BACKOFF, self.stop)
+        budgets = {kind: Retrying(backoff, self.stop) for kind, backoff in BUDGETS.items()}
+        if len(records) > 1:  # a batch that fails otherwise is split at once
+            budgets["error"] = Retrying(SPLIT_AT_ONCE, self.stop)
         while True:
             started = time.perf_counter()
             try:
@@ -95,39 +150,39 @@ class Service(Lanes):
                         conn, self.settings, records, time_offset(self.settings, self.clock)
                     )
             except Exception as exc:
-                if is_conflict(exc):
+                kind = _kind(exc)
+                if kind == "conflict":
                     # A concurrent writer won a race (the scheduler changed a sync the batch
                     # read, or two owners of a partition during a rebalance): re-reading
                     # resolves it, at once the first times. Endless conflicts would be a bug.
-                    conflicts += 1
                     BATCH_CONFLICTS.inc()
-                    if conflicts <= IMMEDIATE_CONFLICT_RETRIES:
-                        continue
-                if is_transient(exc) and conflicts <= MAX_CONFLICT_RETRIES:
-                    if self.stop.is_set():
-                        log.warning("stopping: batch left for redelivery (%s)", type(exc).__name__)
-                        return False
-                    self._degraded = f"retrying a batch: {type(exc).__name__}"
-                    log.warning("transient failure (%s); retrying batch", type(exc).__name__)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                if kind == "outage" or (kind == "timeout" and not await _answers(pool)):
+                    # Postgres is away (or too slow even for SELECT 1): wait for it.
+                    self._degraded = f"retrying a batch: {_name(exc)}"
+                    log.warning("Postgres unavailable (%s); retrying batch", _name(exc))
+                    if not await outage.wait():
+                        log.warning("stopping: batch left for redelivery (%s)", _name(exc))
+                        return _Stopped()
                     continue
-                attempts += 1
-                if len(records) > 1:
-                    log.exception("batch of %d failed; applying one by one", len(records))
-                    for record in records:
-                        if not await self._apply(pool, [record]):
-                            return False
-                    return True
-                if attempts >= MAX_POISON_ATTEMPTS:
-                    await self._poison(pool, records[0], attempts, exc)
-                    return True
-                await asyncio.sleep(backoff)
+                outage.reset()
+                budget = budgets[kind]
+                if kind != "error" or len(records) == 1:
+                    self._degraded = f"retrying a batch: {_name(exc)}"
+                if kind == "error":
+                    log.exception("batch of %d failed", len(records))
+                elif budget.failures >= IMMEDIATE_CONFLICT_RETRIES or kind != "conflict":
+                    log.warning("%s (%s); retrying batch", kind, _name(exc))
+                if await budget.wait():
+                    continue
+                if budget.stopped:
+                    log.warning("stopping: batch left for redelivery (%s)", _name(exc))
+                    return _Stopped()
+                return exc
             else:
                 self._degraded = None
                 APPLY_SECONDS.observe(time.perf_counter() - started)
                 self._count(stats)
-                return True
+                return None
 
     async def _shutdown(
         self, consumer: AIOKafkaConsumer, pool: asyncpg.Pool, tasks: list[asyncio.Task[None]]
@@ -141,8 +196,8 @@ class Service(Lanes):
 
         async def final_commit() -> None:
             await self.commit_offsets()
-            if self._committer is not None:
-                await self._committer
+            if self._committer is not None:  # a rebalance may have cancelled it: no error
+                await asyncio.wait([self._committer])
 
         with contextlib.suppress(Exception):
             await asyncio.wait_for(final_commit(), left(FINAL_COMMIT_SECONDS))
@@ -168,23 +223,34 @@ class Service(Lanes):
         if self.health is not None:
             await self.health.stop()
 
-    async def _poison(
-        self, pool: asyncpg.Pool, record: Record, attempts: int, exc: BaseException
-    ) -> None:
+    async def _poison(self, pool: asyncpg.Pool, record: Record, exc: BaseException) -> bool:
+        """Dead-letter a record that failed within all its retries (the processor writes its
+        result); False if stopping while Postgres is away (the record is redelivered)."""
         log.error(
-            "record %s[%d]@%d failed %d times (%s); dead-lettering it",
+            "record %s[%d]@%d keeps failing (%s); dead-lettering it",
             record.topic,
             record.partition,
             record.offset,
-            attempts,
-            type(exc).__name__,
+            _name(exc),
         )
-        async with acquire(pool) as conn:
-            await dead_letter_one(
-                conn, self.settings, record, f"processing_failed: {type(exc).__name__}"
-            )
+        reason = f"processing_failed: {_name(exc)}"
+        outage = Retrying(OUTAGE_BACKOFF, self.stop)
+        while True:
+            try:
+                async with acquire(pool) as conn:
+                    await dead_letter_one(conn, self.settings, record, reason)
+            except Exception as failure:
+                if not is_transient(failure):
+                    raise  # a bug: the lane stops, and the record is redelivered
+                log.warning("dead-lettering failed (%s); retrying", _name(failure))
+                if not await outage.wait():
+                    return False
+            else:
+                break
+        self._degraded = None
         self.totals.dead_lettered += 1
         DEAD_LETTERS.inc()
+        return True
 
     def _count(self, stats: BatchStats) -> None:
         self.totals.add(stats)
@@ -283,23 +349,57 @@ class Service(Lanes):
 
 
 class _Stopped(Exception):
-    """Stopped (SIGTERM) while waiting for a dependency to come up."""
+    """Stopped (SIGTERM) while waiting for a dependency, or before a batch was applied."""
 
 
 async def _retry(start: Any, stop: asyncio.Event) -> Any:
-    backoff = 0.2
+    """Start a dependency, waiting for it (jittered, capped waits) until it answers or
+    SIGTERM: at start-up there is nothing else to do, and giving up would only make a
+    supervisor restart the process to wait again."""
+    waiting = Retrying(START_BACKOFF, stop)
     while True:
         try:
             return await start()
         except Exception as exc:
             if not (is_transient(exc) or isinstance(exc, KafkaError)):
                 raise
-            if stop.is_set():
-                raise _Stopped from exc
             log.warning("waiting for a dependency (%s)", type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, 5.0)
+            if not await waiting.wait():
+                raise _Stopped from exc
+
+
+FailureKind = Literal["conflict", "timeout", "outage", "error"]
+
+
+def _kind(exc: BaseException) -> FailureKind:
+    """What a batch's failure says: a race lost (conflict), work too slow (timeout), Postgres
+    out of reach (outage; ``acquire`` raises these as ``TransientError`` from the driver's
+    error), or anything else (error)."""
+    if is_conflict(exc):
+        return "conflict"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, _TIMEOUTS):
+            return "timeout"
+        cause = cause.__cause__
+    return "outage" if is_transient(exc) else "error"
+
+
+def _name(exc: BaseException) -> str:
+    """The error's type, or its cause's for one that ``acquire`` wrapped."""
+    if isinstance(exc, TransientError) and exc.__cause__ is not None:
+        return type(exc.__cause__).__name__
+    return type(exc).__name__
+
+
+async def _answers(pool: asyncpg.Pool) -> bool:
+    """Does Postgres answer a trivial query quickly? (Then a timeout is the batch's own.)"""
+    try:
+        async with acquire(pool) as conn:
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), PROBE_SECONDS)
+    except Exception:  # noqa: BLE001 - any failure means: not now
+        return False
+    return True
 
 
 async def serve(settings: Settings) -> None:

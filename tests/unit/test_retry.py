@@ -4,6 +4,7 @@ budget of attempts or seconds, and ``stop`` ending a wait at once."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_full_jitter_draws_between_zero_and_the_bound() -> None:
     "kwargs",
     [{"base": 0}, {"base": 2.0, "cap": 1.0}, {"attempts": 0}, {"deadline": -1}, {"immediate": -1}],
 )
-def test_a_nonsense_backoff_is_refused(kwargs: dict[str, float]) -> None:
+def test_a_nonsense_backoff_is_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="Backoff"):
         Backoff(**kwargs)
 
