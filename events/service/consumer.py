@@ -18,10 +18,13 @@ __all__ = [
 
 
 def command_consumer(settings: Settings, **overrides: Any) -> AIOKafkaConsumer:
-    """No auto-commit: offsets are committed only after the Postgres transaction."""
+    """No auto-commit: offsets are committed only after the Postgres transaction. With
+    ``group_instance_id``, a static member of the group (aiokafka sends it in JoinGroup, and
+    then never sends LeaveGroup); the session timeout stays aiokafka's (10 s)."""
     options: dict[str, Any] = {
         **kafka_options(settings),
         "group_id": settings.consumer_group,
+        "group_instance_id": settings.group_instance_id,  # None: dynamic membership
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",

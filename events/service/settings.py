@@ -46,6 +46,11 @@ class Settings(KafkaSettings):
     # always after its transaction): one commit request per interval, not one per batch.
     # After a crash, up to this much more is redelivered, and found already processed.
     offset_commit_interval_ms: int = Field(default=100, ge=0, le=60_000)
+    # Static group membership (KIP-345): a name of this process's own, stable across restarts
+    # and unique in the consumer group. A process restarted with it within the session timeout
+    # gets its partitions back without a rebalance; it never leaves the group when it stops
+    # (its partitions wait for the session timeout or its return). Unset: dynamic membership.
+    group_instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,249}$")
 
     # Lifecycle rules.
     max_consecutive_failures: int = Field(default=5, ge=1, le=1000)
