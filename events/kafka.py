@@ -20,6 +20,7 @@ from aiokafka.errors import (
     AuthenticationFailedError,
     IllegalSaslStateError,
     KafkaConnectionError,
+    ProducerClosed,
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
@@ -36,7 +37,9 @@ __all__ = [
     "kafka_options",
     "kafka_ssl_context",
     "login_refusal",
+    "max_request_size",
     "start_client",
+    "stop_producer",
     "throttle_metadata",
 ]
 
@@ -105,12 +108,34 @@ def idempotent_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaPr
         "enable_idempotence": True,
         "linger_ms": 2,
         "max_batch_size": 1_048_576,
-        "max_request_size": 4 * settings.max_message_bytes,
+        "max_request_size": max_request_size(settings),
     }
     options.update(overrides)
     producer = AIOKafkaProducer(**options)
     throttle_metadata(producer.client)
     return producer
+
+
+def max_request_size(settings: KafkaSettings) -> int:
+    """The largest request, so the largest record, ``idempotent_producer`` sends: four times
+    ``max_message_bytes``, what ``synclife stack up`` lets the output topics take."""
+    return 4 * settings.max_message_bytes
+
+
+async def stop_producer(producer: AIOKafkaProducer, within: float) -> None:
+    """Stop ``producer`` for good in at most ``within`` seconds, failing what it still holds.
+
+    A producer that had a batch fail is not to send again: with idempotence on, it numbered
+    its later batches after the failed one, which the broker never took, so they fail too
+    (OutOfOrderSequenceNumber). Its batches not yet acknowledged fail at once with
+    ``ProducerClosed`` instead of being sent or retried (a request already on its way may still
+    land: the caller sends those rows again, at least once). Never raises.
+    """
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is not None:
+        accumulator.fail_all(ProducerClosed())
+    with contextlib.suppress(Exception):  # TimeoutError included
+        await asyncio.wait_for(producer.stop(), within)
 
 
 def throttle_metadata(client: Any) -> None:

@@ -21,6 +21,8 @@ __all__ = [
     "DEAD_LETTERS",
     "OUTBOX_BACKLOG",
     "OUTBOX_OLDEST_SECONDS",
+    "OUTBOX_PARKED",
+    "RELAY_PARKED",
     "RELAY_PUBLISHED",
     "RELAY_PUBLISH_SECONDS",
     "SYSTEM_CHANGES",
@@ -48,6 +50,12 @@ DEAD_LETTERS: Final = Counter("synclife_dead_letters_total", "Messages dead-lett
 OUTBOX_BACKLOG: Final = Gauge("synclife_outbox_backlog", "Outbox rows not yet published.")
 OUTBOX_OLDEST_SECONDS: Final = Gauge(
     "synclife_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row."
+)
+OUTBOX_PARKED: Final = Gauge(
+    "synclife_outbox_parked", "Outbox rows parked: refused by Kafka for good, or held behind one."
+)
+RELAY_PARKED: Final = Counter(
+    "synclife_relay_parked_total", "Outbox rows the relay parked, by reason.", ["reason"]
 )
 RELAY_PUBLISHED: Final = Counter("synclife_relay_published_total", "Outbox rows published.")
 RELAY_PUBLISH_SECONDS: Final = Histogram(

@@ -24,6 +24,11 @@ Pipelined: while one page is on its way to Kafka, the next is read (excluding th
 flight) and queued behind it, so the database read overlaps the wait for Kafka's
 acknowledgement. The producer sends a partition's batches in the order they were queued,
 one request at a time, so the pages still reach each partition in id order.
+
+A row Kafka refuses for good is parked, and the rows behind it go on (events/service/parking.py,
+docs/design.md). A producer whose batch failed is replaced before anything is sent again: an
+idempotent producer numbers a partition's batches after the failed one, which the broker never
+took, so it would refuse them.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import asyncpg
@@ -42,11 +47,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from events.envelope import unpack_headers
-from events.kafka import idempotent_producer, start_client
+from events.kafka import idempotent_producer, max_request_size, start_client, stop_producer
 from events.service.db import connect
 from events.service.faults import crash_point
 from events.service.leader import acquire_leadership, keep_running, kept_alive
 from events.service.observability import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
+from events.service.parking import Parking, refusal, too_large
 from events.service.processor import NOTIFY_CHANNEL
 from events.service.settings import Settings
 
@@ -103,6 +109,12 @@ class _Page:
     ids: list[int]
     delivered: asyncio.Future[Any]
     started: float
+    read: int = 0  # rows read for it, the parked ones included
+    batches: list[tuple[asyncio.Future[Any], list[int]]] = field(default_factory=list)
+
+    def acknowledged(self) -> list[int]:
+        """The rows of the batches Kafka acknowledged (of a page it did not take whole)."""
+        return [i for f, ids in self.batches if f.done() and _succeeded(f) for i in ids]
 
 
 async def configure_session(conn: asyncpg.Connection) -> None:
@@ -131,6 +143,8 @@ class OutboxRelay:
         self._by_key: dict[tuple[bytes, int], int] = {}
         # Every unpublished row not in flight has an xid at or above it (module docstring).
         self._horizon = 0
+        self._poisoned = False  # a batch of the producer failed: replace it before sending
+        self._parking = Parking(settings.lifecycle_topic, log)
 
     @property
     def horizon(self) -> int:
@@ -163,17 +177,9 @@ class OutboxRelay:
                 await configure_session(conn)
                 self._horizon = 0  # a new term: what the last one read is not known for sure
                 await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-                if self._producer is None:
-                    producer = idempotent_producer(self.settings)
-                    try:
-                        await start_client(producer, self.settings)
-                    except BaseException:
-                        with contextlib.suppress(Exception):
-                            await producer.stop()
-                        raise
-                    self._producer = producer
-                await self._drain_loop(conn, self._producer, stop)
-                await self._flush(conn, self._producer)
+                await self._parking.refresh(conn)
+                await self._drain_loop(conn, await self._fresh_producer(), stop)
+                await self._flush(conn, await self._fresh_producer())
                 await self._delete_published(conn)
         finally:
             self.is_leader = False
@@ -192,11 +198,21 @@ class OutboxRelay:
         try:
             while not stop.is_set():
                 while pages and pages[0].delivered.done():
-                    self._delivered(pages.popleft())  # raises if Kafka refused it
+                    first = pages.popleft()
+                    try:
+                        self._delivered(first)  # raises if Kafka refused it
+                    except Exception as exc:
+                        self._partly_delivered(first)
+                        await self._settle(pages)  # what was acknowledged is deleted
+                        pages.clear()
+                        if refusal(exc) is None:
+                            raise  # transient: a new term, with a new producer
+                        producer = await self._isolate(conn, first, exc)
+                        read = True
                 if read and len(pages) < PAGES_IN_FLIGHT:
                     self._wake.clear()
                     page = await self._send_page(conn, producer, pages)
-                    full = page is not None and len(page.ids) >= self.settings.relay_batch_size
+                    full = page is not None and page.read >= self.settings.relay_batch_size
                     if page is not None:
                         pages.append(page)
                     read = full or self._wake.is_set()
@@ -217,6 +233,8 @@ class OutboxRelay:
                     for waiter in waits:
                         waiter.cancel()
                 read = read or not done or self._wake.is_set()
+                if not done and self._parking.due():
+                    await self._parking.refresh(conn)  # idle: count again (retries, other relays)
         finally:
             await self._settle(pages)
 
@@ -229,15 +247,15 @@ class OutboxRelay:
                 FLUSH_SECONDS,
             )
         for page in pages:
-            if page.delivered.done() and not page.delivered.cancelled():
-                if page.delivered.exception() is None:
-                    self._delivered(page)
-                    continue
-            else:
-                page.delivered.cancel()
+            if page.delivered.done() and _succeeded(page.delivered):
+                self._delivered(page)
+                continue
+            self._partly_delivered(page)
+            page.delivered.cancel()
             # Not sent: its rows may be below the horizon (later reads left them out as in
             # flight), so the flush that follows reads the whole outbox again.
             self._horizon = 0
+            self._poisoned = True
 
     async def _flush(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> None:
         """On the way out, publish what the last batches wrote: every page, not only the
@@ -291,17 +309,36 @@ class OutboxRelay:
         if empty:
             return None
         started = time.perf_counter()
-        delivered = asyncio.gather(*await self._send(producer, rows))
-        return _Page([r["id"] for r in rows], delivered, started)
+        sendable = await self._screen(conn, producer, rows)
+        try:
+            sent = await self._send(producer, sendable)
+        except BaseException:
+            self._poisoned = True  # some of its batches may be queued: not this producer again
+            raise
+        delivered = asyncio.gather(*(f for f, _ in sent))
+        return _Page([r["id"] for r in sendable], delivered, started, len(rows), sent)
 
     def _delivered(self, page: _Page) -> None:
         """Kafka acknowledged ``page`` (or raise why not): its rows are deleted next."""
-        page.delivered.result()
+        try:
+            page.delivered.result()
+        except BaseException:
+            self._poisoned = True
+            raise
+        if not page.ids:
+            return  # every row of it was parked
         crash_point("relay.after_send")  # published, not deleted yet: resent, same ids
         RELAY_PUBLISH_SECONDS.observe(time.perf_counter() - page.started)
         RELAY_PUBLISHED.inc(len(page.ids))
         self._published_ids.extend(page.ids)
         self.published += len(page.ids)
+
+    def _partly_delivered(self, page: _Page) -> None:
+        """Of a page Kafka did not take whole, the batches it acknowledged: deleted next."""
+        ids = page.acknowledged()
+        RELAY_PUBLISHED.inc(len(ids))
+        self._published_ids.extend(ids)
+        self.published += len(ids)
 
     async def _delete_published(self, conn: asyncpg.Connection) -> None:
         """Delete the last pages' rows now (on the way out), not with the next read."""
@@ -311,34 +348,129 @@ class OutboxRelay:
             )
             self._published_ids = []
 
+    async def _screen(
+        self, conn: asyncpg.Connection, producer: AIOKafkaProducer, rows: list[asyncpg.Record]
+    ) -> list[asyncpg.Record]:
+        """The rows of a page to send; parked now: those held behind a parked row, and those
+        Kafka would refuse for good (their topic's lookup did, or too large for a request)."""
+        self._partitions.clear()  # read again per page: a topic may have grown
+        sendable: list[asyncpg.Record] = []
+        refused: list[tuple[asyncpg.Record, str]] = []
+        held: list[asyncpg.Record] = []
+        topics: dict[str, str | None] = {}  # each topic's refusal, None if it has none
+        limit = max_request_size(self.settings)
+        for r in rows:
+            if self._parking.holds(r):
+                held.append(r)
+                continue
+            topic = r["topic"]
+            if topic not in topics:
+                try:
+                    await self._partition(producer, topic, None)
+                    topics[topic] = None
+                except Exception as exc:
+                    if (reason := refusal(exc)) is None:
+                        raise
+                    topics[topic] = reason
+            why = topics[topic] or ("too_large" if too_large(r, limit) else None)
+            if why is None:
+                sendable.append(r)
+            else:
+                refused.append((r, why))
+                self._parking.refused(r)
+        if refused or held:
+            await self._parking.park(conn, refused, held)
+            self._horizon = 0  # a held row may stay (its hold was retried): read it again
+        return sendable
+
+    async def _isolate(
+        self, conn: asyncpg.Connection, failed: _Page, exc: BaseException
+    ) -> AIOKafkaProducer:
+        """Kafka refused a batch of ``failed`` for good, naming no row: send the front rows up
+        to the page's last one at a time, with a new producer, and park each one refused."""
+        acknowledged = set(failed.acknowledged())
+        through = max(i for i in failed.ids if i not in acknowledged)
+        log.warning(
+            "Kafka refused a batch for good (%s): sending up to %d rows one at a time",
+            type(exc).__name__,
+            len(failed.ids) - len(acknowledged),
+        )
+        producer = await self._fresh_producer()
+        size = self.settings.relay_batch_size
+        while True:
+            published, self._published_ids = self._published_ids, []
+            try:
+                rows = await conn.fetch(_NEXT_PAGE, size, published, [])
+            except BaseException:
+                self._published_ids = published
+                raise
+            self._horizon = 0  # the next read starts from the front again
+            page = [r for r in rows if r["id"] is not None and r["id"] <= through]
+            for r in await self._screen(conn, producer, page):
+                if self._parking.holds(r):  # an earlier event of its sync was refused just now
+                    await self._parking.park(conn, [], [r])
+                    continue
+                started = time.perf_counter()
+                try:
+                    delivered = asyncio.gather(*(f for f, _ in await self._send(producer, [r])))
+                    await delivered
+                except Exception as error:
+                    self._poisoned = True
+                    if (why := refusal(error)) is None:
+                        raise
+                    producer = await self._fresh_producer()
+                    self._parking.refused(r)
+                    await self._parking.park(conn, [(r, why)], [])
+                    continue
+                self._delivered(_Page([r["id"]], delivered, started))
+            if len(page) < len(rows) or len(rows) < size or rows[0]["id"] is None:
+                return producer  # past the failed page, or the whole outbox was read
+
+    async def _fresh_producer(self) -> AIOKafkaProducer:
+        """The producer to send with: a new one if the last one had a batch fail (that one is
+        stopped, what it still holds failing). One given to the relay from outside is kept."""
+        if self._poisoned and self._producer is not None and self._own_producer:
+            old, self._producer = self._producer, None
+            log.warning("relay replaces its Kafka producer after a failed batch")
+            await stop_producer(old, FLUSH_SECONDS)
+        self._poisoned = False
+        if self._producer is None:
+            producer = idempotent_producer(self.settings)
+            try:
+                await start_client(producer, self.settings)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
     async def _send(
         self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]
-    ) -> list[asyncio.Future[Any]]:
+    ) -> list[tuple[asyncio.Future[Any], list[int]]]:
         """Queue ``rows`` (in id order) as one record batch per partition, or more when full.
 
         The same partition as ``producer.send`` would choose (the default murmur2 partitioner,
         cached per key), the same order within each partition, one delivery future per batch
-        instead of one coroutine and future per row.
+        instead of one coroutine and future per row. Returns each batch's future and row ids.
         """
-        batches: dict[tuple[str, int], Any] = {}
-        futures: list[asyncio.Future[Any]] = []
-        self._partitions.clear()  # read again per page: a topic may have grown
+        batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
+        sent: list[tuple[asyncio.Future[Any], list[int]]] = []
         for r in rows:
             topic, key = r["topic"], r["key"]
             tp = (topic, await self._partition(producer, topic, key))
             headers = unpack_headers(r["headers"])
-            batch = batches.get(tp)
-            if batch is None:
-                batch = batches[tp] = producer.create_batch()
+            batch, ids = batches.get(tp) or batches.setdefault(tp, (producer.create_batch(), []))
             if batch.append(key=key, value=r["value"], timestamp=None, headers=headers) is None:
                 # Full (and closed): send it, after the partition's earlier batches; next one.
-                futures.append(await producer.send_batch(batch, topic, partition=tp[1]))
-                batch = batches[tp] = producer.create_batch()
+                sent.append((await producer.send_batch(batch, topic, partition=tp[1]), ids))
+                batch, ids = batches[tp] = (producer.create_batch(), [])
                 batch.append(key=key, value=r["value"], timestamp=None, headers=headers)
-        for (topic, partition), batch in batches.items():
+            ids.append(r["id"])
+        for (topic, partition), (batch, ids) in batches.items():
             batch.close()  # complete: goes out at once instead of lingering (linger_ms)
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+            sent.append((await producer.send_batch(batch, topic, partition=partition), ids))
+        return sent
 
     async def _partition(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int:
         partitions = self._partitions.get(topic)
@@ -359,3 +491,8 @@ class OutboxRelay:
         if self._own_producer and self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    """A done future that has a result: neither cancelled nor failed."""
+    return not future.cancelled() and future.exception() is None

@@ -7,9 +7,14 @@ import asyncio
 from collections import deque
 from typing import Any
 
+import pytest
+from aiokafka import errors
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from events.envelope import pack_headers
+from events.envelope import pack_headers, unpack_headers
+from events.service import parking
+from events.service.parking import REASONS, refusal, too_large
 from events.service.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, OutboxRelay, _Page
 from events.service.settings import Settings
 
@@ -70,13 +75,16 @@ async def test_batches_keep_each_partitions_order_and_the_default_partition() ->
     relay = OutboxRelay(Settings())
     producer = _Producer(room=4)  # small batches: a partition's rows span several
     rows = _rows(60)
-    futures = await relay._send(producer, rows)  # type: ignore[arg-type]
-    assert len(futures) == len(producer.sent)
+    sent = await relay._send(producer, rows)  # type: ignore[arg-type]
+    assert len(sent) == len(producer.sent)
+    ids_of = {r["value"]: r["id"] for r in rows}
+    for (_, ids), (_, _, batch) in zip(sent, producer.sent, strict=True):
+        assert ids == [ids_of[value] for _, value, _ in batch.rows]  # each batch's row ids
     by_tp: dict[tuple[str, int], list[bytes | None]] = {}
     for topic, partition, batch in producer.sent:
         by_tp.setdefault((topic, partition), []).extend(value for _, value, _ in batch.rows)
-    sent = sorted(v for values in by_tp.values() for v in values if v is not None)
-    assert sent == sorted(r["value"] for r in rows)  # every row once
+    values_sent = sorted(v for values in by_tp.values() for v in values if v is not None)
+    assert values_sent == sorted(r["value"] for r in rows)  # every row once
     default = DefaultPartitioner()
     for (topic, partition), values in by_tp.items():
         expected = [
@@ -198,3 +206,216 @@ async def test_a_page_not_sent_by_the_way_out_makes_the_flush_read_everything_ag
     await relay._settle(deque([_Page([2], sent, 0.0), _Page([3], refused, 0.0)]))
     # Row 3 may be below the horizon (reads after it left it out as in flight): read it again.
     assert relay.horizon == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (errors.MessageSizeTooLargeError(), "too_large"),
+        (errors.RecordTooLargeError(), "too_large"),
+        (errors.RecordListTooLargeError(), "too_large"),
+        (errors.UnknownTopicOrPartitionError(), "unknown_topic"),
+        (errors.InvalidTopicError(), "invalid_topic"),
+        (errors.TopicAuthorizationFailedError("t"), "topic_authorization"),
+        (errors.CorruptRecordException(), "corrupt_record"),
+        (errors.InvalidTimestampError(), "invalid_timestamp"),
+        (errors.UnsupportedForMessageFormatError(), "unsupported_format"),
+        (errors.PolicyViolationError(), "policy_violation"),
+        # Transient, or about the producer rather than a record: the relay starts over.
+        (errors.KafkaConnectionError(), None),
+        (errors.KafkaTimeoutError(), None),
+        (errors.RequestTimedOutError(), None),
+        (errors.NotLeaderForPartitionError(), None),
+        (errors.LeaderNotAvailableError(), None),
+        (errors.NotEnoughReplicasError(), None),
+        (errors.OutOfOrderSequenceNumber(), None),
+        (errors.ProducerClosed(), None),
+        (errors.ProducerFenced(), None),
+        (errors.ClusterAuthorizationFailedError(), None),
+        (errors.UnknownError(), None),
+        (errors.KafkaError(), None),
+        (RuntimeError("x"), None),
+    ],
+)
+def test_which_errors_refuse_a_row_for_good(error: BaseException, reason: str | None) -> None:
+    assert refusal(error) == reason
+    assert reason is None or reason in REASONS
+
+
+def test_too_large_is_the_producers_own_request_size_check() -> None:
+    limit = 10_000
+    headers = pack_headers([("ce_id", b"x" * 40)])
+    fits = {"key": b"sync_1", "value": b"v" * 9_000, "headers": headers}
+    assert not too_large(fits, limit)
+    # aiokafka's ``send`` refuses a record whose estimated size exceeds max_request_size.
+    exact = DefaultRecordBatchBuilder.estimate_size_in_bytes(
+        b"sync_1", b"v" * 9_000, unpack_headers(headers)
+    )
+    over = {**fits, "value": b"v" * (9_000 + limit - exact + 1)}
+    assert too_large(over, limit)
+    at = {**fits, "value": b"v" * (9_000 + limit - exact)}
+    assert not too_large(at, limit)
+
+
+LIFECYCLE = "events"
+
+
+def _row(i: int, topic: str, key: str, value: bytes) -> dict[str, Any]:
+    return {
+        "id": i,
+        "topic": topic,
+        "key": key.encode(),
+        "value": value,
+        "headers": pack_headers([("ce_id", f"id{i}".encode())]),
+    }
+
+
+class _Outbox2:
+    """The outbox as the relay's reads see it: each read deletes the published ids ($2) and
+    returns the front rows in id order, without the ones in flight ($3)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = {r["id"]: r for r in rows}
+        self.parked: dict[int, tuple[dict[str, Any], str]] = {}
+
+    async def fetch(self, query: str, size: int, published: list[int], flying: list[int], *_: Any):  # type: ignore[no-untyped-def]
+        for i in published:
+            self.rows.pop(i, None)
+        skip = set(published) | set(flying)
+        page = [r for i, r in sorted(self.rows.items()) if i not in skip][:size]
+        return [{**r, "horizon": 1} for r in page] or [{"horizon": 1, "id": None}]
+
+    async def park(self, _: Any, refused: list[tuple[int, str]], held: list[int]) -> set[int]:
+        moved = set()
+        for i, why in refused:
+            self.parked[i] = (self.rows.pop(i), why)
+            moved.add(i)
+        for i in held:
+            row = self.rows[i]
+            if any(
+                (r["topic"], r["key"]) == (row["topic"], row["key"])
+                for r, _ in self.parked.values()
+            ):
+                self.parked[i] = (self.rows.pop(i), "held")
+                moved.add(i)
+        return moved
+
+    async def state(self, _: Any, topic: str) -> tuple[int, set[bytes]]:
+        return len(self.parked), {r["key"] for r, _ in self.parked.values() if r["topic"] == topic}
+
+
+class _Kafka(_Producer):
+    """A broker whose topics take records of at most ``limit`` bytes (a larger one fails its
+    whole batch), and an idempotent producer: after a failed batch, every later one fails too
+    (its sequence numbers count the one the broker never took)."""
+
+    def __init__(self, limit: int, published: list[tuple[str, int, bytes]]) -> None:
+        super().__init__(room=100)
+        self.limit = limit
+        self.published = published
+        self.poisoned = False
+
+    async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> Any:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.poisoned:
+            future.set_exception(errors.OutOfOrderSequenceNumber())
+        elif any(len(value or b"") > self.limit for _, value, _ in batch.rows):
+            self.poisoned = True
+            future.set_exception(errors.MessageSizeTooLargeError())
+        else:
+            self.published.extend((topic, partition, value or b"") for _, value, _ in batch.rows)
+            future.set_result(None)
+        return future
+
+
+async def test_a_refused_batch_parks_its_row_and_the_rows_behind_it_go_on_once(
+    monkeypatch: Any,
+) -> None:
+    """A batch refused for good names no row: the relay replaces the producer, sends the rows
+    one at a time, parks the refused one, and everything else is published exactly once. A
+    later lifecycle event of the refused event's sync is parked behind it (no version gap)."""
+    rows = [
+        _row(1, "results", "sync_a", b"r1"),
+        _row(2, LIFECYCLE, "sync_b", b"b-v1"),
+        _row(3, LIFECYCLE, "sync_a", b"a-v1"),
+        _row(4, "results", "sync_c", b"x" * 500),  # too large for the topic: refused
+        _row(5, LIFECYCLE, "sync_b", b"b-v2"),
+        _row(6, LIFECYCLE, "sync_d", b"d-v1-" + b"x" * 500),  # refused: holds sync_d
+        _row(7, LIFECYCLE, "sync_d", b"d-v2"),
+        _row(8, "results", "sync_d", b"r8"),  # a result of sync_d: not held
+        _row(9, LIFECYCLE, "sync_a", b"a-v2"),
+    ]
+    outbox = _Outbox2(rows)
+    monkeypatch.setattr(parking, "park", outbox.park)
+    monkeypatch.setattr(parking, "parked_state", outbox.state)
+    published: list[tuple[str, int, bytes]] = []
+    producers = [_Kafka(100, published)]
+    relay = OutboxRelay(Settings(lifecycle_topic=LIFECYCLE, relay_poll_interval_seconds=0.05))
+
+    async def fresh() -> _Kafka:
+        if relay._poisoned or not producers:
+            relay._poisoned = False
+            producers.append(_Kafka(100, published))
+        return producers[-1]
+
+    monkeypatch.setattr(relay, "_fresh_producer", fresh)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(relay._drain_loop(outbox, producers[0], stop))  # type: ignore[arg-type]
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if not outbox.rows and len(outbox.parked) == 3:
+            break
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+
+    values = [value for _, _, value in published]
+    assert sorted(values) == sorted([b"r1", b"b-v1", b"a-v1", b"b-v2", b"r8", b"a-v2"])
+    assert {i: why for i, (_, why) in outbox.parked.items()} == {
+        4: "too_large",
+        6: "too_large",
+        7: "held",
+    }
+    assert not outbox.rows
+    # A producer that had a batch fail refuses every later batch (OutOfOrderSequenceNumber, a
+    # transient error that would have stopped the loop): each was replaced before sending on.
+    assert [p.poisoned for p in producers] == [True, True, True, False]
+    # Per sync and topic, in id order.
+    for key in (b"b-v", b"a-v"):
+        assert [v for v in values if v.startswith(key)] == sorted(
+            v for v in values if v.startswith(key)
+        )
+
+
+async def test_rows_refused_before_sending_are_parked_at_once(monkeypatch: Any) -> None:
+    """An unknown topic (its lookup failed past aiokafka's bound) and a row larger than a
+    request may be are parked without being sent; a later event of the sync waits behind."""
+    big = b"x" * (4 * 1024 + 1)
+    rows = [
+        _row(1, "gone", "sync_a", b"g1"),
+        _row(2, LIFECYCLE, "sync_b", big),
+        _row(3, LIFECYCLE, "sync_b", b"b-v2"),
+        _row(4, LIFECYCLE, "sync_c", b"c-v1"),
+        _row(5, "gone", "sync_c", b"g2"),
+    ]
+    outbox = _Outbox2(rows)
+    monkeypatch.setattr(parking, "park", outbox.park)
+    monkeypatch.setattr(parking, "parked_state", outbox.state)
+
+    class _NoSuchTopic(_Producer):
+        async def partitions_for(self, topic: str) -> set[int]:
+            if topic == "gone":
+                raise errors.UnknownTopicOrPartitionError()
+            return set(range(6))
+
+    producer = _NoSuchTopic(room=100)
+    relay = OutboxRelay(Settings(lifecycle_topic=LIFECYCLE, max_message_bytes=1024))
+    page = await relay._send_page(outbox, producer, ())  # type: ignore[arg-type]
+    assert page is not None
+    assert page.ids == [4] and page.read == 5
+    assert {i: why for i, (_, why) in outbox.parked.items()} == {
+        1: "unknown_topic",
+        2: "too_large",
+        3: "held",
+        5: "unknown_topic",
+    }
+    assert [value for _, _, b in producer.sent for _, value, _ in b.rows] == [b"c-v1"]
