@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from events.cli import admin, commands, dev, docs, serve
+from events.cli import admin, commands, dev, docs, outbox, serve
 
 __all__ = ["main"]
 
@@ -46,6 +46,7 @@ for _command in (
     dev.stack,
     dev.demo,
     dev.bench,
+    outbox.outbox,
 ):
     main.add_command(_command)
 
