@@ -8,9 +8,10 @@ have had exactly the effect the contract gives it:
 
 - every valid command gets exactly one result, with the outcome, error code and status an
   independent model of the lifecycle predicts (so no invalid message changed any sync);
-- every invalid message whose ``ce_id`` and sync id are readable gets exactly one rejected
-  result with the predicted code, and a dead letter when it could not be decoded;
-- a message without a readable id is dead-lettered, and gets no result;
+- every invalid message gets exactly one rejected result with the predicted code, and a dead
+  letter when it could not be decoded; one that cannot be decoded or authenticated gets it
+  under the id derived from its topic, partition and offset (never its ``ce_id``), published
+  under its key (else its sync id, else that id);
 - the service is still running, still answers, and the Postgres outbox drains to empty.
 """
 
@@ -35,6 +36,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from events.client import SynclifeClient, new_sync_id
+from events.envelope import derived_id
 from events.messages import CommandResult
 from events.service.app import Service
 from events.service.db import connect
@@ -103,7 +105,6 @@ INVALID_KINDS: Final = (
     "no_source",
     "no_type",
     "bad_content_type",
-    "subject_not_key",
     "unknown_type",
     "too_large",
     "nul_in_data",
@@ -117,6 +118,7 @@ INVALID_KINDS: Final = (
     "no_sync_id",
     "nul_in_key",
     # decodable but wrong: exactly one rejected result
+    "subject_not_key",
     "not_object",
     "extra_field",
     "tenancy_field",
@@ -254,6 +256,9 @@ class Message:
     dlq_reason: str | None = None
     #: An applied pause: the reason sent, which the sync must carry unchanged.
     pause_reason: str | None = None
+    #: Answered under the id derived from where it was written (not decodable, or not
+    #: authenticated): ``command_id`` is set once it is sent.
+    derived: bool = False
 
 
 @dataclass
@@ -426,17 +431,19 @@ class Planner:
 
         def undecodable(reason: str, code: ErrorCode) -> Message:
             msg.code, msg.dlq_reason, msg.status = code, reason, None
+            msg.derived = True
             return msg
 
         def unreadable(reason: str = "bad_envelope") -> Message:
-            msg.command_id = msg.result_key = None
-            msg.outcome = None
-            msg.dlq_reason = reason
-            return msg
+            # Published under its key if readable, else under the derived id (set when sent).
+            readable = msg.key is not None and b"\x00" not in msg.key
+            msg.result_key = msg.key.decode() if readable and msg.key else None
+            return undecodable(reason, E.VALIDATION_ERROR)
 
         def rejected(code: ErrorCode, visible: bool) -> Message:
             msg.code = code
             msg.status = current if visible else None
+            msg.derived = code is E.UNAUTHENTICATED
             return msg
 
         def with_headers(**changes: str | bytes | None) -> None:
@@ -473,11 +480,11 @@ class Planner:
                     **{"content-type": ("text/plain", "application/xml", "json")[a.number % 3]}
                 )
                 return undecodable("bad_envelope", E.VALIDATION_ERROR)
-            case "subject_not_key":
+            case "subject_not_key":  # the key is checked once the sender is known
                 other = new_sync_id()
                 with_headers(ce_subject=other)
                 msg.result_key = other  # the subject names the sync
-                return undecodable("bad_envelope", E.VALIDATION_ERROR)
+                return rejected(E.VALIDATION_ERROR, False)
             case "unknown_type":
                 kind = "sync." + a.raw if a.number % 2 else w1
                 kind = kind.replace("\x00", "")
@@ -682,12 +689,14 @@ async def outbox_rows(settings: Settings) -> int:
     return int(count)
 
 
-def index_results(results: Seen, prefix: str) -> dict[str, list[tuple[str, CommandResult]]]:
+def index_results(
+    results: Seen, prefix: str, derived: set[str]
+) -> dict[str, list[tuple[str, CommandResult]]]:
     out: dict[str, list[tuple[str, CommandResult]]] = defaultdict(list)
     for key, items in list(results.by_key.items()):
         for _, value in list(items):
             result = CommandResult.model_validate_json(value or b"")
-            if result.command_id.startswith(prefix):
+            if result.command_id.startswith(prefix) or result.command_id in derived:
                 out[result.command_id].append((key, result))
     return out
 
@@ -727,8 +736,14 @@ async def test_fuzz_service_survives_and_answers_everything(
         )
         for m in messages
     ]
-    await asyncio.gather(*sends)
+    written = await asyncio.gather(*sends)
     generated = time.monotonic()
+    derived: set[str] = set()
+    for sent_message, where in zip(messages, written, strict=True):
+        if sent_message.derived:
+            sent_message.command_id = derived_id(where.topic, where.partition, where.offset)
+            sent_message.result_key = sent_message.result_key or sent_message.command_id
+            derived.add(sent_message.command_id)
 
     prefix = f"fz-{run}-"
     expected_results = {m.command_id: m for m in messages if m.command_id and m.result_key}
@@ -736,7 +751,7 @@ async def test_fuzz_service_survives_and_answers_everything(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
     while True:
-        got = index_results(results, prefix)
+        got = index_results(results, prefix, derived)
         dead = index_dead_letters(dlq, run)
         missing_results = expected_results.keys() - got.keys()
         missing_dead = expected_dead.keys() - dead.keys()
@@ -756,7 +771,7 @@ async def test_fuzz_service_survives_and_answers_everything(
         assert loop.time() < deadline, "the outbox did not drain"
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)  # let the watchers see anything published last
-    got = index_results(results, prefix)
+    got = index_results(results, prefix, derived)
     dead = index_dead_letters(dlq, run)
 
     problems: list[str] = []
