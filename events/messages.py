@@ -66,7 +66,11 @@ class LifecycleEvent(BaseModel):
 
 
 class CommandResult(BaseModel):
-    """Data of ``sync.command_result``: exactly one per command id."""
+    """Data of ``sync.command_result``: exactly one per command id.
+
+    A message that cannot be authenticated or decoded is answered under the id derived from
+    where it was written (``kafka:<topic>:<partition>:<offset>``), not its ``ce_id``.
+    """
 
     model_config = ConfigDict(frozen=True)
 
