@@ -92,8 +92,16 @@ def time_offset(settings: Settings, clock: Clock) -> timedelta:
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        lock: int = SCHEDULER_LOCK,
+    ) -> None:
         self.settings = settings
+        self.lock = lock  # the advisory lock its leader holds
         self.pool = pool
         self.clock = clock
         self.is_leader = False
@@ -159,7 +167,7 @@ class Scheduler:
         conn = await connect(self.settings, leader="scheduler")
         try:
             if not await acquire_leadership(
-                conn, SCHEDULER_LOCK, stop, self.settings.scheduler_interval_seconds
+                conn, self.lock, stop, self.settings.scheduler_interval_seconds
             ):
                 return
             self.is_leader = True

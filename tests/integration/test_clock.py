@@ -31,7 +31,7 @@ import pytest
 from pydantic import SecretStr
 
 from events.client import SynclifeClient, new_sync_id
-from events.devtools.loadgen import lock_holders, serve_env, session_pid, spawn_serve
+from events.devtools.loadgen import serve_env, session_pid, spawn_serve
 from events.service.db import connect, migrate
 from events.service.scheduler import SCHEDULER_LOCK
 from events.service.settings import Settings
@@ -137,6 +137,18 @@ async def passes(port: int) -> float:
     return 0.0
 
 
+async def scheduler_pid(conn: asyncpg.Connection) -> int | None:
+    """The pid of the ``serve`` whose session holds this database's scheduler lock."""
+    name = await conn.fetchval(
+        """SELECT a.application_name
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())""",
+        SCHEDULER_LOCK,
+    )
+    return session_pid(name) if name else None
+
+
 async def stored(conn: asyncpg.Connection, sync_id: str) -> SyncConfiguration:
     data = await conn.fetchval("SELECT data::text FROM syncs WHERE sync_config_id = $1", sync_id)
     return SyncConfiguration.model_validate_json(data)
@@ -171,8 +183,7 @@ async def test_processes_whose_clocks_disagree_decide_on_the_database_clock(
         async with serving(ahead_env, tmp_path / "ahead.log") as ahead:
 
             async def ahead_schedules() -> bool:
-                holder = (await lock_holders(conn, [SCHEDULER_LOCK])).get(SCHEDULER_LOCK, "")
-                return session_pid(holder) == ahead.pid
+                return await scheduler_pid(conn) == ahead.pid
 
             await until(ahead_schedules, "the process ahead leads the scheduler")
             async with (
