@@ -12,7 +12,8 @@ first, each its own short statement that finds its rows through an index (migrat
 locks nothing but the rows it deletes, which nothing else reads or writes any more. A processed
 command is never deleted while its result may still be waiting in the outbox: while the outbox
 holds a row written by its transaction or an earlier one (both tables record the writing
-transaction's id, ``xid``).
+transaction's id, ``xid``), or while a row as old as it is parked (``outbox_parked``) or back
+from the parking.
 """
 
 from __future__ import annotations
@@ -46,13 +47,19 @@ RETENTION_LOCK: Final = 0x5F5C1210
 # offset less the retention), found in the index, deleted by their ctid (the
 # inner select and the delete share one snapshot, and these rows are never updated). A
 # processed command is kept while the outbox holds a row of its transaction or an earlier one
-# (``min(xid)``: one step of the outbox's xid index).
+# (``min(xid)``: one step of the outbox's xid index), and while a row written when it was
+# processed or before is parked, or was put back from the parking (it keeps its ``created_at``
+# but not its ``xid``): both on the database's clock, as ``processed_at``.
 _PROCESSED: Final = """
     DELETE FROM processed_commands
     WHERE ctid = ANY(ARRAY(
         SELECT ctid FROM processed_commands
         WHERE processed_at < now() + $1::interval
           AND xid < COALESCE((SELECT min(xid) FROM outbox), pg_current_xact_id())
+          AND processed_at < COALESCE(
+              LEAST((SELECT min(created_at) FROM outbox_parked),
+                    (SELECT min(created_at) FROM outbox WHERE attempts > 0)),
+              'infinity')
         ORDER BY processed_at
         LIMIT $2))"""
 _HISTORY: Final = """

@@ -1,6 +1,6 @@
 """Retention on the real stack: processed command ids past the dedupe window and history rows
 past their retention are deleted in batches; recent ones are kept and still deduplicate; a
-command whose result is still in the outbox is kept.
+command whose result is still in the outbox, or parked, is kept.
 
 Each pass here is one ``Retention.tick`` with a clock of its own, set from the service's
 controlled clock: the session's service keeps its retention leader on the defaults (7 and 90
@@ -171,6 +171,52 @@ async def test_a_command_whose_result_is_still_in_the_outbox_is_kept(
             await conn.execute("DELETE FROM outbox WHERE id = $1", row)
         # Once the relay has also deleted what earlier tests wrote before it:
         for _ in range(400):
+            if not await conn.fetchval(
+                """SELECT count(*) FROM outbox
+                   WHERE xid <= (SELECT xid FROM processed_commands WHERE command_id = $1)""",
+                command_id,
+            ):
+                break
+            await asyncio.sleep(0.05)
+        await retention.tick(conn)
+        assert await rows(settings, [command_id]) == (set(), 0)
+    finally:
+        await conn.close()
+
+
+async def test_a_command_whose_result_is_parked_is_kept(
+    settings: Settings, service: Service, clock: Clock
+) -> None:
+    """Kept while a row written when it was processed (or before) is parked; deleted once the
+    parked row is gone."""
+    command_id = f"retention-{uuid.uuid4()}"
+    long_ago = clock() - timedelta(days=30)
+    conn = await connect(settings)
+    try:
+        await conn.execute(
+            """INSERT INTO processed_commands (command_id, command_type, outcome, result,
+                                               processed_at)
+               VALUES ($1, 'sync.create', 'applied', '{}', $2)""",
+            command_id,
+            long_ago,
+        )
+        parked = await conn.fetchval(
+            """INSERT INTO outbox_parked (id, topic, key, value, headers, created_at, reason,
+                                          attempts)
+               VALUES (-1 - (random() * 1e9)::bigint, $1, $2, NULL, $3, $4, 'test', 1)
+               RETURNING id""",
+            settings.results_topic,
+            b"retention-test",
+            pack_headers([]),
+            long_ago - timedelta(seconds=1),
+        )
+        retention = Retention(settings, clock)
+        try:
+            await retention.tick(conn)
+            assert await rows(settings, [command_id]) == ({command_id}, 0)
+        finally:
+            await conn.execute("DELETE FROM outbox_parked WHERE id = $1", parked)
+        for _ in range(400):  # and once the outbox holds nothing written before it either
             if not await conn.fetchval(
                 """SELECT count(*) FROM outbox
                    WHERE xid <= (SELECT xid FROM processed_commands WHERE command_id = $1)""",
