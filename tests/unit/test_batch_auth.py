@@ -1,0 +1,144 @@
+"""Who a batch answers, and under which id (in memory, no I/O): a message the service cannot
+authenticate or decode is answered under the id derived from its offset, never its ``ce_id``;
+a stored result is replayed only to the key that earned it; a command whose Kafka key is not
+its sync id is rejected; a poison record gets one ``internal`` result."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from events.auth import generate_key
+from events.envelope import RawCommand, command_headers, decode_command, derived_id
+from events.service.processor.batch import _Batch
+from events.service.settings import Settings
+from events.service.tenancy import ApiKey
+from statemachine import ErrorCode
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+SYNC = "sync_a"
+NAMESPACE = "ns_1"
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+class World:
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.batch = _Batch(self.settings, NOW)
+        self.offset = 0
+
+    def key(self, key_id: str, *, revoked: bool = False) -> str:
+        material = generate_key()
+        self.batch.keys[material.plaintext] = ApiKey(
+            key_id=key_id,
+            internal_id="org_1",
+            scopes=frozenset({"syncs:write"}),
+            namespaces=None,
+            expires_at=None,
+            revoked_at=NOW - timedelta(hours=1) if revoked else None,
+        )
+        self.batch.namespaces[("org_1", NAMESPACE)] = NAMESPACE
+        return material.plaintext
+
+    def record(self, command_id: str, api_key: str, key: bytes | None = SYNC.encode()) -> Record:
+        self.offset += 1
+        headers = command_headers(
+            command_id=command_id,
+            command_type="sync.pause",
+            sync_config_id=SYNC,
+            api_key=api_key,
+            namespace=NAMESPACE,
+            source="test",
+        )
+        value = json.dumps({"paused_by_user_id": "u"}).encode()
+        return Record(self.settings.commands_topic, 0, self.offset, key, value, headers)
+
+    def send(self, record: Record) -> None:
+        item = decode_command(record.key, record.value, record.headers, 1 << 20)
+        if isinstance(item, RawCommand):
+            self.batch.command(record, item)
+        else:
+            self.batch.undecodable(record, item, True)
+
+    def results(self) -> dict[str, Any]:
+        """command id -> its recorded result (as JSON)."""
+        return {row[0]: json.loads(row[5]) for row in self.batch.writes.processed}
+
+    def topics(self) -> list[str]:
+        return [row[0] for row in self.batch.writes.outbox]
+
+
+def test_an_unauthenticated_message_is_answered_under_its_offset_and_reserves_nothing() -> None:
+    w = World()
+    record = w.record("c-1", "sk_" + "a" * 43)  # well formed, unknown
+    w.send(record)
+    own = derived_id(record.topic, record.partition, record.offset)
+    assert list(w.results()) == [own]
+    assert w.results()[own]["error"]["code"] == "unauthenticated"
+    assert w.batch.writes.live_keys == set()
+
+
+def test_a_stored_result_is_replayed_only_to_its_key() -> None:
+    w = World()
+    a = w.key("key_a", revoked=True)
+    b = w.key("key_b")
+    w.batch.processed["c-1"] = ("key_a", b'{"command_id": "c-1"}')
+    w.send(w.record("c-1", a))  # its own key, revoked since: the same result again
+    assert w.batch.stats.replayed == 1 and w.batch.writes.processed == []
+    w.send(w.record("c-1", b))  # another valid key: not answered, dead-lettered
+    assert w.batch.stats.dead_lettered == 1 and w.batch.writes.processed == []
+    stranger = w.record("c-1", "sk_" + "b" * 43)  # nobody: answered under its offset
+    w.send(stranger)
+    assert list(w.results()) == [derived_id(stranger.topic, 0, stranger.offset)]
+    assert w.topics() == [
+        w.settings.results_topic,
+        w.settings.dlq_topic,
+        w.settings.results_topic,
+    ]
+
+
+def test_a_command_whose_kafka_key_is_not_its_sync_id_is_rejected() -> None:
+    w = World()
+    a = w.key("key_a")
+    for n, key in enumerate((None, b"sync_b")):
+        w.send(w.record(f"c-{n}", a, key))
+    for n in range(2):
+        error = w.results()[f"c-{n}"]["error"]
+        assert error["code"] == ErrorCode.VALIDATION_ERROR.value
+        assert [e["field"] for e in error["details"]["errors"]] == ["key"]
+    assert w.batch.writes.live_keys == {"key_a"}
+    assert w.batch.writes.inserts == {} and w.batch.writes.updates == {}
+
+
+def test_a_poison_record_gets_one_internal_result() -> None:
+    w = World()
+    a = w.key("key_a")
+    mine = w.record("c-1", a)
+    nobody = w.record("c-2", "sk_" + "c" * 43)
+    undecodable = w.record("c-3", a)
+    undecodable.value = b"{not json"
+    for record in (mine, nobody, undecodable):
+        item = decode_command(record.key, record.value, record.headers, 1 << 20)
+        w.batch.poisoned(record, item)
+    results = w.results()
+    assert set(results) == {
+        "c-1",
+        derived_id(nobody.topic, 0, nobody.offset),
+        derived_id(undecodable.topic, 0, undecodable.offset),
+    }
+    for result in results.values():
+        assert result["error"]["code"] == "internal"
+        assert result["error"]["details"] == {}
+    assert [row[3] for row in w.batch.writes.processed] == ["key_a", None, None]
