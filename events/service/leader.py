@@ -83,6 +83,10 @@ async def kept_alive(conn: asyncpg.Connection) -> AsyncIterator[None]:
         if lost and task.uncancel() == 0:
             raise lost[0] from None
         raise
+    else:
+        if lost:  # the work finished as the session went: it may not have been the leader's
+            task.uncancel()
+            raise lost[0]
     finally:
         speaker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
