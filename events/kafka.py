@@ -39,6 +39,7 @@ __all__ = [
     "login_refusal",
     "max_request_size",
     "start_client",
+    "started_producer",
     "stop_producer",
     "throttle_metadata",
 ]
@@ -113,6 +114,19 @@ def idempotent_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaPr
     options.update(overrides)
     producer = AIOKafkaProducer(**options)
     throttle_metadata(producer.client)
+    return producer
+
+
+async def started_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
+    """``idempotent_producer(settings, **overrides)``, started (``start_client``); stopped
+    again if it does not start."""
+    producer = idempotent_producer(settings, **overrides)
+    try:
+        await start_client(producer, settings)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise
     return producer
 
 

@@ -47,7 +47,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from events.envelope import unpack_headers
-from events.kafka import idempotent_producer, max_request_size, start_client, stop_producer
+from events.kafka import max_request_size, started_producer, stop_producer
 from events.service.db import connect
 from events.service.faults import crash_point
 from events.service.leader import acquire_leadership, keep_running, kept_alive
@@ -387,7 +387,9 @@ class OutboxRelay:
         self, conn: asyncpg.Connection, failed: _Page, exc: BaseException
     ) -> AIOKafkaProducer:
         """Kafka refused a batch of ``failed`` for good, naming no row: send the front rows up
-        to the page's last one at a time, with a new producer, and park each one refused."""
+        to the page's last one at a time and park each one refused. Returns a new producer to
+        go on with. The rows go one by one through a producer without idempotence, so that a
+        refused one does not fail the ones after it."""
         acknowledged = set(failed.acknowledged())
         through = max(i for i in failed.ids if i not in acknowledged)
         log.warning(
@@ -396,35 +398,37 @@ class OutboxRelay:
             len(failed.ids) - len(acknowledged),
         )
         producer = await self._fresh_producer()
+        probe = await started_producer(self.settings, enable_idempotence=False)
         size = self.settings.relay_batch_size
-        while True:
-            published, self._published_ids = self._published_ids, []
-            try:
-                rows = await conn.fetch(_NEXT_PAGE, size, published, [])
-            except BaseException:
-                self._published_ids = published
-                raise
-            self._horizon = 0  # the next read starts from the front again
-            page = [r for r in rows if r["id"] is not None and r["id"] <= through]
-            for r in await self._screen(conn, producer, page):
-                if self._parking.holds(r):  # an earlier event of its sync was refused just now
-                    await self._parking.park(conn, [], [r])
-                    continue
-                started = time.perf_counter()
+        try:
+            while True:
+                published, self._published_ids = self._published_ids, []
                 try:
-                    delivered = asyncio.gather(*(f for f, _ in await self._send(producer, [r])))
-                    await delivered
-                except Exception as error:
-                    self._poisoned = True
-                    if (why := refusal(error)) is None:
-                        raise
-                    producer = await self._fresh_producer()
-                    self._parking.refused(r)
-                    await self._parking.park(conn, [(r, why)], [])
-                    continue
-                self._delivered(_Page([r["id"]], delivered, started))
-            if len(page) < len(rows) or len(rows) < size or rows[0]["id"] is None:
-                return producer  # past the failed page, or the whole outbox was read
+                    rows = await conn.fetch(_NEXT_PAGE, size, published, [])
+                except BaseException:
+                    self._published_ids = published
+                    raise
+                self._horizon = 0  # the next read starts from the front again
+                page = [r for r in rows if r["id"] is not None and r["id"] <= through]
+                for r in await self._screen(conn, producer, page):
+                    if self._parking.holds(r):  # an earlier event of its sync was just refused
+                        await self._parking.park(conn, [], [r])
+                        continue
+                    started = time.perf_counter()
+                    try:
+                        delivered = asyncio.gather(*(f for f, _ in await self._send(probe, [r])))
+                        await delivered
+                    except Exception as error:
+                        if (why := refusal(error)) is None:
+                            raise
+                        self._parking.refused(r)
+                        await self._parking.park(conn, [(r, why)], [])
+                        continue
+                    self._delivered(_Page([r["id"]], delivered, started))
+                if len(page) < len(rows) or len(rows) < size or rows[0]["id"] is None:
+                    return producer  # past the failed page, or the whole outbox was read
+        finally:
+            await stop_producer(probe, FLUSH_SECONDS)
 
     async def _fresh_producer(self) -> AIOKafkaProducer:
         """The producer to send with: a new one if the last one had a batch fail (that one is
@@ -435,14 +439,7 @@ class OutboxRelay:
             await stop_producer(old, FLUSH_SECONDS)
         self._poisoned = False
         if self._producer is None:
-            producer = idempotent_producer(self.settings)
-            try:
-                await start_client(producer, self.settings)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise
-            self._producer = producer
+            self._producer = await started_producer(self.settings)
         return self._producer
 
     async def _send(

@@ -14,6 +14,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from events.envelope import pack_headers, unpack_headers
 from events.service import parking
+from events.service import relay as relay_module
 from events.service.parking import REASONS, refusal, too_large
 from events.service.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, OutboxRelay, _Page
 from events.service.settings import Settings
@@ -306,21 +307,28 @@ class _Outbox2:
 
 class _Kafka(_Producer):
     """A broker whose topics take records of at most ``limit`` bytes (a larger one fails its
-    whole batch), and an idempotent producer: after a failed batch, every later one fails too
+    whole batch), and a producer: if idempotent, after a failed batch every later one fails too
     (its sequence numbers count the one the broker never took)."""
 
-    def __init__(self, limit: int, published: list[tuple[str, int, bytes]]) -> None:
+    def __init__(
+        self, limit: int, published: list[tuple[str, int, bytes]], idempotent: bool = True
+    ) -> None:
         super().__init__(room=100)
         self.limit = limit
         self.published = published
+        self.idempotent = idempotent
         self.poisoned = False
+        self.stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
 
     async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> Any:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.poisoned:
             future.set_exception(errors.OutOfOrderSequenceNumber())
         elif any(len(value or b"") > self.limit for _, value, _ in batch.rows):
-            self.poisoned = True
+            self.poisoned = self.idempotent
             future.set_exception(errors.MessageSizeTooLargeError())
         else:
             self.published.extend((topic, partition, value or b"") for _, value, _ in batch.rows)
@@ -332,8 +340,9 @@ async def test_a_refused_batch_parks_its_row_and_the_rows_behind_it_go_on_once(
     monkeypatch: Any,
 ) -> None:
     """A batch refused for good names no row: the relay replaces the producer, sends the rows
-    one at a time, parks the refused one, and everything else is published exactly once. A
-    later lifecycle event of the refused event's sync is parked behind it (no version gap)."""
+    one at a time (without idempotence, so that a refused one does not fail the next), parks
+    the refused ones, and everything else is published exactly once. A later lifecycle event
+    of a refused event's sync is parked behind it (no version gap)."""
     rows = [
         _row(1, "results", "sync_a", b"r1"),
         _row(2, LIFECYCLE, "sync_b", b"b-v1"),
@@ -358,7 +367,15 @@ async def test_a_refused_batch_parks_its_row_and_the_rows_behind_it_go_on_once(
             producers.append(_Kafka(100, published))
         return producers[-1]
 
+    probes: list[_Kafka] = []
+
+    async def probe(settings: Settings, **options: Any) -> _Kafka:
+        assert options == {"enable_idempotence": False}
+        probes.append(_Kafka(100, published, idempotent=False))
+        return probes[-1]
+
     monkeypatch.setattr(relay, "_fresh_producer", fresh)
+    monkeypatch.setattr(relay_module, "started_producer", probe)
     stop = asyncio.Event()
     loop = asyncio.create_task(relay._drain_loop(outbox, producers[0], stop))  # type: ignore[arg-type]
     for _ in range(500):
@@ -377,8 +394,9 @@ async def test_a_refused_batch_parks_its_row_and_the_rows_behind_it_go_on_once(
     }
     assert not outbox.rows
     # A producer that had a batch fail refuses every later batch (OutOfOrderSequenceNumber, a
-    # transient error that would have stopped the loop): each was replaced before sending on.
-    assert [p.poisoned for p in producers] == [True, True, True, False]
+    # transient error that would have stopped the loop): it was replaced before sending on.
+    assert [p.poisoned for p in producers] == [True, False]
+    assert [p.stopped for p in probes] == [True]
     # Per sync and topic, in id order.
     for key in (b"b-v", b"a-v"):
         assert [v for v in values if v.startswith(key)] == sorted(
