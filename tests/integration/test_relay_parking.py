@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -120,8 +121,8 @@ async def _metrics(service: Service) -> dict[str, float]:
     url = f"http://127.0.0.1:{service.health.port}/metrics"
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         text = await response.text()
-    samples = (line.rsplit(" ", 1) for line in text.splitlines() if line[:1] not in ("#", ""))
-    return {name: float(value) for name, value in samples}
+    sample = re.compile(r"^([a-zA-Z_:][\w:]*(?:\{[^}]*\})?) ([0-9.eE+-]+|NaN)$")
+    return {m[1]: float(m[2]) for m in map(sample.match, text.splitlines()) if m}
 
 
 async def _values(seen: Seen, key: str, count: int) -> list[bytes]:
