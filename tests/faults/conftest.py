@@ -82,6 +82,7 @@ async def fx(
         org = await create_org(conn, f"faults-{secrets.token_hex(4)}")
         await create_namespace(conn, org["id"], "production")
         key = await create_key(conn, org["id"], ["syncs:write"])
+        run_key = await create_key(conn, org["id"], ["syncs:run"])
     finally:
         await conn.close()
     log_root = Path(tmp_path_factory.mktemp("faults"))
@@ -89,6 +90,8 @@ async def fx(
         stack=settings,
         database_url=database_url,
         api_key=key["key"],
+        run_key=run_key["key"],
+        org_id=org["id"],
         namespace="production",
         log_root=log_root,
         rows=_ROWS,

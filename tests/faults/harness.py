@@ -44,6 +44,15 @@ from events.devtools.procfs import cpu_model, memory_kib
 from events.kafka import idempotent_producer
 from events.service.relay import RELAY_LOCK
 from events.service.settings import Settings
+from events.service.tenancy import create_key
+from tests.faults.hostile import (
+    Hostile,
+    KeyedSent,
+    Revocation,
+    check_hostile,
+    check_revocation,
+    pending,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = ROOT / ".cache" / "faultstack"
@@ -61,6 +70,13 @@ SHUTDOWN_BOUND_SECONDS = 20.0  # SIGTERM to exit 0
 READY_TIMEOUT_SECONDS = 60.0  # a started process answers /readyz 200
 DRAIN_TIMEOUT_SECONDS = 120.0  # after the load: every result and event out
 CAUGHT_UP_SECONDS = 2.0  # a command older than this without a result: not recovered yet
+RESULT_TIMEOUT_SECONDS = 120.0  # a worker waits this long for a result, at most
+
+# Static group membership (SYNCLIFE_GROUP_INSTANCE_ID): each serve slot keeps one instance id
+# across its restarts, so that a process started again takes its partitions back at once
+# instead of after the consumer session timeout. SYNCLIFE_FAULTS_STATIC_MEMBERSHIP=0 runs the
+# suite with dynamic members (docs/faults.md compares the two).
+STATIC_MEMBERSHIP = os.environ.get("SYNCLIFE_FAULTS_STATIC_MEMBERSHIP", "1") != "0"
 
 CREATE = {
     "bucket_id": "bkt_faults",
@@ -238,12 +254,24 @@ class Sent:
 
 
 class Load:
-    """Creates ``syncs`` syncs, then streams pause/resume/update/trigger at them.
+    """Creates ``syncs`` syncs, then streams commands at them, with hostile messages beside.
+
+    Most syncs get pause/resume/update/trigger at random. With a worker's key (``runs``), every
+    ``WORKED``th sync is a worker's instead: it takes the run lock (``sync.run.start``, a short
+    lease), heartbeats and checkpoints, then completes or fails the run, each command after the
+    previous one's result, so that under a fault its lease runs out and the service takes the
+    lock back (its next command is then ``lock_lost``: fenced). With a ``revocation``, every
+    ``REVOKED``th sync is commanded with a key that is revoked halfway through the load. With
+    ``hostile``, hostile messages go out beside (``tests/faults/hostile.py``).
 
     Every command has a new id; a send Kafka did not acknowledge is retried with the same id
     (which the contract allows: one effect, one result), so every command in ``sent`` reached
     the topic at least once.
     """
+
+    WORKED = 4
+    REVOKED = 10
+    LEASE_SECONDS = 5  # the shortest the contract allows: a fault outlasts it
 
     def __init__(
         self,
@@ -254,6 +282,10 @@ class Load:
         seconds: float,
         interval: tuple[float, float] = (0.6, 1.4),
         seed: int = 7,
+        runs: Sender | None = None,
+        answer: Callable[[str], dict[str, Any] | None] | None = None,
+        revocation: Revocation | None = None,
+        hostile: Hostile | None = None,
     ) -> None:
         self.settings = settings
         self.sender = sender
@@ -264,6 +296,19 @@ class Load:
         self.sent: dict[str, Sent] = {}
         self.retries = 0
         self.done = asyncio.Event()
+        self.runs = runs
+        self.answer = answer
+        self.revocation = revocation
+        self.hostile = hostile
+        self.run_commands = 0
+        self.fenced = 0  # run commands rejected lock_lost: the lease had been taken back
+        self.worked: list[str] = []
+        if runs is not None and answer is not None:
+            self.worked = self.sync_ids[1 :: self.WORKED]
+        if revocation is not None:
+            revocation.sync_ids = [
+                s for s in self.sync_ids[:: self.REVOKED] if s not in set(self.worked)
+            ]
 
     def acked_before(self, moment: float) -> set[str]:
         return {cid for cid, s in self.sent.items() if s.at <= moment}
@@ -275,17 +320,34 @@ class Load:
         await producer.start()
         try:
             deadline = time.monotonic() + self.seconds
-            await asyncio.gather(
-                *(self._one_sync(producer, sid, deadline) for sid in self.sync_ids)
-            )
+            worked = set(self.worked)
+            revoked = set(self.revocation.sync_ids if self.revocation else ())
+            streams = [
+                self._worked_sync(producer, sid, deadline)
+                if sid in worked
+                else self._one_sync(producer, sid, deadline, revoked=sid in revoked)
+                for sid in self.sync_ids
+            ]
+            if self.revocation is not None:
+                streams.append(self._revoke_halfway(self.revocation))
+            if self.hostile is not None:
+                streams.append(self.hostile.run(deadline))
+            await asyncio.gather(*streams)
         finally:
             self.done.set()
             await producer.stop()
 
-    async def _one_sync(self, producer: AIOKafkaProducer, sync_id: str, deadline: float) -> None:
+    async def _revoke_halfway(self, revocation: Revocation) -> None:
+        await asyncio.sleep(self.seconds / 2)
+        await revocation.revoke()
+
+    async def _one_sync(
+        self, producer: AIOKafkaProducer, sync_id: str, deadline: float, *, revoked: bool = False
+    ) -> None:
         rnd = random.Random(self.random.random())
+        send = self._send_revocable if revoked else self._send
         await asyncio.sleep(rnd.uniform(0, 1.0))
-        await self._send(producer, sync_id, "sync.create", CREATE)
+        await send(producer, sync_id, "sync.create", CREATE)
         while True:
             await asyncio.sleep(rnd.uniform(*self.interval))
             if time.monotonic() >= deadline:
@@ -300,18 +362,98 @@ class Load:
                 kind, data = "sync.update", {"batch_size": rnd.randint(1, 100)}
             else:
                 kind, data = "sync.trigger", {"requested_by_user_id": "u1"}
-            await self._send(producer, sync_id, kind, data)
+            await send(producer, sync_id, kind, data)
+
+    async def _worked_sync(self, producer: AIOKafkaProducer, sync_id: str, deadline: float) -> None:
+        """A worker's runs of one sync, each command sent once the previous one is answered."""
+        rnd = random.Random(self.random.random())
+        await asyncio.sleep(rnd.uniform(0, 1.0))
+        await self._send(producer, sync_id, "sync.create", CREATE)
+        worker = f"worker-{sync_id[-8:]}"
+        lease = self.LEASE_SECONDS
+        while time.monotonic() < deadline:
+            start = {"worker_id": worker, "lease_seconds": lease}
+            started = await self._call(producer, sync_id, "sync.run.start", start)
+            if started["outcome"] != "applied":
+                if started.get("status") == "SUSPENDED":  # auto-suspended after failures
+                    await self._call(producer, sync_id, "sync.resume", {"resumed_by_user_id": "u1"})
+                else:  # lock_conflict: the service is taking an expired lease back
+                    await asyncio.sleep(rnd.uniform(*self.interval))
+                continue
+            run = {"run_id": started["run"]["run_id"], "lock_token": started["run"]["lock_token"]}
+            fenced = False
+            for n in range(rnd.randint(1, 4)):
+                await asyncio.sleep(rnd.uniform(*self.interval))
+                if rnd.random() < 0.5:
+                    kind, data = "sync.run.heartbeat", {**run, "lease_seconds": lease}
+                else:
+                    kind, data = "sync.run.checkpoint", {**run, "resume_cursor": f"c{n}"}
+                if await self._fenced(await self._call(producer, sync_id, kind, data)):
+                    fenced = True
+                    break
+            if fenced:
+                continue
+            await asyncio.sleep(rnd.uniform(*self.interval))
+            if rnd.random() < 0.8:
+                kind, data = "sync.run.complete", {**run, "files_synced": rnd.randint(0, 9)}
+            else:
+                kind, data = "sync.run.fail", {**run, "error": "faults: a failed run"}
+            await self._fenced(await self._call(producer, sync_id, kind, data))
+
+    async def _fenced(self, result: dict[str, Any]) -> bool:
+        """Whether a run command was refused because its lease was taken back."""
+        if result["outcome"] == "rejected" and (result.get("error") or {}).get("code") == (
+            "lock_lost"
+        ):
+            self.fenced += 1
+            return True
+        return False
+
+    async def _call(
+        self, producer: AIOKafkaProducer, sync_id: str, kind: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Send a command and wait for its result (as long as a fault takes)."""
+        assert self.runs is not None and self.answer is not None
+        sender = self.runs if kind.startswith("sync.run.") else self.sender
+        self.run_commands += kind.startswith("sync.run.")
+        command_id = await self._send(producer, sync_id, kind, data, sender)
+        for _ in range(int(RESULT_TIMEOUT_SECONDS / 0.05)):
+            result = self.answer(command_id)
+            if result is not None:
+                return result
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{kind} {command_id}: no result in {RESULT_TIMEOUT_SECONDS}s")
 
     async def _send(
-        self, producer: AIOKafkaProducer, sync_id: str, kind: str, data: dict[str, Any]
-    ) -> None:
-        command = self.sender.command(str(uuid.uuid4()), kind, sync_id, data)
+        self,
+        producer: AIOKafkaProducer,
+        sync_id: str,
+        kind: str,
+        data: dict[str, Any],
+        sender: Sender | None = None,
+    ) -> str:
+        command = (sender or self.sender).command(str(uuid.uuid4()), kind, sync_id, data)
         # Sent again with the same id while Kafka does not acknowledge it: one effect, one
         # result, so every command in ``sent`` reached the topic at least once.
         self.retries += await loadgen.send_until_acked(
             producer, self.settings.commands_topic, command
         )
         self.sent[command.command_id] = Sent(command.command_id, sync_id, kind, time.monotonic())
+        return command.command_id
+
+    async def _send_revocable(
+        self, producer: AIOKafkaProducer, sync_id: str, kind: str, data: dict[str, Any]
+    ) -> str:
+        """A command with the key revoked mid-load: kept apart from ``sent``, as the contract
+        answers it under an id of its own once the key is revoked."""
+        assert self.revocation is not None
+        command = self.revocation.sender.command(str(uuid.uuid4()), kind, sync_id, data)
+        started = time.monotonic()
+        failed = await loadgen.send_until_acked(producer, self.settings.commands_topic, command)
+        self.revocation.sent.append(
+            KeyedSent(command.command_id, sync_id, kind, started, failed + 1)
+        )
+        return command.command_id
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,6 +482,7 @@ class TopicReader:
         self.topic = topic
         self.messages: list[Message] = []
         self.first_seen: dict[str, float] = {}  # ce_id: monotonic time its first copy arrived
+        self.first: dict[str, Message] = {}  # ce_id: its first copy
         self.changed = asyncio.Event()
         self._reader = loadgen.TopicReader(
             topic,
@@ -347,6 +490,9 @@ class TopicReader:
             {
                 "bootstrap_servers": settings.kafka_bootstrap_servers,
                 "auto_offset_reset": "earliest",
+                # The dead letters keep an oversized command as it came.
+                "max_partition_fetch_bytes": 4 * settings.max_message_bytes,
+                "fetch_max_bytes": 16 * settings.max_message_bytes,
             },
             at_end=False,
             clock=time.monotonic,  # compared with the load's acknowledgements
@@ -366,6 +512,7 @@ class TopicReader:
             ce_id = message.headers.get("ce_id")
             if ce_id is not None:
                 self.first_seen.setdefault(ce_id.decode(), arrived)
+                self.first.setdefault(ce_id.decode(), message)
         self.changed.set()
 
     async def start(self) -> None:
@@ -397,6 +544,12 @@ class Row:
     faults: int = 0
     recover_seconds: float | None = None
     seconds: float = 0.0
+    run_commands: int = 0
+    fenced: int = 0  # run commands rejected lock_lost
+    hostile: int = 0
+    dead_letters: int = 0
+    revoked_processed: int = 0  # commands of the revoked key processed before the revocation
+    revoked_refused: int = 0  # and refused (unauthenticated) after it
     problems: list[str] = field(default_factory=list)
 
     @staticmethod
@@ -404,8 +557,9 @@ class Row:
         return (
             "| scenario | serve processes | commands sent | results | applied twice "
             "| events | events missing | version gaps | duplicates delivered | faults "
-            "| seconds to recover | scenario seconds |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "| seconds to recover | scenario seconds | run commands (lock_lost) "
+            "| hostile (dead letters) | revoked key: processed / refused |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         )
 
     def line(self) -> str:
@@ -414,7 +568,9 @@ class Row:
             f"| {self.scenario} | {self.processes} | {self.sent} | {self.results} "
             f"| {self.applied_twice} | {self.events} | {self.events_missing} "
             f"| {self.version_gaps} | {self.redelivered} | {self.faults} | {recover} "
-            f"| {self.seconds:.0f} |"
+            f"| {self.seconds:.0f} | {self.run_commands} ({self.fenced}) "
+            f"| {self.hostile} ({self.dead_letters}) "
+            f"| {self.revoked_processed} / {self.revoked_refused} |"
         )
 
 
@@ -424,7 +580,9 @@ class Fixture:
 
     stack: Settings
     database_url: str
-    api_key: str
+    api_key: str  # syncs:write
+    run_key: str  # syncs:run: the workers'
+    org_id: str
     namespace: str
     log_root: Path
     rows: list[Row]
@@ -444,6 +602,7 @@ class Scenario:
         seconds: float = 15.0,
         crash_points: str | None = None,
         settings: dict[str, Any] | None = None,
+        hostile: bool = True,
     ) -> None:
         self.fx = fx
         self.name = name
@@ -478,9 +637,24 @@ class Scenario:
         self.initial = processes
         self.serves: list[Serve] = []
         sender = Sender(fx.api_key, fx.namespace, "faults")
-        self.load = Load(self.settings, sender, syncs=syncs, seconds=seconds)
+        # The revoked key is made when the scenario opens (``open``).
+        self.revocation = (
+            Revocation(Sender("", fx.namespace, "faults"), "", fx.database_url) if hostile else None
+        )
+        self.hostile = Hostile(self.settings, sender, CREATE) if hostile else None
+        self.load = Load(
+            self.settings,
+            sender,
+            syncs=syncs,
+            seconds=seconds,
+            runs=Sender(fx.run_key, fx.namespace, "faults-worker"),
+            answer=self.answer,
+            revocation=self.revocation,
+            hostile=self.hostile,
+        )
         self.results = TopicReader(self.settings, self.settings.results_topic)
         self.lifecycle = TopicReader(self.settings, self.settings.lifecycle_topic)
+        self.dlq = TopicReader(self.settings, self.settings.dlq_topic)
         self.row = Row(name, str(processes))
         self.recoveries: list[float] = []
         self.not_ready_seen: list[float] = []  # monotonic times a live process said 503
@@ -493,7 +667,11 @@ class Scenario:
     # --- processes -------------------------------------------------------------------------
 
     def serve(self, name: str | None = None, env: dict[str, str] | None = None) -> Serve:
-        s = Serve(name or f"serve{len(self.serves) + 1}", {**self.env, **(env or {})}, self.log_dir)
+        name = name or f"serve{len(self.serves) + 1}"
+        slot = {**self.env, **(env or {})}
+        if STATIC_MEMBERSHIP:
+            slot["SYNCLIFE_GROUP_INSTANCE_ID"] = f"faults-{self.fx.run}-{self.slug}-{name}"
+        s = Serve(name, slot, self.log_dir)
         self.serves.append(s)
         return s
 
@@ -545,6 +723,11 @@ class Scenario:
                 return False
             states = await asyncio.gather(*(s.ready(session) for s in live))
             return all(states)
+
+    def answer(self, command_id: str) -> dict[str, Any] | None:
+        """The result of ``command_id``, once it arrived."""
+        m = self.results.first.get(f"result:{command_id}")
+        return json.loads(m.value) if m is not None else None
 
     def answered(self) -> dict[str, float]:
         """Command id: when its first result arrived (monotonic)."""
@@ -610,6 +793,15 @@ class Scenario:
         )
         await self.results.start()
         await self.lifecycle.start()
+        await self.dlq.start()
+        if self.revocation is not None:
+            conn = await asyncpg.connect(self.fx.database_url)
+            try:
+                key = await create_key(conn, self.fx.org_id, ["syncs:write"], name=self.slug)
+            finally:
+                await conn.close()
+            self.revocation.sender = Sender(key["key"], self.fx.namespace, "faults-revoked")
+            self.revocation.key_id = key["id"]
         self._prober = asyncio.create_task(self._probe(), name="probe")
 
     async def close(self) -> None:
@@ -621,6 +813,16 @@ class Scenario:
             await s.ensure_gone()
         await self.results.stop()
         await self.lifecycle.stop()
+        await self.dlq.stop()
+        # What a failed scenario left in the outbox would be published to deleted topics by
+        # the next scenario's relay, for ever: it goes with the topics.
+        conn = await asyncpg.connect(self.fx.database_url)
+        try:
+            await conn.execute(
+                "DELETE FROM outbox WHERE topic LIKE $1", f"faults.{self.fx.run}.{self.slug}.%"
+            )
+        finally:
+            await conn.close()
         await delete_topics(
             self.settings.kafka_bootstrap_servers, f"faults.{self.fx.run}.{self.slug}."
         )
@@ -706,7 +908,18 @@ class Scenario:
             while True:
                 missing = set(self.load.sent) - self.answered().keys()
                 outbox = await conn.fetchval("SELECT count(*) FROM outbox")
-                if not missing and outbox == 0:
+                hostile = pending(self.hostile, self.revocation, self.results.messages)
+                dead = await conn.fetchval(
+                    "SELECT count(*) FROM dead_letters WHERE source_topic = $1",
+                    self.settings.commands_topic,
+                )
+                dead_seen = len(
+                    {
+                        (m.headers["dlq_source_partition"], m.headers["dlq_source_offset"])
+                        for m in self.dlq.messages
+                    }
+                )
+                if not missing and outbox == 0 and not hostile and dead_seen >= dead:
                     # And the lifecycle topic caught up with every sync's version.
                     versions = await self._versions(conn)
                     seen: dict[str, int] = defaultdict(int)
@@ -718,7 +931,9 @@ class Scenario:
                 if loop.time() > deadline:
                     raise AssertionError(
                         f"{self.name}: no drain within {DRAIN_TIMEOUT_SECONDS}s: "
-                        f"{len(missing)} results missing, {outbox} outbox rows{self.tails()}"
+                        f"{len(missing)} results missing, {hostile} hostile or revoked-key "
+                        f"messages unanswered, {dead} dead letters ({dead_seen} seen), "
+                        f"{outbox} outbox rows{self.tails()}"
                     )
                 await asyncio.sleep(0.25)
         finally:
@@ -731,10 +946,17 @@ class Scenario:
         sent = self.load.sent
         row.sent = len(sent)
 
-        # Results: one distinct result per command id, for every command sent.
+        # Results: one distinct result per command id, for every command sent. The hostile
+        # messages' and the revoked key's are checked apart (tests/faults/hostile.py).
+        apart = (self.hostile.sync_ids if self.hostile else set()) | set(
+            self.revocation.sync_ids if self.revocation else ()
+        )
         results: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for m in self.results.messages:
-            results[m.id.removeprefix("result:")].append(json.loads(m.value))
+            data = json.loads(m.value)
+            if m.key in apart or data.get("sync_config_id") in apart:
+                continue
+            results[m.id.removeprefix("result:")].append(data)
         row.results = sum(1 for cid in sent if cid in results)
         row.redelivered += sum(len(v) - 1 for v in results.values())
         if row.results != row.sent:
@@ -785,7 +1007,13 @@ class Scenario:
             problems.append(f"{processed} processed_commands rows for {len(sent)} commands")
         if outbox:
             problems.append(f"{outbox} outbox rows left")
-        if dead:
+        row.run_commands, row.fenced = self.load.run_commands, self.load.fenced
+        if self.hostile is not None:
+            tally = check_hostile(
+                self.hostile, self.results.messages, self.dlq.messages, dead, problems
+            )
+            row.hostile, row.dead_letters = tally.sent, tally.dead_letters
+        elif dead:
             problems.append(f"{dead} commands dead-lettered")
 
         # Per sync: Postgres history is 1..N, the topic carried exactly 1..N, in order.
@@ -831,6 +1059,11 @@ class Scenario:
                 row.applied_twice += 1
             elif sorted(in_history) != sorted(listed):
                 problems.append(f"command {cid}: history {in_history} != result events {listed}")
+
+        if self.revocation is not None:
+            row.revoked_processed, row.revoked_refused = check_revocation(
+                self.revocation, self.results.messages, by_command, events_by_command, problems
+            )
 
         if row.events_missing:
             problems.append(f"{row.events_missing} events missing")

@@ -24,6 +24,10 @@ def assert_clean(row: Row) -> None:
     assert row.problems == [], "\n".join(row.problems)
     assert row.sent >= 1000 and row.results == row.sent
     assert (row.applied_twice, row.events_missing, row.version_gaps) == (0, 0, 0)
+    # The load's every part ran: workers' runs, hostile messages with their dead letters, and
+    # the revoked key's commands on both sides of the revocation (hostile.py checks each).
+    assert row.run_commands and row.hostile and row.dead_letters, row
+    assert row.revoked_processed and row.revoked_refused, row
 
 
 async def test_baseline(fx: Fixture) -> None:
