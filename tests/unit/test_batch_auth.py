@@ -142,3 +142,19 @@ def test_a_poison_record_gets_one_internal_result() -> None:
         assert result["error"]["code"] == "internal"
         assert result["error"]["details"] == {}
     assert [row[3] for row in w.batch.writes.processed] == ["key_a", None, None]
+
+
+def test_a_message_type_is_a_metric_label_only_if_it_is_one_of_ours() -> None:
+    """``synclife_commands_total{type}`` takes its label from the batch's counts: a type read
+    from a hostile message must not become a label (unbounded, and any text at all)."""
+    w = World()
+    a = w.key("key_a")
+    hostile = w.record("c-1", a)
+    junk = ("sync.\u2028" + "x" * 5000).encode()
+    hostile.headers = [(k, junk if k == "ce_type" else v) for k, v in hostile.headers]
+    w.send(hostile)
+    w.send(w.record("c-2", a))
+    assert set(w.batch.stats.outcomes) == {
+        ("unknown", "rejected"),
+        ("sync.pause", "rejected"),  # the sync does not exist in this world: not_found
+    }

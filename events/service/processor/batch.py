@@ -31,6 +31,7 @@ from statemachine import (
     Change,
     Command,
     CommandError,
+    CommandType,
     ErrorCode,
     Outcome,
     SyncConfiguration,
@@ -45,6 +46,9 @@ INTERNAL_MESSAGE: Final = (
     "the command could not be processed and was dead-lettered; send it again with a new "
     "command id, or ask the operators (the dead letter says why)"
 )
+
+#: The values ``synclife_commands_total``'s ``type`` label may take (besides ``unknown``).
+_COMMAND_TYPES: Final = frozenset(t.value for t in CommandType)
 
 
 def policy_of(settings: Settings) -> Policy:
@@ -151,7 +155,9 @@ class _Batch:
         )
         key = key or sync_config_id or command_id
         self.writes.outbox.append(_result_row(self.settings, payload, command_id, key, self.now))
-        self.stats.outcomes[(command_type, result.outcome.value)] += 1
+        # A metric label: a type read from a message is a label only if it is one of ours.
+        kind = command_type if command_type in _COMMAND_TYPES else "unknown"
+        self.stats.outcomes[(kind, result.outcome.value)] += 1
         match result.outcome:
             case Outcome.APPLIED:
                 self.stats.applied += 1
