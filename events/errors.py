@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AdminError", "StackError", "SynclifeError", "TransientError"]
+__all__ = ["SynclifeError", "TransientError"]
 
 
 class SynclifeError(Exception):
@@ -15,11 +15,3 @@ class TransientError(SynclifeError):
     """Postgres or Kafka is unreachable or busy: retry with backoff, never dead-letter."""
 
     retriable = True
-
-
-class AdminError(SynclifeError):
-    """A tenancy command (orgs, namespaces, keys) could not be done as asked."""
-
-
-class StackError(SynclifeError):
-    """The local Kafka/Postgres stack could not be started or reached."""

@@ -13,9 +13,10 @@ import asyncpg
 from ulid import ULID
 
 from events.auth import SCOPES, generate_key
-from events.errors import AdminError
+from events.errors import SynclifeError
 
 __all__ = [
+    "AdminError",
     "ApiKey",
     "create_key",
     "create_namespace",
@@ -27,6 +28,10 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,62}$")
+
+
+class AdminError(SynclifeError):
+    """A tenancy command (orgs, namespaces, keys) could not be done as asked."""
 
 
 def _check_name(kind: str, name: str) -> None:

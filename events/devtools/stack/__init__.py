@@ -43,7 +43,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
-from events.errors import StackError
+from events.devtools.stack.errors import StackError
 from events.service.db import postgres_ssl
 from events.service.settings import Settings
 

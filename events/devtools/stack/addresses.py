@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from events.errors import StackError
+from events.devtools.stack.errors import StackError
 from events.service.settings import Settings
 
 ENV_KAFKA_BOOTSTRAP_SERVERS = "SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS"

@@ -9,7 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
-from events.errors import StackError
+from events.devtools.stack.errors import StackError
 
 from .addresses import ENV_DATABASE_URL, ENV_KAFKA_BOOTSTRAP_SERVERS
 from .files import Echo

@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from events.errors import StackError
+from events.devtools.stack.errors import StackError
 from events.kafka import kafka_options, start_client
 from events.service.settings import Settings
 

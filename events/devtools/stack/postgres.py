@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from events.errors import StackError
+from events.devtools.stack.errors import StackError
 
 from .addresses import (
     DB_NAME,

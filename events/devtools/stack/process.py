@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from events.errors import StackError
+from events.devtools.stack.errors import StackError
 
 _LOG_TAIL_LINES = 40
 

@@ -13,7 +13,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
-from events.errors import StackError
+from events.devtools.stack.errors import StackError
 from events.service.settings import Settings
 
 from .addresses import first_host_port, local_kafka_port

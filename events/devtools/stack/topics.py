@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from events.errors import StackError
+from events.devtools.stack.errors import StackError
 from events.kafka import kafka_options, start_client
 from events.service.settings import Settings
 
