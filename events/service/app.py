@@ -32,6 +32,7 @@ from events.service.observability import (
     OUTBOX_BACKLOG,
     OUTBOX_OLDEST_SECONDS,
     HealthServer,
+    log_context,
 )
 from events.service.processor import BatchStats, Record, apply_batch, dead_letter_one
 from events.service.relay import OutboxRelay
@@ -110,6 +111,13 @@ class Service(Lanes):
         False if the service is stopping before the batch is applied: the batch is left
         uncommitted (its offsets too) for the next owner, so that SIGTERM is not unbounded.
         """
+        # The batch's own log lines carry where it starts (its partition when it has one).
+        partitions = {r.partition for r in records}
+        where = {"partition": records[0].partition} if len(partitions) == 1 else {}
+        with log_context(**where, offset=records[0].offset):
+            return await self._apply_bounded(pool, records)
+
+    async def _apply_bounded(self, pool: asyncpg.Pool, records: Sequence[Record]) -> bool:
         failure = await self._attempt(pool, records)
         if failure is None:
             return True
@@ -226,6 +234,10 @@ class Service(Lanes):
     async def _poison(self, pool: asyncpg.Pool, record: Record, exc: BaseException) -> bool:
         """Dead-letter a record that failed within all its retries (the processor writes its
         result); False if stopping while Postgres is away (the record is redelivered)."""
+        with log_context(partition=record.partition, offset=record.offset):
+            return await self._dead_letter(pool, record, exc)
+
+    async def _dead_letter(self, pool: asyncpg.Pool, record: Record, exc: BaseException) -> bool:
         log.error(
             "record %s[%d]@%d keeps failing (%s); dead-lettering it",
             record.topic,

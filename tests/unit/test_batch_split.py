@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, NamedTuple
 
@@ -158,3 +159,28 @@ async def test_stopping_leaves_a_failing_batch_for_redelivery(
     assert not await asyncio.wait_for(service._apply(_Pool(), _records(4)), 10)  # type: ignore[arg-type]
     assert processor.dead == []
     assert processor.calls == [[0, 1, 2, 3]]
+
+
+async def test_the_batch_and_dead_letter_lines_carry_where_they_are(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch's own lines carry its partition and first offset, the dead letter's line its
+    record's; none carries a command's ids, and nothing is left bound after the batch."""
+    from events.service.observability import _ContextFilter
+
+    processor = _Processor({1}, lambda: ValueError("a bug"))
+    service = _service(processor, monkeypatch)
+    caplog.handler.addFilter(_ContextFilter())
+    with caplog.at_level("WARNING", logger="synclife"):
+        assert await asyncio.wait_for(service._apply(_Pool(), _records(2)), 10)  # type: ignore[arg-type]
+    where = {
+        r.getMessage().split(" (")[0]: (getattr(r, "partition", None), getattr(r, "offset", None))
+        for r in caplog.records
+    }
+    assert where["batch of 2 failed"] == (0, 0)
+    assert where["record commands[0]@1 keeps failing"] == (0, 1)
+    assert not any(hasattr(r, "command_id") for r in caplog.records)
+    caplog.clear()
+    logging.getLogger("synclife.test").warning("after the batch")
+    (after,) = caplog.records
+    assert not hasattr(after, "partition") and not hasattr(after, "offset")
