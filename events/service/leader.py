@@ -25,6 +25,7 @@ import asyncpg
 from events.errors import TransientError
 from events.service import db
 from events.service.db import is_transient
+from events.service.retry import Backoff, Retrying
 
 __all__ = [
     "LeadershipLost",
@@ -34,6 +35,9 @@ __all__ = [
     "kept_alive",
     "prove_leadership",
 ]
+
+#: Between two tries of a leader's work after a failure.
+LEADER_BACKOFF = Backoff(base=0.2, cap=5.0)
 
 
 class LeadershipLost(TransientError):
@@ -100,21 +104,20 @@ async def keep_running(
     log: logging.Logger,
     on_failure: Callable[[], None] = lambda: None,
 ) -> None:
-    """Run ``attempt(stop)`` until ``stop`` is set, again after each failure, with backoff."""
-    backoff = 0.2
+    """Run ``attempt(stop)`` until ``stop`` is set, again after each failure, with jittered
+    backoff (0.2 s doubling to 5 s; no limit: a leader's work is never given up)."""
+    retrying = Retrying(LEADER_BACKOFF, stop)
     while not stop.is_set():
         try:
             await attempt(stop)
-            backoff = 0.2
+            retrying.reset()
         except Exception as exc:
             if is_transient(exc) or isinstance(exc, ConnectionError):
                 log.warning("%s lost a connection (%s); retrying", name, type(exc).__name__)
             else:
                 log.exception("%s failed; restarting", name)
             on_failure()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, 5.0)
+            await retrying.wait()
 
 
 async def acquire_leadership(
