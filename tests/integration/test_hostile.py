@@ -36,7 +36,7 @@ from events.messages import CommandResult
 from events.service import processor
 from events.service.app import Service
 from events.service.db import connect
-from events.service.processor import batch as batch_module
+from events.service.processor import decisions, transaction
 from events.service.settings import Settings
 from events.service.tenancy import create_key, create_namespace
 from statemachine import ErrorCode, Outcome, SyncStatus
@@ -277,14 +277,14 @@ async def test_a_poison_command_gets_one_internal_result_and_a_resend_the_same(
     sync_id = new_sync_id()
     await client.create(sync_id, **CREATE)
     poison_id = str(uuid.uuid4())
-    real_decide = getattr(batch_module, "decide")  # noqa: B009 - the name the batch calls
+    real_decide = getattr(decisions, "decide")  # noqa: B009 - the name the batch calls
 
     def decide(sync: Any, command: Any, *args: Any) -> Any:
         if command.command_id == poison_id:
             raise RuntimeError("a bug that input " + "x" * 1000 + " triggers")
         return real_decide(sync, command, *args)
 
-    monkeypatch.setattr(batch_module, "decide", decide)
+    monkeypatch.setattr(decisions, "decide", decide)
     data = {"paused_by_user_id": "u", "reason": "r" * 900}
     first = await client.send("sync.pause", sync_id, data, command_id=poison_id, timeout=60)
     assert first is not None
@@ -299,7 +299,7 @@ async def test_a_poison_command_gets_one_internal_result_and_a_resend_the_same(
     )
     assert (row["key_id"], row["outcome"]) == (tenant.write_key_id, "rejected")
     # A resend is the same command: the same result, no effect (even once the bug is gone).
-    monkeypatch.setattr(batch_module, "decide", real_decide)
+    monkeypatch.setattr(decisions, "decide", real_decide)
     again = await client.send("sync.pause", sync_id, data, command_id=poison_id, timeout=15)
     assert again is not None and again.model_dump() == first.model_dump()
     assert await history_of(settings, [poison_id]) == 0
@@ -369,7 +369,7 @@ async def test_a_key_revoked_while_a_batch_is_in_flight_is_refused(
             0,
             10**12 + secrets.randbelow(10**9),  # an offset of its own: its derived id is new
         )
-        real_write = processor._write
+        real_write = transaction.write
         revoked: list[int] = []
 
         async def write(c: asyncpg.Connection, writes: Any) -> None:
@@ -381,7 +381,7 @@ async def test_a_key_revoked_while_a_batch_is_in_flight_is_refused(
                 )
             await real_write(c, writes)
 
-        monkeypatch.setattr(processor, "_write", write)
+        monkeypatch.setattr(transaction, "write", write)
         other = await connect(settings)
         try:
             with pytest.raises(asyncpg.SerializationError):

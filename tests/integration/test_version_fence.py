@@ -21,6 +21,7 @@ from events.envelope import command_headers
 from events.service import processor
 from events.service.app import Service
 from events.service.db import connect
+from events.service.processor import transaction
 from events.service.settings import Settings
 from statemachine import Outcome, SyncStatus
 from tests.helpers.live import Tenant
@@ -83,10 +84,10 @@ async def processed(settings: Settings, command_id: str) -> list[asyncpg.Record]
 def interfere(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, command_id: str, concurrent: Command
 ) -> list[int]:
-    """Make ``processor._write``, the first time it writes ``command_id``'s batch, first commit
+    """Make ``transaction.write``, the first time it writes ``command_id``'s batch, first commit
     ``concurrent`` on a connection of its own (with the real write). The list returned gets an
     item when it did. (Other writes, such as the scheduler's, pass untouched.)"""
-    real_write = processor._write
+    real_write = transaction.write
     interfered: list[int] = []
 
     async def write(conn: asyncpg.Connection, writes: Any) -> None:
@@ -100,7 +101,7 @@ def interfere(
             assert stats.applied == 1
         await real_write(conn, writes)
 
-    monkeypatch.setattr(processor, "_write", write)
+    monkeypatch.setattr(transaction, "write", write)
     return interfered
 
 

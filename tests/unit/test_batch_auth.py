@@ -13,7 +13,7 @@ from typing import Any
 
 from events.auth import generate_key
 from events.envelope import RawCommand, command_headers, decode_command, derived_id
-from events.service.processor.batch import _Batch
+from events.service.processor.decisions import Batch
 from events.service.settings import Settings
 from events.service.tenancy import ApiKey
 from statemachine import ErrorCode
@@ -36,7 +36,7 @@ class Record:
 class World:
     def __init__(self) -> None:
         self.settings = Settings()
-        self.batch = _Batch(self.settings, NOW)
+        self.batch = Batch(self.settings, NOW)
         self.offset = 0
 
     def key(self, key_id: str, *, revoked: bool = False) -> str:

@@ -30,7 +30,7 @@ from events.contract.messages import (
 from events.envelope import ce_headers, unpack_headers
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
 from events.service.processor import command_result
-from events.service.processor.batch import _Batch
+from events.service.processor.decisions import Batch
 from events.service.settings import Settings
 from statemachine.commands import Command, CommandType, SystemTrigger, parse_data
 from statemachine.decider import decide
@@ -189,7 +189,7 @@ class Wire:
     headers: dict[str, str]
 
 
-def _rows(batch: _Batch) -> list[Wire]:
+def _rows(batch: Batch) -> list[Wire]:
     out = [
         Wire(
             topic=row[0],
@@ -213,8 +213,8 @@ class Scenario:
     sync: SyncConfiguration | None = None
     at: datetime = T0
 
-    def batch(self) -> _Batch:
-        return _Batch(self.settings, self.at)
+    def batch(self) -> Batch:
+        return Batch(self.settings, self.at)
 
     def apply(self, command: Command) -> Decision:
         self.at += timedelta(minutes=1)

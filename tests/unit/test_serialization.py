@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from events.envelope import pack_headers, unpack_headers
 from events.messages import CommandResult, LifecycleEvent
 from events.service.processor.rows import (
-    _EVENT_PARTS,
-    _EXTRAS,
-    _RESULT_PARTS,
-    _dump_with_sync,
+    EVENT_PARTS,
+    EXTRAS,
+    RESULT_PARTS,
+    dump_with_sync,
     event_id,
 )
 from statemachine import CommandError, CommandType, ErrorCode, Outcome, decide
@@ -84,9 +84,9 @@ def _event(change: Change) -> LifecycleEvent:
 @pytest.mark.parametrize("change", _changes(), ids=lambda c: f"{c.event_type.value}")
 def test_event_bytes_equal_a_whole_dump(change: Change) -> None:
     event = _event(change)
-    excluded = set(_EXTRAS - change.extra.keys())
+    excluded = set(EXTRAS - change.extra.keys())
     whole = event.model_dump_json(exclude=excluded).encode()
-    spliced = _dump_with_sync(event, _EVENT_PARTS, change.sync.model_dump_json(), excluded)
+    spliced = dump_with_sync(event, EVENT_PARTS, change.sync.model_dump_json(), excluded)
     assert spliced == whole
 
 
@@ -122,7 +122,7 @@ def test_result_bytes_equal_a_whole_dump(index: int) -> None:
     sync = _changes()[0].sync
     result = _results(sync)[index]
     whole = result.model_dump_json().encode()
-    assert _dump_with_sync(result, _RESULT_PARTS, sync.model_dump_json()) == whole
+    assert dump_with_sync(result, RESULT_PARTS, sync.model_dump_json()) == whole
 
 
 @given(st.lists(st.tuples(st.text(), st.binary(max_size=300)), max_size=12))

@@ -1,39 +1,17 @@
-"""Apply one batch of consumed commands atomically: one read, one write.
+"""The batch processor: commands in, one Postgres transaction, results and events out.
 
-For a batch: decode every record; read, in one statement, what is already known (processed
-command ids, keys, namespaces, the syncs; undecodable records are first recorded as dead
-letters), decide each command in offset order against the in-memory state, then write, in one
-statement (its own transaction), the changed syncs (fenced on the version read), their
-history, the processed command ids with their results, and the outbox rows. The caller commits
-Kafka offsets only after this commits: a redelivered command finds its recorded result and
-changes nothing.
-
-This module holds the transactions (a batch, a scheduler pass, a poison record's dead letter);
-the decisions are in ``batch``, the read and the write in ``sql``, the serialization in
-``rows``.
+- ``transaction``: the transactions: a consumed batch (``apply_batch``), a scheduler pass
+  (``apply_system``), a poison record's dead letter (``dead_letter_one``);
+- ``decisions``: what a batch decides, in memory: authenticate, dedupe or replay, decide each
+  command, its result, its dead letter;
+- ``sql``: the batch's one read and its one fenced write;
+- ``rows``: event and result ids, outbox and result rows, the JSON around a sync.
 """
 
-from __future__ import annotations
-
-import logging
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Final
-
-import asyncpg
-
-from events.envelope import RawCommand, Undecodable, decode_command
-from events.service.faults import crash_point
-from events.service.observability import log_context
-from events.service.processor.batch import BatchStats, Record, _Batch
+from events.service.processor.decisions import BatchStats, Record
 from events.service.processor.rows import command_result, event_id, result_id, timer_of
-from events.service.processor.sql import NOTIFY_CHANNEL, _load, _load_sender
-from events.service.processor.sql import _write as _write  # replaced here by the fence test
-from events.service.settings import Settings
-from statemachine import SyncConfiguration, decide
-from statemachine.commands import SystemTrigger
-from statemachine.errors import bounded
-from statemachine.runs import system_command
+from events.service.processor.sql import NOTIFY_CHANNEL
+from events.service.processor.transaction import apply_batch, apply_system, dead_letter_one
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -47,152 +25,3 @@ __all__ = [
     "result_id",
     "timer_of",
 ]
-
-log = logging.getLogger("synclife.processor")
-
-#: A sync the scheduler could not decide is looked at again after this long, not every pass.
-SKIPPED_ROW_RETRY: Final = timedelta(minutes=1)
-
-
-async def apply_batch(
-    conn: asyncpg.Connection,
-    settings: Settings,
-    records: Sequence[Record],
-    offset: timedelta | None = None,
-) -> BatchStats:
-    """Decide and persist ``records`` (in their order) atomically on ``conn``, at the time of
-    the database's clock plus ``offset`` (by default the setting ``clock_offset_seconds``),
-    read by the batch's load statement.
-
-    Two round trips: one read, one write. The write is one statement, so its own (implicit)
-    transaction; it fails as a whole with a serialization failure (a conflict: the caller
-    reads again and retries) if a sync it updates is no longer at the version read. A batch
-    holding undecodable records records them as dead letters first, in an explicit
-    transaction with the write, so that the dead letters and their messages commit together.
-    """
-    batch = _Batch(settings, datetime.now(UTC))  # its time is the database's: see _load
-    decoded = [
-        (r, decode_command(r.key, r.value, r.headers, settings.max_message_bytes)) for r in records
-    ]
-    batch.stats.records = len(records)
-    if any(isinstance(item, Undecodable) for _, item in decoded):
-        async with conn.transaction():
-            await _decide_and_write(conn, batch, decoded, offset)
-    else:
-        await _decide_and_write(conn, batch, decoded, offset)
-    return batch.stats
-
-
-async def _decide_and_write(
-    conn: asyncpg.Connection,
-    batch: _Batch,
-    decoded: list[tuple[Record, RawCommand | Undecodable]],
-    offset: timedelta | None,
-) -> None:
-    fresh = await _load(conn, batch, decoded, offset)
-    for record, item in decoded:
-        with log_context(
-            command_id=bounded(item.command_id) if item.command_id else None,
-            sync_config_id=bounded(item.sync_config_id) if item.sync_config_id else None,
-            partition=record.partition,
-            offset=record.offset,
-        ):
-            if isinstance(item, Undecodable):
-                batch.undecodable(record, item, (record.partition, record.offset) in fresh)
-            else:
-                batch.command(record, item)
-    crash_point("apply.before_commit")  # decided, nothing committed
-    await _write(conn, batch.writes)
-
-
-async def apply_system(
-    conn: asyncpg.Connection,
-    settings: Settings,
-    offset: timedelta,
-    limit: int,
-    skip: Callable[[str, BaseException], None] | None = None,
-) -> BatchStats:
-    """One scheduler pass: request due runs and reap expired leases, in one transaction.
-
-    Time is the database's: the statement's own time plus ``offset``. The candidates are the
-    syncs whose timer is due; each is checked again on the locked row (a change committed since
-    this statement's snapshot may have moved it: its timer is then set right, nothing else).
-    ``SKIP LOCKED``: a sync being written is left for the next pass, never waited on. A row
-    that does not validate or cannot be decided is given to ``skip`` (else logged) and its
-    timer is pushed back by ``SKIPPED_ROW_RETRY``; the other rows proceed.
-    """
-    async with conn.transaction():
-        rows = await conn.fetch(
-            """SELECT s.sync_config_id, s.data, statement_timestamp() + $1::interval AS now
-               FROM sync_timers AS t JOIN syncs AS s USING (sync_config_id)
-               WHERE t.due_at <= statement_timestamp() + $1::interval
-               ORDER BY t.due_at
-               LIMIT $2 FOR UPDATE OF s SKIP LOCKED""",
-            offset,
-            limit,
-        )
-        now: datetime = rows[0]["now"] if rows else datetime.now(UTC)  # unused without rows
-        batch = _Batch(settings, now)
-        for r in rows:
-            sid = r["sync_config_id"]
-            try:
-                _system_decision(batch, SyncConfiguration.model_validate_json(r["data"]), now)
-            except Exception as exc:  # noqa: BLE001 - one row never stops the others
-                batch.writes.timers[sid] = now + SKIPPED_ROW_RETRY
-                if skip is not None:
-                    skip(sid, exc)
-                else:
-                    log.warning("scheduler skipped sync %s (%s)", sid[:200], type(exc).__name__)
-        batch.stats.records = len(rows)
-        await _write(conn, batch.writes)
-    return batch.stats
-
-
-def _system_decision(batch: _Batch, sync: SyncConfiguration, now: datetime) -> None:
-    """What the scheduler does to one due sync (locked), into ``batch``."""
-    sid = sync.sync_config_id
-    batch.syncs[sid] = sync
-    batch.loaded_versions[sid] = sync.version
-    due = timer_of(sync)
-    if due is None or due > now:
-        batch.writes.timers[sid] = due
-        return
-    batch.loaded_timers[sid] = due
-    trigger = (
-        SystemTrigger.LOCK_EXPIRED
-        if sync.lock_expires_at is not None
-        else SystemTrigger.REQUEST_RUN
-    )
-    # A change committed after this statement began can be what the lock returned: never
-    # stamp a change earlier than the one it follows.
-    at = max(now, sync.updated_at)
-    decision = decide(sync, system_command(sync, trigger), at, batch.policy)
-    for change in decision.changes:
-        batch._persist(None, change)
-
-
-async def dead_letter_one(
-    conn: asyncpg.Connection, settings: Settings, record: Record, reason: str
-) -> bool:
-    """Dead-letter one record whose processing keeps failing (once per offset), with its one
-    result: ``rejected``, code ``internal``, under its command id when an authenticated
-    sender's decodable command (recorded as processed with the sender's key: a resend gets the
-    same result and no effect), else under the id derived from its offset."""
-    batch = _Batch(settings, datetime.now(UTC))
-    item = decode_command(record.key, record.value, record.headers, settings.max_message_bytes)
-    async with conn.transaction():
-        inserted = await conn.fetchval(
-            """INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason)
-               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
-            record.topic,
-            record.partition,
-            record.offset,
-            reason,
-        )
-        if inserted:
-            if isinstance(item, RawCommand):
-                await _load_sender(conn, batch, item)
-            batch.dead_letter(record, reason)
-            batch.poisoned(record, item)
-            await _write(conn, batch.writes)
-    return bool(inserted)

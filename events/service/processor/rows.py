@@ -17,13 +17,13 @@ from events.service.settings import Settings
 from statemachine import Decision, SyncConfiguration, SyncStatus
 
 #: The fields of a ``LifecycleEvent`` that only some event types carry (left out elsewhere).
-_EXTRAS: Final = frozenset(
+EXTRAS: Final = frozenset(
     {"modified_since", "checkpoint", "run_id", "worker_id", "lock_token", "error", "run_totals"}
 )
 
 
 @dataclass
-class _Writes:
+class Writes:
     """Everything one batch writes, gathered for its one statement."""
 
     inserts: dict[str, SyncConfiguration] = field(default_factory=dict)
@@ -63,20 +63,20 @@ def timer_of(sync: SyncConfiguration) -> datetime | None:
     return sync.next_sync_at if sync.status in _SCHEDULED else None
 
 
-def _outbox_row(
+def outbox_row(
     topic: str, key: str | bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
 ) -> tuple[Any, ...]:
     raw_key = key.encode() if isinstance(key, str) else key
     return (topic, raw_key, value, pack_headers(headers))
 
 
-def _result_row(
+def result_row(
     settings: Settings, result: bytes, command_id: str, key: str, at: datetime
 ) -> tuple[Any, ...]:
     headers = ce_headers(
         event_id=result_id(command_id), event_type=RESULT_TYPE, source=SOURCE, subject=key, time=at
     )
-    return _outbox_row(settings.results_topic, key, result, headers)
+    return outbox_row(settings.results_topic, key, result, headers)
 
 
 def _around_sync(model: type[BaseModel]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -86,11 +86,11 @@ def _around_sync(model: type[BaseModel]) -> tuple[tuple[str, ...], tuple[str, ..
     return tuple(names[:at]), tuple(names[at + 1 :])
 
 
-_EVENT_PARTS: Final = _around_sync(LifecycleEvent)
-_RESULT_PARTS: Final = _around_sync(CommandResult)
+EVENT_PARTS: Final = _around_sync(LifecycleEvent)
+RESULT_PARTS: Final = _around_sync(CommandResult)
 
 
-def _dump_with_sync(
+def dump_with_sync(
     model: BaseModel,
     parts: tuple[tuple[str, ...], tuple[str, ...]],
     sync_json: str,

@@ -11,8 +11,8 @@ import asyncpg
 
 from events.auth import hash_key
 from events.envelope import DERIVED_PREFIX, RawCommand, Undecodable
-from events.service.processor.batch import Record, _Batch
-from events.service.processor.rows import _Writes, timer_of
+from events.service.processor.decisions import Batch, Record
+from events.service.processor.rows import Writes, timer_of
 from events.service.tenancy import ApiKey, match_namespaces
 from statemachine import SyncConfiguration
 
@@ -62,13 +62,13 @@ def database_time(rows: Sequence[asyncpg.Record]) -> datetime:
     raise RuntimeError("the load returned no time")  # the statement always returns it
 
 
-def settings_offset(batch: _Batch) -> timedelta:
+def settings_offset(batch: Batch) -> timedelta:
     return timedelta(seconds=batch.settings.clock_offset_seconds)
 
 
-async def _load(
+async def load(
     conn: asyncpg.Connection,
-    batch: _Batch,
+    batch: Batch,
     decoded: list[tuple[Record, RawCommand | Undecodable]],
     offset: timedelta | None = None,
 ) -> set[tuple[int, int]]:
@@ -111,7 +111,7 @@ async def _load(
     return fresh
 
 
-async def _load_sender(conn: asyncpg.Connection, batch: _Batch, item: RawCommand) -> None:
+async def load_sender(conn: asyncpg.Connection, batch: Batch, item: RawCommand) -> None:
     """Read only the sender's key and its command id's stored result (a poison record's
     dead letter: its sync, which may be what fails, is not read)."""
     token = batch.token(item.authorization)
@@ -122,7 +122,7 @@ async def _load_sender(conn: asyncpg.Connection, batch: _Batch, item: RawCommand
 
 
 def _read(
-    batch: _Batch, rows: Sequence[asyncpg.Record], by_hash: dict[bytes, str]
+    batch: Batch, rows: Sequence[asyncpg.Record], by_hash: dict[bytes, str]
 ) -> list[tuple[str, str, str]]:
     """Put the rows of ``_LOAD`` into ``batch``; returns the namespace rows."""
     namespace_rows: list[tuple[str, str, str]] = []
@@ -245,7 +245,7 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [list(c) for c in zip(*rows, strict=True)]
 
 
-async def _write(conn: asyncpg.Connection, writes: _Writes) -> None:
+async def write(conn: asyncpg.Connection, writes: Writes) -> None:
     """Write the batch's effects in one set-based statement."""
     inserts = _columns(
         [_sync_columns(s, writes.sync_json[sid]) for sid, s in writes.inserts.items()], 9

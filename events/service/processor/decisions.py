@@ -14,15 +14,15 @@ from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
 from events.envelope import REDACTED, SOURCE, RawCommand, Undecodable, ce_headers, derived_id
 from events.messages import CommandResult, LifecycleEvent
 from events.service.processor.rows import (
-    _EVENT_PARTS,
-    _EXTRAS,
-    _RESULT_PARTS,
-    _dump_with_sync,
-    _outbox_row,
-    _result_row,
-    _Writes,
+    EVENT_PARTS,
+    EXTRAS,
+    RESULT_PARTS,
+    Writes,
     command_result,
+    dump_with_sync,
     event_id,
+    outbox_row,
+    result_row,
     timer_of,
 )
 from events.service.settings import Settings
@@ -91,7 +91,7 @@ class BatchStats:
                 setattr(self, name, getattr(self, name) + value)
 
 
-class _Batch:
+class Batch:
     """The state of one batch while it is decided."""
 
     def __init__(self, settings: Settings, now: datetime) -> None:
@@ -103,7 +103,7 @@ class _Batch:
         self.processed: dict[str, tuple[str | None, bytes]] = {}  # id -> (key_id, result json)
         self.keys: dict[str, ApiKey] = {}
         self.namespaces: dict[tuple[str, str], str] = {}
-        self.writes = _Writes()
+        self.writes = Writes()
         self.stats = BatchStats()
         self.policy = policy_of(settings)
         # (sync id, version) -> (the sync, its JSON): each version is serialized once.
@@ -138,7 +138,7 @@ class _Batch:
         """Record ``result`` as the one result of ``command_id`` and publish it under ``key``
         (default: the sync id, else the command id)."""
         if result.sync is not None:
-            payload = _dump_with_sync(result, _RESULT_PARTS, self.sync_json(result.sync))
+            payload = dump_with_sync(result, RESULT_PARTS, self.sync_json(result.sync))
         else:
             payload = result.model_dump_json().encode()
         self.processed[command_id] = (key_id, payload)
@@ -154,7 +154,7 @@ class _Batch:
             )
         )
         key = key or sync_config_id or command_id
-        self.writes.outbox.append(_result_row(self.settings, payload, command_id, key, self.now))
+        self.writes.outbox.append(result_row(self.settings, payload, command_id, key, self.now))
         # A metric label: a type read from a message is a label only if it is one of ours.
         kind = command_type if command_type in _COMMAND_TYPES else "unknown"
         self.stats.outcomes[(kind, result.outcome.value)] += 1
@@ -212,7 +212,7 @@ class _Batch:
 
     def _replay(self, command_id: str, key: str) -> None:
         _, payload = self.processed[command_id]
-        self.writes.outbox.append(_result_row(self.settings, payload, command_id, key, self.now))
+        self.writes.outbox.append(result_row(self.settings, payload, command_id, key, self.now))
         self.stats.replayed += 1
 
     # --- dead letters --------------------------------------------------------------------
@@ -228,7 +228,7 @@ class _Batch:
             ("dlq_source_offset", str(record.offset).encode()),
         ]
         self.writes.outbox.append(
-            _outbox_row(self.settings.dlq_topic, record.key, record.value, headers)
+            outbox_row(self.settings.dlq_topic, record.key, record.value, headers)
         )
         self.stats.dead_lettered += 1
 
@@ -435,11 +435,11 @@ class _Batch:
             time=sync.updated_at,
         )
         self.writes.outbox.append(
-            _outbox_row(
+            outbox_row(
                 self.settings.lifecycle_topic,
                 sid,
                 # Type-specific fields appear only on the events that carry them.
-                _dump_with_sync(event, _EVENT_PARTS, sync_json, _EXTRAS - change.extra.keys()),
+                dump_with_sync(event, EVENT_PARTS, sync_json, EXTRAS - change.extra.keys()),
                 headers,
             )
         )
