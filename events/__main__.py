@@ -10,7 +10,15 @@ import sys
 
 #: What ``synclife[server]`` adds: a missing one means the extras are not installed.
 SERVER_PACKAGES = frozenset(
-    {"asyncpg", "transitions", "click", "prometheus_client", "aiohttp", "pythonjsonlogger", "uvloop"}
+    {
+        "asyncpg",
+        "transitions",
+        "click",
+        "prometheus_client",
+        "aiohttp",
+        "pythonjsonlogger",
+        "uvloop",
+    }
 )
 
 
