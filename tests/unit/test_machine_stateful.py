@@ -1,7 +1,7 @@
 """Random sequences of lifecycle commands through ``decide``, checked against a reference model.
 
-The reference model below is written from the wire contract (docs/contract.md) as plain
-conditions, independently of ``table.TABLE``.
+The reference model (tests/helpers/reference.py) is written from the wire contract
+(docs/contract.md) as plain conditions, independently of ``table.TABLE``.
 """
 
 from __future__ import annotations
@@ -26,40 +26,11 @@ from statemachine.decision import Decision, EventType, Outcome
 from statemachine.errors import ErrorCode
 from statemachine.model import SyncConfiguration
 from statemachine.status import SYNC_STATUSES, TERMINAL_STATUSES, SyncStatus
+from tests.helpers.reference import reference
 from tests.helpers.syncs import T0, make_command, make_sync
 
 S = SyncStatus
 C = CommandType
-
-LIVE = frozenset({S.DRAFT, S.PENDING, S.ACTIVE, S.SUSPENDED})
-
-
-def reference(status: SyncStatus, command: CommandType) -> tuple[Outcome, SyncStatus]:
-    """What the contract says ``command`` does from ``status``: (outcome, status after).
-
-    A rejected command leaves the status as it is.
-    """
-    if command is C.ARCHIVE:
-        return (Outcome.NOOP, status) if status is S.ARCHIVED else (Outcome.APPLIED, S.ARCHIVED)
-    if command is C.CANCEL:
-        if status is S.CANCELED:
-            return Outcome.NOOP, status
-        return (Outcome.APPLIED, S.CANCELED) if status in LIVE else (Outcome.REJECTED, status)
-    if command is C.PAUSE:
-        if status in (S.PENDING, S.ACTIVE):
-            return Outcome.APPLIED, S.SUSPENDED
-        return (Outcome.NOOP if status is S.SUSPENDED else Outcome.REJECTED), status
-    if command is C.RESUME:
-        if status is S.SUSPENDED:
-            return Outcome.APPLIED, S.ACTIVE
-        return (Outcome.NOOP if status in (S.ACTIVE, S.PENDING) else Outcome.REJECTED), status
-    if command is C.ACTIVATE:
-        if status is S.DRAFT:
-            return Outcome.APPLIED, S.PENDING
-        return (Outcome.NOOP if status in (S.PENDING, S.ACTIVE) else Outcome.REJECTED), status
-    assert command is C.UPDATE
-    return (Outcome.APPLIED if status in LIVE else Outcome.REJECTED), status
-
 
 COMMAND_DATA: dict[CommandType, st.SearchStrategy[dict[str, Any]]] = {
     C.ACTIVATE: st.fixed_dictionaries({}, optional={"activated_by_user_id": st.just("u1")}),

@@ -23,8 +23,8 @@ from statemachine.errors import ErrorCode
 from statemachine.model import SyncConfiguration
 from statemachine.runs import system_command
 from statemachine.status import SYNC_STATUSES, TERMINAL_STATUSES, SyncStatus
+from tests.helpers.reference import reference
 from tests.helpers.syncs import T0, make_command
-from tests.unit.test_machine_stateful import reference
 
 S = SyncStatus
 C = CommandType
