@@ -32,6 +32,7 @@ from pydantic import SecretStr
 
 from events.client import SynclifeClient, new_sync_id
 from events.devtools.loadgen import serve_env, session_pid, spawn_serve
+from events.devtools.stack.install import require_tool
 from events.service.db import connect, migrate
 from events.service.scheduler import SCHEDULER_LOCK
 from events.service.settings import Settings
@@ -42,7 +43,7 @@ from tests.helpers.live import new_tenant, with_own_topics
 pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[2]
-FAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+LIBFAKETIME = "/usr/lib/*/faketime/libfaketime.so.1"
 POLLING_SECONDS = 30  # the shortest polling interval a sync may have
 CREATE: dict[str, Any] = {
     "bucket_id": "bkt_clock",
@@ -87,12 +88,20 @@ def free_port() -> int:
         return port
 
 
-def skewed(env: dict[str, str], skew: str) -> dict[str, str]:
+async def libfaketime() -> str:
+    """Debian's libfaketime, installed (as root, like the stack's Postgres) if missing."""
+    await require_tool("faketime", "faketime", print)
+    found = sorted(glob.glob(LIBFAKETIME))
+    assert found, f"the faketime package is installed but {LIBFAKETIME} is not there"
+    return found[0]
+
+
+def skewed(env: dict[str, str], skew: str, library: str) -> dict[str, str]:
     """``env`` for a process whose own clock is off by ``skew`` (libfaketime, e.g. "+5m")."""
     return {
         **env,
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LD_PRELOAD": FAKETIME[0],
+        "LD_PRELOAD": library,
         "FAKETIME": skew,
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # timeouts and the event loop run on real time
         "SYNCLIFE_SCHEDULER_INTERVAL_SECONDS": "0.1",
@@ -167,15 +176,14 @@ async def assert_time_never_goes_back(conn: asyncpg.Connection, sync_id: str) ->
 async def test_processes_whose_clocks_disagree_decide_on_the_database_clock(
     own_database: Settings, tmp_path: Path
 ) -> None:
-    if not FAKETIME:
-        pytest.fail("libfaketime is missing: apt-get install faketime (.ci/run installs it)")
+    library = await libfaketime()
     own = own_database
     tenant = await new_tenant(own)
     # The process ahead consumes a commands topic nobody writes to: it schedules and relays.
     ahead_settings = await with_own_topics(own)
     port = free_port()
     ahead_env = {
-        **skewed(serve_env(ahead_settings, "ahead"), "+5m"),
+        **skewed(serve_env(ahead_settings, "ahead"), "+5m", library),
         "SYNCLIFE_HTTP_PORT": str(port),
     }
     conn = await connect(own)
@@ -187,7 +195,7 @@ async def test_processes_whose_clocks_disagree_decide_on_the_database_clock(
 
             await until(ahead_schedules, "the process ahead leads the scheduler")
             async with (
-                serving(skewed(serve_env(own, "behind"), "-5m"), tmp_path / "behind.log"),
+                serving(skewed(serve_env(own, "behind"), "-5m", library), tmp_path / "behind.log"),
                 SynclifeClient(own, api_key=tenant.write_key, namespace=tenant.namespace) as owner,
                 SynclifeClient(own, api_key=tenant.run_key, namespace=tenant.namespace) as worker,
             ):
