@@ -41,6 +41,7 @@ from aiokafka import AIOKafkaProducer
 from events.devtools import loadgen, stack
 from events.devtools.loadgen import Sender, lock_holders, own_topics, serve_env, session_pid
 from events.devtools.procfs import cpu_model, memory_kib
+from events.envelope import unpack_headers
 from events.kafka import idempotent_producer
 from events.service.relay import RELAY_LOCK
 from events.service.settings import Settings
@@ -847,7 +848,12 @@ class Scenario:
             for s in self.live:
                 if s.stopped:
                     s.signal(signal.SIGCONT)
-            await asyncio.gather(*(s.terminate() for s in self.live))
+            # The relay leader last: a command redelivered to another process while it stops
+            # (its result replayed: a new outbox row) is then still published by the leader's
+            # final flush, and the outbox is empty at the end.
+            leader = await self.relay_leader()
+            await asyncio.gather(*(s.terminate() for s in self.live if s is not leader))
+            await leader.terminate()
             self.row.seconds = time.monotonic() - self.started
             await self.check()
         except BaseException:
@@ -995,6 +1001,10 @@ class Scenario:
                 "SELECT count(*) FROM processed_commands WHERE command_id = ANY($1::text[])",
                 list(sent),
             )
+            left = await conn.fetch(
+                """SELECT id, topic, convert_from(key, 'UTF8') AS key, headers, created_at
+                   FROM outbox ORDER BY id LIMIT 5"""
+            )
             outbox = await conn.fetchval("SELECT count(*) FROM outbox")
             dead = await conn.fetchval(
                 "SELECT count(*) FROM dead_letters WHERE source_topic = $1",
@@ -1006,7 +1016,12 @@ class Scenario:
         if processed != len(sent):
             problems.append(f"{processed} processed_commands rows for {len(sent)} commands")
         if outbox:
-            problems.append(f"{outbox} outbox rows left")
+            rows = "; ".join(
+                f"{r['topic']} {r['key']} {h.get('ce_type')!r} {h.get('ce_id')!r} {r['created_at']}"
+                for r in left
+                for h in [dict(unpack_headers(r["headers"]))]
+            )
+            problems.append(f"{outbox} outbox rows left: {rows}")
         row.run_commands, row.fenced = self.load.run_commands, self.load.fenced
         if self.hostile is not None:
             tally = check_hostile(
