@@ -32,7 +32,7 @@ from statemachine.commands import (
     TriggerData,
 )
 from statemachine.decision import Decision, EventType, Outcome
-from statemachine.errors import CommandError, ErrorCode
+from statemachine.errors import CommandError, ErrorCode, bounded
 from statemachine.model import MAX_LAST_ERROR, MAX_TRACKED_IDS, RunMetrics, SyncConfiguration
 from statemachine.status import RunStatus, SyncStatus
 
@@ -214,13 +214,14 @@ def _start(ch: Changes, command: Command, data: RunStartData, dest: SyncStatus) 
         # Held, or expired and not yet taken back: the scheduler is the one place a lease
         # expires (and counts as a failed run); the worker retries after it.
         expired = sync.lock_expires_at is not None and sync.lock_expires_at <= now
+        holder = bounded(sync.locked_by_worker_id or "")  # a worker's id: text from a message
         return reject(
             ErrorCode.LOCK_CONFLICT,
-            f"the run lock is held by worker {sync.locked_by_worker_id}"
+            f"the run lock is held by worker {holder}"
             + ("; its lease expired and is being taken back" if expired else ""),
             sync,
             {
-                "locked_by_worker_id": sync.locked_by_worker_id,
+                "locked_by_worker_id": holder,
                 "lock_expires_at": (
                     sync.lock_expires_at.isoformat() if sync.lock_expires_at else None
                 ),

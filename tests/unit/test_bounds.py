@@ -115,3 +115,27 @@ def test_huge_ids_are_not_read() -> None:
         assert bad.kafka_key is None  # too long to publish a result under
         for text in (bad.command_id, bad.sync_config_id):
             assert text is None or len(text) <= 256
+
+
+def test_a_lock_conflict_echoes_the_holders_id_bounded() -> None:
+    """The holder's worker id came from a message (its ``sync.run.start``): a conflict's
+    message and details carry at most 200 characters of it."""
+    from statemachine import decide
+    from statemachine.commands import CommandType
+    from tests.helpers.syncs import T0, make_command, make_sync
+
+    holder = "w" * 256
+    first = decide(
+        make_sync(status="ACTIVE"),
+        make_command(CommandType.RUN_START, {"worker_id": holder, "lease_seconds": 60}),
+        T0,
+    )
+    assert first.final is not None and first.final.locked_by_worker_id == holder
+    second = decide(
+        first.final,
+        make_command(CommandType.RUN_START, {"worker_id": "w2", "lease_seconds": 60}),
+        T0,
+    )
+    assert second.error is not None and second.error.code.value == "lock_conflict"
+    assert len(second.error.details["locked_by_worker_id"]) == 200
+    assert len(second.error.message) < 300
