@@ -104,3 +104,14 @@ async def raw_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     await producer.start()
     yield producer
     await producer.stop()
+
+
+@pytest.fixture
+async def big_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    """A plain producer that may send messages over synclife's 1 MiB limit."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024
+    )
+    await producer.start()
+    yield producer
+    await producer.stop()

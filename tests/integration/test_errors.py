@@ -11,7 +11,6 @@ import asyncio
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -54,17 +53,6 @@ async def history_of(settings: Settings, command_ids: list[str]) -> int:
     finally:
         await conn.close()
     return int(count)
-
-
-@pytest.fixture
-async def big_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    """A plain producer that may send messages over synclife's 1 MiB limit."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 # ---------------------------------------------------------------------------- validation_error

@@ -22,7 +22,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,16 +52,6 @@ IN_JSON = CONTROL[:150_000]
 #: What any one result, or any header the service adds to a dead letter, may weigh at most.
 RESULT_BYTES = 8 * 1024
 ECHO = 200
-
-
-@pytest.fixture
-async def big_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def send(

@@ -14,7 +14,7 @@ import logging
 import secrets
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
@@ -126,16 +126,6 @@ async def dead_letters(dlq: Seen, marker: str, count: int) -> list[tuple[dict[st
             return found
         assert loop.time() < deadline, f"{len(found)} of {count} dead letters"
         await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def big_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def test_no_key_hash_or_password_in_logs_results_events_or_dead_letters(
