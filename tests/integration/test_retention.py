@@ -14,6 +14,7 @@ import json
 import uuid
 from datetime import timedelta
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -72,6 +73,19 @@ async def rows(settings: Settings, command_ids: list[str]) -> tuple[set[str], in
     finally:
         await conn.close()
     return {r["command_id"] for r in processed}, int(history)
+
+
+async def outbox_drained_up_to(conn: asyncpg.Connection, command_id: str) -> None:
+    """Wait (at most 20 s) until the outbox holds no row written with or before
+    ``command_id``'s transaction: the relay has published and deleted them."""
+    for _ in range(400):
+        if not await conn.fetchval(
+            """SELECT count(*) FROM outbox
+               WHERE xid <= (SELECT xid FROM processed_commands WHERE command_id = $1)""",
+            command_id,
+        ):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def test_old_ids_and_history_deleted_in_batches_recent_kept_and_deduplicated(
@@ -170,14 +184,7 @@ async def test_a_command_whose_result_is_still_in_the_outbox_is_kept(
         finally:
             await conn.execute("DELETE FROM outbox WHERE id = $1", row)
         # Once the relay has also deleted what earlier tests wrote before it:
-        for _ in range(400):
-            if not await conn.fetchval(
-                """SELECT count(*) FROM outbox
-                   WHERE xid <= (SELECT xid FROM processed_commands WHERE command_id = $1)""",
-                command_id,
-            ):
-                break
-            await asyncio.sleep(0.05)
+        await outbox_drained_up_to(conn, command_id)
         await retention.tick(conn)
         assert await rows(settings, [command_id]) == (set(), 0)
     finally:
@@ -216,14 +223,7 @@ async def test_a_command_whose_result_is_parked_is_kept(
             assert await rows(settings, [command_id]) == ({command_id}, 0)
         finally:
             await conn.execute("DELETE FROM outbox_parked WHERE id = $1", parked)
-        for _ in range(400):  # and once the outbox holds nothing written before it either
-            if not await conn.fetchval(
-                """SELECT count(*) FROM outbox
-                   WHERE xid <= (SELECT xid FROM processed_commands WHERE command_id = $1)""",
-                command_id,
-            ):
-                break
-            await asyncio.sleep(0.05)
+        await outbox_drained_up_to(conn, command_id)  # nothing written before it either
         await retention.tick(conn)
         assert await rows(settings, [command_id]) == (set(), 0)
     finally:
