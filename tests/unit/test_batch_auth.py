@@ -158,3 +158,21 @@ def test_a_message_type_is_a_metric_label_only_if_it_is_one_of_ours() -> None:
         ("unknown", "rejected"),
         ("sync.pause", "rejected"),  # the sync does not exist in this world: not_found
     }
+
+
+def test_a_dead_letter_with_a_null_header_value_is_a_row_the_relay_can_read() -> None:
+    """Kafka header values may be null: the dead letter keeps the header, with an empty value,
+    and its outbox row's headers unpack (a row that did not would stop the relay)."""
+    from events.envelope import unpack_headers
+
+    w = World()
+    a = w.key("key_a")
+    record = w.record("c-1", a)
+    record.value = b"{not json"
+    record.headers = [*record.headers, ("x-null", None)]  # type: ignore[list-item]
+    w.send(record)
+    (dead,) = [row for row in w.batch.writes.outbox if row[0] == w.settings.dlq_topic]
+    packed = dead[3]  # (topic, key, value, headers)
+    headers = dict(unpack_headers(packed))
+    assert headers["x-null"] == b""
+    assert headers["authorization"] == b"[redacted]"

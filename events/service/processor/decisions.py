@@ -218,8 +218,11 @@ class Batch:
     # --- dead letters --------------------------------------------------------------------
 
     def dead_letter(self, record: Record, reason: str) -> None:
+        # A Kafka header's value may be null (aiokafka gives None); the outbox row stores bytes,
+        # so a null value is kept as an empty one (else the relay could not read the row back).
         headers = [
-            (k, REDACTED if k.lower() == "authorization" else v) for k, v in record.headers or ()
+            (k, REDACTED if k.lower() == "authorization" else (v or b""))
+            for k, v in record.headers or ()
         ]
         headers += [
             ("dlq_reason", reason.encode()),
