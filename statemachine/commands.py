@@ -13,7 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from statemachine.errors import CommandError, ErrorCode, validation_details
+from statemachine.errors import CommandError, ErrorCode, reported, validation_details
 from statemachine.filters import FileFilters, SchemaMapping
 from statemachine.model import IMMUTABLE_FIELDS, MAX_LAST_ERROR, Provider, SyncMode
 from statemachine.status import SyncStatus
@@ -290,10 +290,13 @@ def parse_data(
     clean = {k: v for k, v in data.items() if k not in _TENANCY_FIELDS | {"sync_config_id"}}
     if command_type is CommandType.UPDATE:
         clean = {k: v for k, v in clean.items() if k not in IMMUTABLE_FIELDS}
+    truncated = 0  # problems pydantic found past those validation_details lists
     try:
         parsed = model.model_validate(clean)
     except ValidationError as exc:
-        problems.extend(validation_details(exc)["errors"])
+        found = validation_details(exc)
+        problems.extend(found["errors"])
+        truncated = found.get("truncated", 0)
         parsed = None
     if isinstance(parsed, UpdateData) and not parsed.model_fields_set - {"updated_by_user_id"}:
         problems.append({"field": "(root)", "problem": "an update must change at least one field"})
@@ -302,9 +305,15 @@ def parse_data(
             code=ErrorCode.VALIDATION_ERROR,
             message=f"invalid {command_type.value} data: "
             + "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5]),
-            details={"errors": problems},
+            details=_with_truncated(reported(problems), truncated),
         )
     return parsed
+
+
+def _with_truncated(details: dict[str, Any], more: int) -> dict[str, Any]:
+    if more:
+        details["truncated"] = details.get("truncated", 0) + more
+    return details
 
 
 class Command(BaseModel):

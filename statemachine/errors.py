@@ -7,7 +7,15 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["MAX_ECHO_CHARS", "CommandError", "ErrorCode", "bounded", "validation_details"]
+__all__ = [
+    "MAX_ECHO_CHARS",
+    "MAX_REPORTED_ERRORS",
+    "CommandError",
+    "ErrorCode",
+    "bounded",
+    "reported",
+    "validation_details",
+]
 
 #: The most characters of any text taken from a message that a result, an error or a log
 #: line carries (the contract's bound).
@@ -57,6 +65,10 @@ class CommandError(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+#: At most this many problems are listed in a ``validation_error``'s details (the rest are
+#: counted in ``truncated``): a message of many bad fields must not make a huge result.
+MAX_REPORTED_ERRORS: Final = 20
+
 # pydantic's error context keys that state a limit (ge=30 -> {"ge": 30}).
 _LIMIT_KEYS = ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern", "expected")
 
@@ -82,7 +94,15 @@ def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ())
         if limits:
             entry["limit"] = limits
         errors.append(entry)
-    return {"errors": errors}
+    return reported(errors)
+
+
+def reported(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"errors": ...}`` with at most ``MAX_REPORTED_ERRORS`` entries, and ``truncated``: how
+    many more there were (only when there were more)."""
+    if len(errors) <= MAX_REPORTED_ERRORS:
+        return {"errors": errors}
+    return {"errors": errors[:MAX_REPORTED_ERRORS], "truncated": len(errors) - MAX_REPORTED_ERRORS}
 
 
 def _jsonable(value: Any) -> Any:

@@ -139,3 +139,19 @@ def test_a_lock_conflict_echoes_the_holders_id_bounded() -> None:
     assert second.error is not None and second.error.code.value == "lock_conflict"
     assert len(second.error.details["locked_by_worker_id"]) == 200
     assert len(second.error.message) < 300
+
+
+def test_a_message_of_many_bad_fields_lists_twenty_and_counts_the_rest() -> None:
+    """Each unknown field is a problem: 5,000 of them list 20 and count the other 4,980, so a
+    small message cannot make a huge result."""
+    import json
+
+    from statemachine.commands import CommandType, parse_data
+    from statemachine.errors import MAX_REPORTED_ERRORS, CommandError
+
+    data = {f"field_{n}": 0 for n in range(5000)}
+    error = parse_data(CommandType.UPDATE, "sync_1", data)
+    assert isinstance(error, CommandError)
+    assert len(error.details["errors"]) == MAX_REPORTED_ERRORS
+    assert error.details["truncated"] == 5000 - MAX_REPORTED_ERRORS
+    assert len(json.dumps(error.details)) < 8 * 1024
