@@ -148,8 +148,12 @@ class Service(Lanes):
         """
         outage = Retrying(OUTAGE_BACKOFF, self.stop)
         budgets = {kind: Retrying(backoff, self.stop) for kind, backoff in BUDGETS.items()}
-        if len(records) > 1:  # a batch that fails otherwise is split at once
+        if len(records) > 1:
+            # A batch that fails otherwise, or times out, is split at once: a timeout retried at
+            # every level of the split would hold the lane for minutes per slow command (past
+            # the consumer's max.poll.interval, and the next owner would start over).
             budgets["error"] = Retrying(SPLIT_AT_ONCE, self.stop)
+            budgets["timeout"] = Retrying(SPLIT_AT_ONCE, self.stop)
         while True:
             started = time.perf_counter()
             try:

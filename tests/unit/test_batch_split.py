@@ -104,9 +104,10 @@ async def test_a_batch_that_keeps_timing_out_is_split_and_its_slow_record_dead_l
     assert await asyncio.wait_for(service._apply(_Pool(), _records(8)), 10)  # type: ignore[arg-type]
     assert processor.applied == [0, 1, 2, 3, 4, 6, 7]  # in offset order
     assert processor.dead == [(5, "processing_failed: QueryCanceledError")]
-    # Each batch holding record 5 is tried MAX_TIMEOUT_ATTEMPTS times, then halved.
+    # A batch holding record 5 is halved at its first timeout; record 5 alone is tried
+    # MAX_TIMEOUT_ATTEMPTS times.
     failing = [call for call in processor.calls if 5 in call]
-    assert failing == [list(range(8))] * 2 + [[4, 5, 6, 7]] * 2 + [[4, 5]] * 2 + [[5]] * 2
+    assert failing == [list(range(8)), [4, 5, 6, 7], [4, 5]] + [[5]] * app.MAX_TIMEOUT_ATTEMPTS
     assert service._degraded is None
 
 
