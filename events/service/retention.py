@@ -49,7 +49,9 @@ RETENTION_LOCK: Final = 0x5F5C1210
 # processed command is kept while the outbox holds a row of its transaction or an earlier one
 # (``min(xid)``: one step of the outbox's xid index), and while a row written when it was
 # processed or before is parked, or was put back from the parking (it keeps its ``created_at``
-# but not its ``xid``): both on the database's clock, as ``processed_at``.
+# but not its ``xid``): both on the database's clock, as ``processed_at``. Only parked results
+# ($3, the results topic) count: a parked dead letter or event holds no stored result, and
+# must not stop the cleaning of every id processed after it.
 _PROCESSED: Final = """
     DELETE FROM processed_commands
     WHERE ctid = ANY(ARRAY(
@@ -57,8 +59,8 @@ _PROCESSED: Final = """
         WHERE processed_at < now() + $1::interval
           AND xid < COALESCE((SELECT min(xid) FROM outbox), pg_current_xact_id())
           AND processed_at < COALESCE(
-              LEAST((SELECT min(created_at) FROM outbox_parked),
-                    (SELECT min(created_at) FROM outbox WHERE attempts > 0)),
+              LEAST((SELECT min(created_at) FROM outbox_parked WHERE topic = $3),
+                    (SELECT min(created_at) FROM outbox WHERE attempts > 0 AND topic = $3)),
               'infinity')
         ORDER BY processed_at
         LIMIT $2))"""
@@ -98,7 +100,9 @@ class Retention:
         offset = time_offset(self.settings, self.clock)
         done = RetentionPass()
         dedupe = timedelta(days=self.settings.dedupe_window_days)
-        await self._batches(conn, _PROCESSED, offset - dedupe, done.processed, stop)
+        await self._batches(
+            conn, _PROCESSED, offset - dedupe, done.processed, stop, self.settings.results_topic
+        )
         if self.settings.history_retention_days > 0:
             kept = timedelta(days=self.settings.history_retention_days)
             await self._batches(conn, _HISTORY, offset - kept, done.history, stop)
@@ -112,10 +116,11 @@ class Retention:
         cutoff: timedelta,
         counts: list[int],
         stop: asyncio.Event | None,
+        *more: object,
     ) -> None:
         size = self.settings.retention_batch_size
         while stop is None or not stop.is_set():
-            status = await conn.execute(sql, cutoff, size)
+            status = await conn.execute(sql, cutoff, size, *more)
             deleted = int(status.rpartition(" ")[2])
             counts.append(deleted)
             if deleted < size:

@@ -228,3 +228,41 @@ async def test_a_command_whose_result_is_parked_is_kept(
         assert await rows(settings, [command_id]) == (set(), 0)
     finally:
         await conn.close()
+
+
+async def test_a_parked_dead_letter_keeps_no_command(
+    settings: Settings, service: Service, clock: Clock
+) -> None:
+    """Only a parked result keeps processed ids: a parked dead letter (a hostile message too
+    large for the dead-letter topic, say) holds no stored result, and must not stop the
+    cleaning of every id processed after it."""
+    own = settings.model_copy(update={"results_topic": f"retention.{uuid.uuid4().hex}"})
+    command_id = f"retention-{uuid.uuid4()}"
+    long_ago = clock() - timedelta(days=30)
+    conn = await connect(own)
+    try:
+        await conn.execute(
+            """INSERT INTO processed_commands (command_id, command_type, outcome, result,
+                                               processed_at)
+               VALUES ($1, 'sync.create', 'applied', '{}', $2)""",
+            command_id,
+            long_ago,
+        )
+        parked = await conn.fetchval(
+            """INSERT INTO outbox_parked (id, topic, key, value, headers, created_at, reason,
+                                          attempts)
+               VALUES (-1 - (random() * 1e9)::bigint, $1, $2, NULL, $3, $4, 'test', 1)
+               RETURNING id""",
+            own.dlq_topic,
+            b"retention-test",
+            pack_headers([]),
+            long_ago - timedelta(seconds=1),
+        )
+        try:
+            await outbox_drained_up_to(conn, command_id)
+            await Retention(own, clock).tick(conn)
+            assert await rows(own, [command_id]) == (set(), 0)
+        finally:
+            await conn.execute("DELETE FROM outbox_parked WHERE id = $1", parked)
+    finally:
+        await conn.close()
