@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
@@ -191,6 +191,31 @@ async def test_a_command_whose_result_is_still_in_the_outbox_is_kept(
         await conn.close()
 
 
+async def processed_behind_parked(
+    conn: asyncpg.Connection, command_id: str, at: datetime, topic: str
+) -> int:
+    """``command_id`` processed at ``at``, and a row of ``topic`` parked just before it: the
+    parked row's id."""
+    await conn.execute(
+        """INSERT INTO processed_commands (command_id, command_type, outcome, result,
+                                           processed_at)
+           VALUES ($1, 'sync.create', 'applied', '{}', $2)""",
+        command_id,
+        at,
+    )
+    parked: int = await conn.fetchval(
+        """INSERT INTO outbox_parked (id, topic, key, value, headers, created_at, reason,
+                                      attempts)
+           VALUES (-1 - (random() * 1e9)::bigint, $1, $2, NULL, $3, $4, 'test', 1)
+           RETURNING id""",
+        topic,
+        b"retention-test",
+        pack_headers([]),
+        at - timedelta(seconds=1),
+    )
+    return parked
+
+
 async def test_a_command_whose_result_is_parked_is_kept(
     settings: Settings, service: Service, clock: Clock
 ) -> None:
@@ -200,23 +225,7 @@ async def test_a_command_whose_result_is_parked_is_kept(
     long_ago = clock() - timedelta(days=30)
     conn = await connect(settings)
     try:
-        await conn.execute(
-            """INSERT INTO processed_commands (command_id, command_type, outcome, result,
-                                               processed_at)
-               VALUES ($1, 'sync.create', 'applied', '{}', $2)""",
-            command_id,
-            long_ago,
-        )
-        parked = await conn.fetchval(
-            """INSERT INTO outbox_parked (id, topic, key, value, headers, created_at, reason,
-                                          attempts)
-               VALUES (-1 - (random() * 1e9)::bigint, $1, $2, NULL, $3, $4, 'test', 1)
-               RETURNING id""",
-            settings.results_topic,
-            b"retention-test",
-            pack_headers([]),
-            long_ago - timedelta(seconds=1),
-        )
+        parked = await processed_behind_parked(conn, command_id, long_ago, settings.results_topic)
         retention = Retention(settings, clock)
         try:
             await retention.tick(conn)
@@ -241,23 +250,7 @@ async def test_a_parked_dead_letter_keeps_no_command(
     long_ago = clock() - timedelta(days=30)
     conn = await connect(own)
     try:
-        await conn.execute(
-            """INSERT INTO processed_commands (command_id, command_type, outcome, result,
-                                               processed_at)
-               VALUES ($1, 'sync.create', 'applied', '{}', $2)""",
-            command_id,
-            long_ago,
-        )
-        parked = await conn.fetchval(
-            """INSERT INTO outbox_parked (id, topic, key, value, headers, created_at, reason,
-                                          attempts)
-               VALUES (-1 - (random() * 1e9)::bigint, $1, $2, NULL, $3, $4, 'test', 1)
-               RETURNING id""",
-            own.dlq_topic,
-            b"retention-test",
-            pack_headers([]),
-            long_ago - timedelta(seconds=1),
-        )
+        parked = await processed_behind_parked(conn, command_id, long_ago, own.dlq_topic)
         try:
             await outbox_drained_up_to(conn, command_id)
             await Retention(own, clock).tick(conn)
