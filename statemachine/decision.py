@@ -36,6 +36,7 @@ class EventType(StrEnum):
     RUN_COMPLETED = "sync.run_completed"
     RUN_FAILED = "sync.run_failed"
     LOCK_EXPIRED = "sync.lock_expired"
+    LOCK_RELEASED = "sync.lock_released"
 
 
 @dataclass(frozen=True, slots=True)
