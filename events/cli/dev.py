@@ -87,6 +87,12 @@ async def demo() -> None:
     "database schema), to compare.",
 )
 @click.option("--keep", is_flag=True, help="Keep the topics, tenant, syncs and scratch schema.")
+@click.option(
+    "--http",
+    is_flag=True,
+    help="Also compare pause/resume round trips over a `synclife gateway` with Kafka's.",
+)
+@click.option("--http-rate", type=float, default=None, help="Their offered load (200/s).")
 @click.option("--quick", is_flag=True, help="A smoke check: small, one run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @run
@@ -102,6 +108,8 @@ async def bench(
     profile: str | None,
     serve_path: str | None,
     keep: bool,
+    http: bool,
+    http_rate: float | None,
     quick: bool,
     as_json: bool,
 ) -> None:
@@ -128,6 +136,8 @@ async def bench(
         "profile": profile,
         "serve_path": serve_path,
         "keep": keep,
+        "http": http,
+        "http_rate": http_rate,
     }
     if quick:
         options = BenchOptions.quick(**overrides)

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from typing import Any
 
 from events.devtools.bench import BenchOptions, format_table
 from events.devtools.bench.observers import percentile
@@ -90,6 +91,40 @@ def test_medians_and_table() -> None:
     assert "110 / - / - / 50" in table  # CPU per command: serve / kafka / postgres / bench
     widths = {len(line) for line in table.splitlines()[2:-2]}
     assert len(widths) == 1, "the table's rows are aligned"
+
+
+def _trips(kafka_p50: float, http_p50: float) -> dict[str, Any]:
+    return {
+        "rate": 200.0,
+        "kafka": {"p50_ms": kafka_p50, "p99_ms": kafka_p50 * 3},
+        "http": {"p50_ms": http_p50, "p99_ms": http_p50 * 3, "gateway_cpu_us": 400.0},
+        "overhead_p50_ms": http_p50 - kafka_p50,
+        "overhead_p99_ms": (http_p50 - kafka_p50) * 3,
+    }
+
+
+def test_round_trips_over_http_are_summarised_next_to_kafka() -> None:
+    repeats = [_repeat(3000, 2000, 90), _repeat(4000, 2000, 90), _repeat(5000, 2000, 90)]
+    for repeat, (k, h) in zip(repeats, [(10.0, 14.0), (12.0, 20.0), (11.0, 13.0)], strict=True):
+        repeat.round_trips = _trips(k, h)
+    scale = summarise(1000, repeats, 0, 80)
+    scale["loadavg_1m"] = [0.5, 1.5]
+    median = scale["median"]
+    assert (median["rt_kafka_p50_ms"], median["rt_http_p50_ms"]) == (11.0, 14.0)
+    assert median["rt_overhead_p50_ms"] == 4.0  # the median of the overheads (4, 8, 2), not 14 - 11
+    table = format_table(
+        {
+            "date": "2026-01-01T00:00:00+00:00",
+            "machine": {"cpus": 2},
+            "versions": {"kafka": "4.1.1"},
+            "options": {"repeats": 3, "rate": 1000.0, "pgbench_clients": 4},
+            "scales": [scale],
+        }
+    )
+    assert "round trip at 200/s over HTTP, ms p50 / p99" in table
+    assert "14.0 / 42.0" in table
+    without = summarise(1000, [_repeat(3000, 2000, 90)], 0, 80)
+    assert "rt_http_p50_ms" not in without["median"]  # no --http: no such rows
 
 
 def test_cpu_meter_reads_the_cpu_time_of_a_process_and_of_children() -> None:

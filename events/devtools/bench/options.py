@@ -12,7 +12,8 @@ __all__ = ["BenchOptions"]
 class BenchOptions:
     """Sync counts to measure, commands per max-throughput phase, repeats, the fixed rate and
     how long each paced phase lasts, pgbench's duration, clients and path, a cProfile output
-    for serve, another checkout's serve, and whether to keep what the run created."""
+    for serve, another checkout's serve, whether to keep what the run created, and whether to
+    compare round trips over the HTTP gateway with Kafka's (``--http``) and at which rate."""
 
     scales: tuple[int, ...] = (1000,)
     commands: int = 20_000
@@ -25,6 +26,8 @@ class BenchOptions:
     profile: str | None = None
     serve_path: str | None = None
     keep: bool = False
+    http: bool = False
+    http_rate: float = 200.0
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchOptions:

@@ -11,7 +11,14 @@ from typing import Any
 
 from events.devtools.procfs import CPU_USERS
 
-__all__ = ["RepeatResult", "cpu_line", "format_table", "latency_line", "summarise"]
+__all__ = [
+    "RepeatResult",
+    "cpu_line",
+    "format_table",
+    "latency_line",
+    "round_trip_line",
+    "summarise",
+]
 
 
 @dataclass
@@ -30,6 +37,8 @@ class RepeatResult:
     #: CPU microseconds per command by serve, kafka, postgres and the bench, per phase.
     cpu_max: dict[str, float]
     cpu_fixed: dict[str, float]
+    #: ``--http``: round trips over Kafka and over the gateway at the same rate.
+    round_trips: dict[str, Any] | None = None
 
 
 def _median(values: Sequence[float]) -> float:
@@ -46,6 +55,15 @@ def latency_line(lat: dict[str, float]) -> str:
         f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms (p50: publish -> decision "
         f"{lat['to_decision_p50_ms']:.1f}, relay lag {lat['relay_lag_p50_ms']:.1f}, "
         f"send -> observed {lat['to_observed_p50_ms']:.1f})"
+    )
+
+
+def round_trip_line(rt: dict[str, Any]) -> str:
+    k, h = rt["kafka"], rt["http"]
+    return (
+        f"round trip p50 / p99, ms: Kafka {k['p50_ms']:.1f} / {k['p99_ms']:.1f}, "
+        f"HTTP {h['p50_ms']:.1f} / {h['p99_ms']:.1f} (overhead p50 {rt['overhead_p50_ms']:+.1f}; "
+        f"gateway CPU {h['gateway_cpu_us']:,.0f} us per request)"
     )
 
 
@@ -85,6 +103,14 @@ def summarise(
             values = [getattr(r, f"cpu_{phase}").get(who) for r in repeats]
             known = [v for v in values if v is not None]
             median[f"cpu_{phase}_{who}_us"] = _median(known) if known else math.nan
+    trips = [r.round_trips for r in repeats if r.round_trips is not None]
+    if trips:
+        for path in ("kafka", "http"):
+            for p in ("p50_ms", "p99_ms"):
+                median[f"rt_{path}_{p}"] = _median([t[path][p] for t in trips])
+        median["rt_overhead_p50_ms"] = _median([t["overhead_p50_ms"] for t in trips])
+        median["rt_rate"] = _median([t["rate"] for t in trips])
+        median["gateway_cpu_us"] = _median([t["http"]["gateway_cpu_us"] for t in trips])
     return {
         "syncs": scale,
         "median": median,
@@ -150,6 +176,17 @@ def format_table(report: dict[str, Any]) -> str:
     users = " / ".join(CPU_USERS)
     row(f"CPU us per command at max: {users}", lambda s: cpu(s, "max"))
     row(f"CPU us per command at {rate:,.0f}/s: {users}", lambda s: cpu(s, "fixed"))
+    if all("rt_http_p50_ms" in s["median"] for s in scales):
+        rt_rate = scales[0]["median"]["rt_rate"]
+
+        def trip(s: dict[str, Any], path: str) -> str:
+            return " / ".join(_num(s["median"][f"rt_{path}_{p}_ms"], 1) for p in ("p50", "p99"))
+
+        row(f"round trip at {rt_rate:,.0f}/s over Kafka, ms p50 / p99", lambda s: trip(s, "kafka"))
+        row(f"round trip at {rt_rate:,.0f}/s over HTTP, ms p50 / p99", lambda s: trip(s, "http"))
+        overhead = "rt_overhead_p50_ms"
+        row("HTTP overhead over Kafka, ms p50", lambda s: _num(s["median"][overhead], 1))
+        row("gateway CPU us per request", lambda s: _num(s["median"]["gateway_cpu_us"]))
     row("serve peak RSS, MB", lambda s: _num(s["median"]["peak_rss_mb"]))
     row("creating the syncs, commands/s", lambda s: _num(s["median"]["create_rate"]))
     row("commands not applied (should be 0)", lambda s: str(s["not_applied"]))

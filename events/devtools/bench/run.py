@@ -25,10 +25,17 @@ from events.devtools.bench.database import (
     vacuum,
 )
 from events.devtools.bench.errors import BenchError, Echo, retry
+from events.devtools.bench.http import GatewayProcess, http_round_trips, kafka_round_trips
 from events.devtools.bench.options import BenchOptions
 from events.devtools.bench.pgbench import Pgbench
 from events.devtools.bench.phases import Phases
-from events.devtools.bench.report import RepeatResult, cpu_line, latency_line, summarise
+from events.devtools.bench.report import (
+    RepeatResult,
+    cpu_line,
+    latency_line,
+    round_trip_line,
+    summarise,
+)
 from events.devtools.bench.serve import ServeProcess, wait_for_leadership, wait_for_no_leader
 from events.devtools.bench.workload import Workload
 from events.devtools.loadgen import (
@@ -126,7 +133,11 @@ class Bench:
         meter = CpuMeter(serve.pid, stack.service_pids(self.settings))
         phases = Phases(self.settings, serve, self._fast, self._paced, self.echo)
         workload = self.workload
+        gateway: GatewayProcess | None = None
         try:
+            if opts.http:
+                log = self.workdir / f"gateway-{scale}.log"
+                gateway = await GatewayProcess.start(self.settings, log, self.echo)
             note = await wait_for_leadership(self.settings, serve)
             if note is not None:
                 self.notes.append(note)
@@ -165,6 +176,9 @@ class Bench:
                 half = await self._latency(phases, half_rate, scale)
                 self.echo(f"{tag}   {latency_line(half)}")
                 await quiesce(self.settings, self.org_id, serve.check, self.echo)
+                round_trips = None
+                if gateway is not None:
+                    round_trips = await self._round_trips(serve, gateway, scale, tag)
                 failed = await not_applied(
                     self.settings, workload.id_patterns(range(first_phase, workload.phase + 1))
                 )
@@ -184,15 +198,44 @@ class Bench:
                         not_applied=failed,
                         cpu_max=cpu_max,
                         cpu_fixed=cpu_fixed,
+                        round_trips=round_trips,
                     )
                 )
             peak = serve.peak_rss_mb()
         finally:
+            if gateway is not None:
+                await gateway.stop()
             await serve.stop()
         summary = summarise(scale, repeats, create_rate, peak)
         # Other work on the machine skews every figure: keep the load next to them.
         summary["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         return summary
+
+    async def _round_trips(
+        self, serve: ServeProcess, gateway: GatewayProcess, scale: int, tag: str
+    ) -> dict[str, Any]:
+        """Pause/resume round trips at ``--http-rate``: over Kafka (publish -> result on the
+        results topic), then over HTTP (request -> answer), the same number of each."""
+        rate = self.options.http_rate
+        count = max(1, round(rate * self.options.latency_seconds))
+        assert self._paced is not None  # noqa: S101 - set up
+        self.echo(f"{tag} round trips at {rate:,.0f}/s: Kafka, then HTTP")
+        commands = self.workload.pause_resume(count, scale)
+        kafka = await kafka_round_trips(self.settings, self._paced, commands, rate, serve.check)
+        await quiesce(self.settings, self.org_id, serve.check, self.echo)
+        paths = [self.workload.http_path(c) for c in self.workload.pause_resume(count, scale)]
+        sender = self.workload.sender
+        http = await http_round_trips(gateway, sender.api_key, sender.namespace, paths, rate)
+        await quiesce(self.settings, self.org_id, serve.check, self.echo)
+        out = {
+            "rate": rate,
+            "kafka": kafka,
+            "http": http,
+            "overhead_p50_ms": http["p50_ms"] - kafka["p50_ms"],
+            "overhead_p99_ms": http["p99_ms"] - kafka["p99_ms"],
+        }
+        self.echo(f"{tag}   {round_trip_line(out)}")
+        return out
 
     async def _latency(self, phases: Phases, rate: float, scale: int) -> dict[str, float]:
         """A latency phase at ``rate`` for ``--seconds``: pause/resume over ``scale`` syncs."""

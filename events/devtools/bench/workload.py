@@ -4,6 +4,7 @@ that every command is applied and emits one ``sync.status_changed``."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 from events.devtools.loadgen import Command, Sender
@@ -22,6 +23,7 @@ class Workload:
         self.sender = sender
         self.syncs: list[str] = []
         self.paused: dict[str, bool] = {}
+        self.buckets: dict[str, str] = {}
         self.cursor = 0
         self.phase = 0
 
@@ -48,6 +50,13 @@ class Workload:
         for command in creates:
             self.syncs.append(command.sync_id)
             self.paused[command.sync_id] = False
+            self.buckets[command.sync_id] = json.loads(command.value)["bucket_id"]
+
+    def http_path(self, command: Command) -> str:
+        """The gateway's route for a pause or resume of ``pause_resume``."""
+        action = "pause" if command.kind == "sync.pause" else "resume"
+        bucket = self.buckets[command.sync_id]
+        return f"/v1/buckets/{bucket}/syncs/{command.sync_id}/{action}"
 
     def pause_resume(self, count: int, scale: int) -> list[Command]:
         """``count`` commands over the first ``scale`` syncs, round robin, alternating each."""
