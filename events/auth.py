@@ -4,15 +4,43 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["SCOPES", "KeyMaterial", "generate_key", "hash_key", "parse_authorization"]
+__all__ = [
+    "SCOPES",
+    "SCOPE_ADMIN",
+    "SCOPE_READ",
+    "SCOPE_RUN",
+    "SCOPE_WRITE",
+    "KeyMaterial",
+    "generate_key",
+    "grants",
+    "hash_key",
+    "parse_authorization",
+]
 
 KEY_PREFIX: Final = "sk_"
 MIN_SECRET_CHARS: Final = 32
+SCOPE_READ: Final = "syncs:read"
 SCOPE_WRITE: Final = "syncs:write"
+SCOPE_ADMIN: Final = "syncs:admin"
 SCOPE_RUN: Final = "syncs:run"
-SCOPES: Final = frozenset({SCOPE_WRITE, SCOPE_RUN})
+
+#: The one place the scopes' hierarchy is written: each scope and what it grants. Admin
+#: includes write, write includes read; run (the workers' commands) stands apart.
+_GRANTS: Final[dict[str, frozenset[str]]] = {
+    SCOPE_READ: frozenset({SCOPE_READ}),
+    SCOPE_WRITE: frozenset({SCOPE_WRITE, SCOPE_READ}),
+    SCOPE_ADMIN: frozenset({SCOPE_ADMIN, SCOPE_WRITE, SCOPE_READ}),
+    SCOPE_RUN: frozenset({SCOPE_RUN}),
+}
+SCOPES: Final = frozenset(_GRANTS)
+
+
+def grants(scopes: Iterable[str], needed: str) -> bool:
+    """Whether a key with ``scopes`` may do what needs the scope ``needed``."""
+    return any(needed in _GRANTS.get(scope, ()) for scope in scopes)
 
 
 class KeyMaterial:

@@ -63,10 +63,17 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--org", required=True, help="Organization id or name.")
-@click.option("--scope", "scopes", multiple=True, required=True, help="syncs:write or syncs:run.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="syncs:read, syncs:write (includes read), syncs:admin (includes write) or syncs:run.",
+)
 @click.option("--namespace", "namespaces_", multiple=True, help="Limit the key to a namespace.")
 @click.option("--expires-in", type=int, default=None, help="Seconds until the key expires.")
 @click.option("--name", default=None, help="A label for people.")
+@click.option("--user", "user_id", default=None, help="The user id the key acts for (its owner).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @run
 async def keys_create(
@@ -75,14 +82,18 @@ async def keys_create(
     namespaces_: tuple[str, ...],
     expires_in: int | None,
     name: str | None,
+    user_id: str | None,
     as_json: bool,
 ) -> None:
     """Create a key and print it once; only its hash is stored."""
     from events.service.tenancy import create_key
 
     expiry = timedelta(seconds=expires_in) if expires_in is not None else None
+    offset = timedelta(seconds=load_settings().clock_offset_seconds)
     created = await with_connection(
-        lambda c: create_key(c, org, list(scopes), list(namespaces_) or None, expiry, name)
+        lambda c: create_key(
+            c, org, list(scopes), list(namespaces_) or None, expiry, name, user_id, offset
+        )
     )
     print_obj(created, as_json)
     if not as_json:
@@ -107,7 +118,8 @@ async def keys_list(org: str | None, as_json: bool) -> None:
     """Key ids, scopes and status; never the key."""
     from events.service.tenancy import list_keys
 
-    for row in await with_connection(lambda c: list_keys(c, org)):
+    offset = timedelta(seconds=load_settings().clock_offset_seconds)
+    for row in await with_connection(lambda c: list_keys(c, org, offset)):
         if as_json:
             click.echo(json.dumps(row))
         else:

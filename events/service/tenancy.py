@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,62}$")
+MAX_USER_ID = 256
 
 
 class AdminError(SynclifeError):
@@ -39,6 +41,21 @@ def _check_name(kind: str, name: str) -> None:
         raise AdminError(
             f"{kind} name {name!r} must be 1-63 characters of a-z, 0-9, '.', '_', '-', "
             "starting with a letter or digit"
+        )
+
+
+def _check_user(user_id: str) -> None:
+    """A key's owner: 1-256 characters, no surrounding spaces, no control characters (a user
+    id of the commands' data is at most 256 characters too)."""
+    if (
+        not user_id
+        or len(user_id) > MAX_USER_ID
+        or user_id != user_id.strip()
+        or any(unicodedata.category(c) == "Cc" for c in user_id)
+    ):
+        raise AdminError(
+            f"user id {user_id[:MAX_USER_ID]!r} must be 1-{MAX_USER_ID} characters without "
+            "control characters or surrounding spaces"
         )
 
 
@@ -90,11 +107,19 @@ async def create_key(
     namespaces: list[str] | None = None,
     expires_in: timedelta | None = None,
     name: str | None = None,
+    user_id: str | None = None,
+    clock_offset: timedelta = timedelta(0),
 ) -> dict[str, Any]:
-    """Create a key; the only time its plaintext exists outside the caller's hands."""
+    """Create a key; the only time its plaintext exists outside the caller's hands.
+
+    ``user_id``: the key's owner, the caller of its commands. The expiry counts from the
+    database's clock plus ``clock_offset`` (the setting ``clock_offset_seconds``), the clock
+    the service judges it on."""
     unknown = sorted(set(scopes) - SCOPES)
     if not scopes or unknown:
         raise AdminError(f"scopes must be among {sorted(SCOPES)}; got {unknown or 'none'}")
+    if user_id is not None:
+        _check_user(user_id)
     internal_id = await _org_id(conn, org)
     namespace_ids: list[str] | None = None
     if namespaces:
@@ -114,8 +139,8 @@ async def create_key(
     # Expiry is judged on the database's clock (as the service judges it): counted from it.
     expires_at = await conn.fetchval(
         """INSERT INTO api_keys
-               (key_id, internal_id, key_hash, scopes, namespaces, name, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $7::interval)
+               (key_id, internal_id, key_hash, scopes, namespaces, name, expires_at, user_id)
+           VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + $8::interval + $7::interval, $9)
            RETURNING expires_at""",
         material.key_id,
         internal_id,
@@ -124,11 +149,14 @@ async def create_key(
         namespace_ids,
         name,
         expires_in,
+        clock_offset,
+        user_id,
     )
     return {
         "id": material.key_id,
         "key": material.plaintext,
         "org": internal_id,
+        "user": user_id,
         "scopes": sorted(set(scopes)),
         "namespaces": namespace_ids,
         "expires_at": expires_at.isoformat() if expires_at else None,
@@ -146,16 +174,20 @@ async def revoke_key(conn: asyncpg.Connection, key_id: str) -> dict[str, Any]:
     return {"id": row["key_id"], "revoked_at": row["revoked_at"].isoformat()}
 
 
-async def list_keys(conn: asyncpg.Connection, org: str | None = None) -> list[dict[str, Any]]:
-    """Every key's id, scopes and state: never the key, never its hash."""
+async def list_keys(
+    conn: asyncpg.Connection, org: str | None = None, clock_offset: timedelta = timedelta(0)
+) -> list[dict[str, Any]]:
+    """Every key's id, owner, scopes and state: never the key, never its hash. Expired on the
+    database's clock plus ``clock_offset``, as the service judges it."""
     rows = await conn.fetch(
-        """SELECT k.key_id, o.name AS org, k.scopes, k.namespaces, k.name, k.created_at,
-                  k.expires_at, k.revoked_at, k.last_used_at,
-                  k.expires_at <= clock_timestamp() AS expired
+        """SELECT k.key_id, o.name AS org, k.user_id, k.scopes, k.namespaces, k.name,
+                  k.created_at, k.expires_at, k.revoked_at, k.last_used_at,
+                  k.expires_at <= clock_timestamp() + $2::interval AS expired
            FROM api_keys k JOIN organizations o USING (internal_id)
            WHERE $1::text IS NULL OR o.internal_id = $1 OR o.name = $1
            ORDER BY k.created_at""",
         org,
+        clock_offset,
     )
     out = []
     for r in rows:
@@ -168,6 +200,7 @@ async def list_keys(conn: asyncpg.Connection, org: str | None = None) -> list[di
             {
                 "id": r["key_id"],
                 "org": r["org"],
+                "user": r["user_id"],
                 "scopes": list(r["scopes"]),
                 "namespaces": list(r["namespaces"]) if r["namespaces"] is not None else None,
                 "status": state,
@@ -189,6 +222,24 @@ class ApiKey:
     namespaces: frozenset[str] | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    #: The key's owner (``keys create --user``), the caller of its commands; None: the key's id.
+    user_id: str | None = None
+
+    @classmethod
+    def from_row(
+        cls, row: asyncpg.Record, key_id: str, internal_id: str, user_id: str | None
+    ) -> ApiKey:
+        """The key of a row holding its ``scopes``, ``namespaces``, ``expires_at`` and
+        ``revoked_at`` columns (its ids named as its statement names them)."""
+        return cls(
+            key_id=key_id,
+            internal_id=internal_id,
+            scopes=frozenset(row["scopes"]),
+            namespaces=frozenset(row["namespaces"]) if row["namespaces"] is not None else None,
+            expires_at=row["expires_at"],
+            revoked_at=row["revoked_at"],
+            user_id=user_id,
+        )
 
     def problem(self, now: datetime) -> str | None:
         if self.revoked_at is not None:

@@ -13,6 +13,7 @@ from typing import Final, Protocol
 from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
 from events.envelope import REDACTED, SOURCE, RawCommand, Undecodable, ce_headers, derived_id
 from events.messages import CommandResult, LifecycleEvent
+from events.service.access import check
 from events.service.processor.rows import (
     EVENT_PARTS,
     EXTRAS,
@@ -268,38 +269,17 @@ class Batch:
     def authenticate(self, raw: RawCommand) -> tuple[ApiKey | None, str | CommandError]:
         """The caller's key and namespace id, or the error that rejects the command."""
         token = self.token(raw.authorization)
-        if token is None:
-            return None, CommandError(
-                code=ErrorCode.UNAUTHENTICATED,
-                message="missing or malformed authorization header: expected 'Bearer sk_...'",
-            )
-        key = self.keys.get(token)
-        if key is None:
-            return None, CommandError(code=ErrorCode.UNAUTHENTICATED, message="unknown API key")
-        problem = key.problem(self.now)
-        if problem is not None:
-            return key, CommandError(code=ErrorCode.UNAUTHENTICATED, message=problem)
+        key = self.keys.get(token) if token else None
+        namespace_id = None
+        if key is not None and raw.namespace is not None:
+            namespace_id = self.namespaces.get((key.internal_id, raw.namespace))
         needed = SCOPE_RUN if raw.type.is_run else SCOPE_WRITE
-        if needed not in key.scopes:
-            return key, CommandError(
-                code=ErrorCode.FORBIDDEN,
-                message=f"{raw.type.value} needs the {needed} scope",
-                details={"required_scope": needed},
-            )
-        if raw.namespace is None:
-            return key, CommandError(
-                code=ErrorCode.VALIDATION_ERROR,
-                message="the x-namespace header is required",
-                details={"errors": [{"field": "x-namespace", "problem": "missing header"}]},
-            )
-        namespace_id = self.namespaces.get((key.internal_id, raw.namespace))
-        if namespace_id is None or (
-            key.namespaces is not None and namespace_id not in key.namespaces
-        ):
-            return key, CommandError(
-                code=ErrorCode.FORBIDDEN,
-                message=f"namespace '{bounded(raw.namespace)}' is not available to this key",
-            )
+        error = check(
+            token is not None, key, self.now, needed, raw.type.value, raw.namespace, namespace_id
+        )
+        if error is not None:
+            return key, error
+        assert namespace_id is not None  # noqa: S101 - checked
         return key, namespace_id
 
     def command(self, record: Record, raw: RawCommand) -> None:

@@ -31,12 +31,13 @@ NOTIFY_CHANNEL: Final = "synclife_outbox"
 # same clock (leases, timers, key expiry, updated_at), whatever its own clock says.
 _LOAD: Final = """
     WITH k AS (
-        SELECT key_id, internal_id, key_hash, scopes, namespaces, expires_at, revoked_at
+        SELECT key_id, internal_id, key_hash, scopes, namespaces, expires_at, revoked_at,
+               user_id
         FROM api_keys WHERE key_hash = ANY($1::bytea[])
     ), s AS (
         SELECT sync_config_id, data FROM syncs WHERE sync_config_id = ANY($3::text[])
     )
-    SELECT 'k' AS kind, key_id AS id, internal_id AS owner, NULL::text AS name, key_hash,
+    SELECT 'k' AS kind, key_id AS id, internal_id AS owner, user_id AS name, key_hash,
            scopes, namespaces, expires_at, revoked_at, NULL::text AS doc
     FROM k
     UNION ALL
@@ -129,14 +130,9 @@ def _read(
     for r in rows:
         match r["kind"]:
             case "k":
-                batch.keys[by_hash[bytes(r["key_hash"])]] = ApiKey(
-                    key_id=r["id"],
-                    internal_id=r["owner"],
-                    scopes=frozenset(r["scopes"]),
-                    namespaces=frozenset(r["namespaces"]) if r["namespaces"] is not None else None,
-                    expires_at=r["expires_at"],
-                    revoked_at=r["revoked_at"],
-                )
+                # The key's row carries its owner in ``name``.
+                key = ApiKey.from_row(r, r["id"], r["owner"], r["name"])
+                batch.keys[by_hash[bytes(r["key_hash"])]] = key
             case "n":
                 namespace_rows.append((r["id"], r["owner"], r["name"]))
             case "s":
