@@ -330,3 +330,4 @@ class Command(BaseModel):
     expected_version: int | None = Field(default=None, ge=0)
     key_id: str | None = None
     issued_at: datetime | None = None
+    caller: str | None = None

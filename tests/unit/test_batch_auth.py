@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from events.auth import generate_key
+import pytest
+
+from events.auth import SCOPES, generate_key, grants
 from events.envelope import RawCommand, command_headers, decode_command, derived_id
+from events.service.processor import decisions
 from events.service.processor.decisions import Batch
 from events.service.settings import Settings
 from events.service.tenancy import ApiKey
-from statemachine import ErrorCode
+from statemachine import Command, ErrorCode, decide
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 SYNC = "sync_a"
@@ -39,15 +42,23 @@ class World:
         self.batch = Batch(self.settings, NOW)
         self.offset = 0
 
-    def key(self, key_id: str, *, revoked: bool = False) -> str:
+    def key(
+        self,
+        key_id: str,
+        *,
+        revoked: bool = False,
+        scopes: frozenset[str] = frozenset({"syncs:write"}),
+        user_id: str | None = None,
+    ) -> str:
         material = generate_key()
         self.batch.keys[material.plaintext] = ApiKey(
             key_id=key_id,
             internal_id="org_1",
-            scopes=frozenset({"syncs:write"}),
+            scopes=scopes,
             namespaces=None,
             expires_at=None,
             revoked_at=NOW - timedelta(hours=1) if revoked else None,
+            user_id=user_id,
         )
         self.batch.namespaces[("org_1", NAMESPACE)] = NAMESPACE
         return material.plaintext
@@ -107,6 +118,42 @@ def test_a_stored_result_is_replayed_only_to_its_key() -> None:
         w.settings.dlq_topic,
         w.settings.results_topic,
     ]
+
+
+def test_a_command_acts_for_its_keys_user_else_for_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decided: list[Command] = []
+
+    def recording(sync: Any, command: Command, *args: Any) -> Any:
+        decided.append(command)
+        return decide(sync, command, *args)
+
+    monkeypatch.setattr(decisions, "decide", recording)
+    w = World()
+    w.send(w.record("c-1", w.key("key_a", user_id="user_ada")))
+    w.send(w.record("c-2", w.key("key_b")))
+    assert [(c.command_id, c.key_id, c.caller) for c in decided] == [
+        ("c-1", "key_a", "user_ada"),
+        ("c-2", "key_b", "key:key_b"),
+    ]
+
+
+def test_scopes_grant_down_the_hierarchy_and_run_stands_apart() -> None:
+    w = World()
+    admin = w.key("key_admin", scopes=frozenset({"syncs:admin"}))
+    read = w.key("key_read", scopes=frozenset({"syncs:read"}))
+    run = w.key("key_run", scopes=frozenset({"syncs:run"}))
+    for n, key in enumerate((admin, read, run)):
+        w.send(w.record(f"c-{n}", key))
+    results = w.results()
+    # Admin includes write: the pause is decided (no such sync here), not refused.
+    assert results["c-0"]["error"]["code"] == "not_found"
+    for command_id in ("c-1", "c-2"):
+        assert results[command_id]["error"]["code"] == "forbidden"
+        assert results[command_id]["error"]["details"] == {"required_scope": "syncs:write"}
+    assert [grants({s}, "syncs:read") for s in sorted(SCOPES)] == [True, True, False, True]
+    assert [grants({s}, "syncs:run") for s in sorted(SCOPES)] == [False, False, True, False]
 
 
 def test_a_command_whose_kafka_key_is_not_its_sync_id_is_rejected() -> None:

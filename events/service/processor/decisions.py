@@ -13,7 +13,7 @@ from typing import Final, Protocol
 from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
 from events.envelope import REDACTED, SOURCE, RawCommand, Undecodable, ce_headers, derived_id
 from events.messages import CommandResult, LifecycleEvent
-from events.service.access import check
+from events.service.access import caller_of, check
 from events.service.processor.rows import (
     EVENT_PARTS,
     EXTRAS,
@@ -353,6 +353,7 @@ class Batch:
             expected_version=raw.expected_version,
             key_id=key_id,
             issued_at=raw.time,
+            caller=caller_of(key.key_id, key.user_id),
         )
         decision = decide(sync, command, self.now, self.policy)
         for change in decision.changes:
