@@ -209,6 +209,10 @@ class SynclifeClient:
     async def trigger(self, sync_config_id: str, **data: Any) -> CommandResult:
         return await self._must(CommandType.TRIGGER, sync_config_id, data)
 
+    async def unlock(self, sync_config_id: str, **data: Any) -> CommandResult:
+        """Release a stuck run lock (``sync.lock_released``); a noop when nothing is locked."""
+        return await self._must(CommandType.UNLOCK, sync_config_id, data)
+
     # The run protocol, for workers (their key needs the syncs:run scope).
     async def run_start(
         self, sync_config_id: str, *, worker_id: str, lease_seconds: int = 300

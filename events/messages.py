@@ -37,8 +37,8 @@ class LifecycleEvent(BaseModel):
     out of the JSON elsewhere): ``from_status``/``to_status`` on every change, ``modified_since``
     and ``checkpoint`` on ``sync.run_requested`` and ``sync.run_started`` (``modified_since``
     null: a full sync), ``run_id`` on run events, ``worker_id`` and ``lock_token`` on
-    ``sync.run_started``, ``error`` on ``sync.run_failed`` and ``sync.lock_expired``,
-    ``run_totals`` on ``sync.run_completed``.
+    ``sync.run_started`` (``worker_id`` also on ``sync.lock_released``), ``error`` on
+    ``sync.run_failed`` and ``sync.lock_expired``, ``run_totals`` on ``sync.run_completed``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -11,11 +11,24 @@ from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from statemachine.errors import CommandError, ErrorCode, reported, validation_details
 from statemachine.filters import FileFilters, SchemaMapping
-from statemachine.model import IMMUTABLE_FIELDS, MAX_LAST_ERROR, Provider, SyncMode
+from statemachine.model import (
+    IMMUTABLE_FIELDS,
+    MAX_LAST_ERROR,
+    SET_ONCE_FIELDS,
+    Provider,
+    SyncMode,
+)
 from statemachine.status import SyncStatus
 
 __all__ = [
@@ -35,6 +48,7 @@ __all__ = [
     "SystemData",
     "SystemTrigger",
     "TriggerData",
+    "UnlockData",
     "UpdateData",
     "data_model",
     "parse_data",
@@ -55,6 +69,7 @@ class CommandType(StrEnum):
     TRIGGER = "sync.trigger"
     CANCEL = "sync.cancel"
     ARCHIVE = "sync.archive"
+    UNLOCK = "sync.unlock"
     RUN_START = "sync.run.start"
     RUN_HEARTBEAT = "sync.run.heartbeat"
     RUN_CHECKPOINT = "sync.run.checkpoint"
@@ -74,6 +89,7 @@ class _Data(BaseModel):
 class _SettingsFields(_Data):
     """The optional configuration fields, shared by create and update (all default None)."""
 
+    description: str | None = None
     file_filters: FileFilters | None = None
     schema_mapping: SchemaMapping | None = None
     sync_mode: SyncMode | None = None
@@ -99,9 +115,11 @@ class CreateData(_SettingsFields):
 
     bucket_id: UserId
     connection_id: UserId
-    provider: Provider
+    #: Optional (v1.1): without it ``source_path`` is only checked as non-empty text.
+    provider: Provider | None = None
     source_path: str
-    created_by_user_id: UserId
+    #: Optional (v1.1): the command's caller (the key's user, else ``key:<key id>``).
+    created_by_user_id: UserId | None = None
     initial_status: Literal[SyncStatus.PENDING, SyncStatus.DRAFT, SyncStatus.SUSPENDED] = (
         SyncStatus.PENDING
     )
@@ -109,14 +127,23 @@ class CreateData(_SettingsFields):
 
 
 class UpdateData(_SettingsFields):
-    """``sync.update``: a partial set of the mutable configuration fields."""
+    """``sync.update``: a partial set of the mutable configuration fields.
+
+    ``provider`` may be set while the sync has none. ``is_active`` (false: pause, true:
+    resume) or ``status`` (``SUSPENDED`` or ``ACTIVE``, the same) make the update also a plain
+    pause or resume, applied after the configuration change as a version of its own.
+    """
 
     connection_id: UserId | None = None
+    provider: Provider | None = None
+    is_active: bool | None = None
+    status: Literal[SyncStatus.SUSPENDED, SyncStatus.ACTIVE] | None = None
     updated_by_user_id: UserId | None = None
 
 
 class PauseData(_Data):
-    paused_by_user_id: UserId
+    #: Optional (v1.1): the command's caller when not given.
+    paused_by_user_id: UserId | None = None
     reason: Reason | None = None
 
 
@@ -142,6 +169,16 @@ class TriggerData(_Data):
     """``sync.trigger``: request a run now."""
 
     requested_by_user_id: UserId | None = None
+    #: ``incremental`` (files modified since the last sync) or ``full`` (every file; while a
+    #: run holds the lock it is requested when the lock is released).
+    mode: Literal["incremental", "full"] = "incremental"
+
+
+class UnlockData(_Data):
+    """``sync.unlock``: release a stuck run lock (its worker's token is then ``lock_lost``)."""
+
+    unlocked_by_user_id: UserId | None = None
+    reason: Reason | None = None
 
 
 LeaseSeconds = Annotated[int, Field(ge=5, le=86_400)]
@@ -152,17 +189,35 @@ BatchIds = Annotated[
 ]
 
 
+def _canonical_run_id(value: str) -> str:
+    """A v1 run id (a UUID in any of its spellings) in its canonical form; others as given."""
+    try:
+        return str(UUID(value))
+    except ValueError:
+        return value
+
+
+#: A run's id: its job's ``sync_job_id`` (``job_`` + ULID), or a v1 run's UUID.
+RunId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256, strip_whitespace=True),
+    AfterValidator(_canonical_run_id),
+]
+
+
 class RunStartData(_Data):
-    """``sync.run.start``: take the run lock for ``lease_seconds``."""
+    """``sync.run.start``: take the run lock for ``lease_seconds``, for the queued job
+    (``sync_job_id``, if given, must name it; without a queued job a new one is made)."""
 
     worker_id: UserId
     lease_seconds: LeaseSeconds = 300
+    sync_job_id: UserId | None = None
 
 
 class _RunData(_Data):
     """Every report of a running worker names its run and proves it holds the lock."""
 
-    run_id: UUID
+    run_id: RunId
     lock_token: LockToken
 
 
@@ -222,6 +277,7 @@ CommandData = (
     | CancelData
     | ArchiveData
     | TriggerData
+    | UnlockData
     | RunStartData
     | RunHeartbeatData
     | RunCheckpointData
@@ -239,6 +295,7 @@ _DATA_MODELS: Final[dict[CommandType, type[CommandData]]] = {
     CommandType.CANCEL: CancelData,
     CommandType.ARCHIVE: ArchiveData,
     CommandType.TRIGGER: TriggerData,
+    CommandType.UNLOCK: UnlockData,
     CommandType.RUN_START: RunStartData,
     CommandType.RUN_HEARTBEAT: RunHeartbeatData,
     CommandType.RUN_CHECKPOINT: RunCheckpointData,
@@ -283,13 +340,14 @@ def parse_data(
         problems.append(
             {"field": "sync_config_id", "problem": "differs from the message key and ce_subject"}
         )
+    fixed = IMMUTABLE_FIELDS - SET_ONCE_FIELDS
     if command_type is CommandType.UPDATE:
-        for name in sorted((IMMUTABLE_FIELDS - _TENANCY_FIELDS) & data.keys()):
+        for name in sorted((fixed - _TENANCY_FIELDS) & data.keys()):
             if name != "sync_config_id":
                 problems.append({"field": name, "problem": "cannot be changed after create"})
     clean = {k: v for k, v in data.items() if k not in _TENANCY_FIELDS | {"sync_config_id"}}
     if command_type is CommandType.UPDATE:
-        clean = {k: v for k, v in clean.items() if k not in IMMUTABLE_FIELDS}
+        clean = {k: v for k, v in clean.items() if k not in fixed}
     truncated = 0  # problems pydantic found past those validation_details lists
     try:
         parsed = model.model_validate(clean)
@@ -300,6 +358,15 @@ def parse_data(
         parsed = None
     if isinstance(parsed, UpdateData) and not parsed.model_fields_set - {"updated_by_user_id"}:
         problems.append({"field": "(root)", "problem": "an update must change at least one field"})
+    if (
+        isinstance(parsed, UpdateData)
+        and parsed.is_active is not None
+        and parsed.status is not None
+        and parsed.is_active != (parsed.status is SyncStatus.ACTIVE)
+    ):
+        problems.append(
+            {"field": "status", "problem": f"contradicts is_active={str(parsed.is_active).lower()}"}
+        )
     if problems or parsed is None:
         return CommandError(
             code=ErrorCode.VALIDATION_ERROR,
@@ -330,4 +397,6 @@ class Command(BaseModel):
     expected_version: int | None = Field(default=None, ge=0)
     key_id: str | None = None
     issued_at: datetime | None = None
+    #: Who sent it, for the user fields its data leaves out: the key's owner user id, else
+    #: ``key:<key id>`` (None: a change the service makes itself).
     caller: str | None = None

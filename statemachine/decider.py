@@ -19,6 +19,7 @@ from statemachine.changes import (
     build,
     reject,
     status_fields,
+    user_of,
     within_size,
 )
 from statemachine.commands import (
@@ -30,12 +31,14 @@ from statemachine.commands import (
     CreateData,
     PauseData,
     ResumeData,
+    TriggerData,
     UpdateData,
 )
-from statemachine.decision import Change, Decision, EventType, Outcome
+from statemachine.decision import Change, Decision, EventType, JobTrigger, Outcome
 from statemachine.errors import CommandError, ErrorCode, bounded
 from statemachine.model import SyncConfiguration
-from statemachine.runs import DEFAULT_POLICY, Policy, apply_run, request_run
+from statemachine.jobs import interrupted, request_run
+from statemachine.runs import DEFAULT_POLICY, Policy, apply_run, retry_failed
 from statemachine.status import SyncStatus
 from statemachine.table import NOOPS, allowed_commands, fire
 
@@ -95,10 +98,14 @@ def decide(
 
 def _create(command: Command, data: CreateData, now: datetime) -> Decision:
     status = SyncStatus(data.initial_status)
+    creator = user_of(command, data.created_by_user_id, "created_by_user_id")
+    if isinstance(creator, CommandError):
+        return Decision(outcome=Outcome.REJECTED, sync=None, error=creator, visible=False)
     fields: dict[str, Any] = data.model_dump(
         exclude_none=True, exclude={"initial_status", "reason"}
     )
     fields.update(
+        created_by_user_id=creator,
         sync_config_id=command.sync_config_id,
         internal_id=command.internal_id,
         namespace_id=command.namespace_id,
@@ -113,7 +120,7 @@ def _create(command: Command, data: CreateData, now: datetime) -> Decision:
         fields.update(
             pause_reason=data.reason or "created suspended",
             paused_at=now,
-            paused_by_user_id=data.created_by_user_id,
+            paused_by_user_id=creator,
         )
     built = build(fields, {})
     if not isinstance(built, CommandError):
@@ -124,7 +131,7 @@ def _create(command: Command, data: CreateData, now: datetime) -> Decision:
         event_type=EventType.CREATED,
         sync=built,
         trigger=command.type.value,
-        actor=actor(command, data.created_by_user_id),
+        actor=actor(command, creator),
         reason=data.reason,
         from_status=None,
         to_status=status,
@@ -136,30 +143,16 @@ def _apply(ch: Changes, command: Command, data: Any, dest: SyncStatus, policy: P
     """What a command the table allowed does: lifecycle commands here, runs in ``runs``."""
     now = ch.now
     problem: CommandError | None = None
+    if ch.sync.status is S.FAILED and isinstance(data, TriggerData | ResumeData):
+        user = (
+            data.requested_by_user_id if isinstance(data, TriggerData) else data.resumed_by_user_id
+        )
+        return ch.result(retry_failed(ch, actor(command, user)))
     match data:
         case PauseData():
-            problem = ch.add(
-                EventType.UPDATED,
-                {
-                    **status_fields(dest),
-                    # Always set while paused, so a list of paused syncs says why.
-                    "pause_reason": data.reason or f"paused by {data.paused_by_user_id}",
-                    "paused_at": now,
-                    "paused_by_user_id": data.paused_by_user_id,
-                },
-                actor=actor(command, data.paused_by_user_id),
-                reason=data.reason,
-            )
+            problem = _pause(ch, command, dest, data.paused_by_user_id, data.reason)
         case ResumeData():
-            by = actor(command, data.resumed_by_user_id)
-            problem = ch.add(
-                EventType.UPDATED,
-                {**status_fields(dest), **PAUSE_CLEARED, "consecutive_failures": 0},
-                actor=by,
-            )
-            due = ch.sync.next_sync_at is None or ch.sync.next_sync_at <= now
-            if problem is None and due and ch.sync.lock_token is None:
-                request_run(ch, by)
+            problem = _resume(ch, command, dest, data.resumed_by_user_id)
         case ActivateData():
             problem = ch.add(
                 EventType.UPDATED,
@@ -179,18 +172,108 @@ def _apply(ch: Changes, command: Command, data: Any, dest: SyncStatus, policy: P
             }
             if isinstance(data, ArchiveData):
                 fields.update(LOCK_RELEASED)  # an archived sync has no run to report on
-            problem = ch.add(
-                EventType.UPDATED, fields, actor=actor(command, user), reason=data.reason
-            )
-        case UpdateData():
+            # Its run (if one holds the lock) and its queued run will not finish: interrupted.
+            fields.update(queued_sync_job_id=None, queued_full_sync=False)
             problem = ch.add(
                 EventType.UPDATED,
-                data.model_dump(exclude_unset=True, exclude={"updated_by_user_id"}),
-                actor=actor(command, data.updated_by_user_id),
+                fields,
+                actor=actor(command, user),
+                reason=data.reason,
+                jobs=interrupted(ch.sync, now, f"{command.type.value}: {data.reason or ''}"),
             )
-            if problem is None:
-                sized = within_size(ch.sync)
-                problem = sized if isinstance(sized, CommandError) else None
+        case UpdateData():
+            return _update(ch, command, data, policy)
         case _:
             return apply_run(ch, command, data, dest, policy)
+    return ch.result(problem)
+
+
+def _pause(
+    ch: Changes, command: Command, dest: SyncStatus, user: str | None, reason: str | None
+) -> CommandError | None:
+    """A plain pause (``sync.pause``, or an update's ``is_active`` false)."""
+    by_user = user_of(command, user, "paused_by_user_id")
+    if isinstance(by_user, CommandError):
+        return by_user
+    return ch.add(
+        EventType.UPDATED,
+        {
+            **status_fields(dest),
+            # Always set while paused, so a list of paused syncs says why.
+            "pause_reason": reason or f"paused by {by_user}",
+            "paused_at": ch.now,
+            "paused_by_user_id": by_user,
+        },
+        actor=actor(command, by_user),
+        reason=reason,
+    )
+
+
+def _resume(ch: Changes, command: Command, dest: SyncStatus, user: str | None) -> CommandError | None:
+    """A plain resume (``sync.resume``, or an update's ``is_active`` true); a run is
+    requested if one is due and none holds the lock."""
+    by = actor(command, user)
+    problem = ch.add(
+        EventType.UPDATED,
+        {**status_fields(dest), **PAUSE_CLEARED, "consecutive_failures": 0},
+        actor=by,
+    )
+    due = ch.sync.next_sync_at is None or ch.sync.next_sync_at <= ch.now
+    if problem is None and due and ch.sync.lock_token is None:
+        problem = request_run(ch, by, JobTrigger.RESUME)
+    return problem
+
+
+def _update(ch: Changes, command: Command, data: UpdateData, policy: Policy) -> Decision:
+    """``sync.update``: the configuration fields as one version, then (``is_active`` or
+    ``status``) a plain pause or resume as the next, in the one command. Nothing changed
+    (only a pause of a paused sync, or a resume of a running one): ``noop``."""
+    sync = ch.sync
+    config = data.model_dump(
+        exclude_unset=True, exclude={"updated_by_user_id", "is_active", "status"}
+    )
+    provider = config.get("provider")
+    if provider is not None and sync.provider is not None and provider != sync.provider:
+        return ch.result(
+            CommandError(
+                code=ErrorCode.VALIDATION_ERROR,
+                message="provider cannot be changed once set",
+                details={"errors": [{"field": "provider", "problem": "cannot be changed once set"}]},
+            )
+        )
+    wanted = data.is_active if data.is_active is not None else None
+    if wanted is None and data.status is not None:
+        wanted = data.status is S.ACTIVE
+    status_command = None if wanted is None else CommandType.RESUME if wanted else CommandType.PAUSE
+    status_dest = None
+    if status_command is not None:
+        status_dest = fire(sync, status_command.value, policy)
+        if status_dest is None:
+            return reject(
+                ErrorCode.INVALID_TRANSITION,
+                f"{'is_active' if data.is_active is not None else 'status'}: a "
+                f"{status_command.value} is not allowed from status {sync.status.value}",
+                sync,
+                {
+                    "current_status": sync.status.value,
+                    "allowed_commands": allowed_commands(sync.status, sync.lock_token is not None),
+                },
+            )
+        if (status_command.value, sync.status) in NOOPS:
+            status_command = None
+    problem: CommandError | None = None
+    if config:
+        problem = ch.add(EventType.UPDATED, config, actor=actor(command, data.updated_by_user_id))
+        if problem is None:
+            sized = within_size(ch.sync)
+            problem = sized if isinstance(sized, CommandError) else None
+    if problem is None and status_command is not None and status_dest is not None:
+        if status_command is CommandType.PAUSE:
+            problem = _pause(ch, command, status_dest, data.updated_by_user_id, None)
+        elif sync.status is S.FAILED:
+            problem = retry_failed(ch, actor(command, data.updated_by_user_id))
+        else:
+            problem = _resume(ch, command, status_dest, data.updated_by_user_id)
+    if problem is None and not ch.items:
+        return Decision(outcome=Outcome.NOOP, sync=sync)
     return ch.result(problem)

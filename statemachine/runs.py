@@ -1,5 +1,5 @@
 """The run and lease rules: requesting a run, taking the run lock, the lock holder's reports,
-failures (backoff, auto-suspend) and expired leases.
+failures (backoff, auto-suspend, FAILED), expired leases, unlock, and the retry of a FAILED sync.
 
 ``apply_run`` is what ``decide`` does with a run command once the table allowed it.
 """
@@ -30,6 +30,7 @@ from statemachine.commands import (
     SystemData,
     SystemTrigger,
     TriggerData,
+    UnlockData,
 )
 from statemachine.decision import Decision, EventType, Outcome
 from statemachine.errors import CommandError, ErrorCode, bounded
@@ -42,6 +43,7 @@ __all__ = [
     "apply_run",
     "fails_out",
     "request_run",
+    "retry_failed",
     "system_command",
 ]
 
@@ -168,7 +170,8 @@ def _failure(
     reason: str | None,
     **extra: Any,
 ) -> CommandError | None:
-    """A failed run (reported, or its lease expired): count it, back off, maybe auto-suspend."""
+    """A failed run (reported, or its lease expired): count it, back off; at the threshold a
+    continuous sync is auto-suspended (``dest`` SUSPENDED), an initial_only one FAILED."""
     sync = ch.sync
     failures = sync.consecutive_failures + 1
     last_error = error[:MAX_LAST_ERROR]
@@ -189,8 +192,18 @@ def _failure(
         error=last_error,
         **extra,
     )
-    if problem or dest is not S.SUSPENDED:
+    if problem or dest not in (S.SUSPENDED, S.FAILED):
         return problem
+    if dest is S.FAILED:
+        failed_reason = f"failed after {failures} consecutive failures: {last_error}"
+        return ch.add(
+            EventType.STATUS_CHANGED,
+            {**status_fields(S.FAILED), "next_sync_at": None},
+            actor=SYSTEM_ACTOR,
+            reason=failed_reason[:MAX_LAST_ERROR],
+            trigger="failures",
+            system=True,
+        )
     suspend_reason = f"auto-suspended after {failures} consecutive failures: {last_error}"
     return ch.add(
         EventType.STATUS_CHANGED,
@@ -205,6 +218,36 @@ def _failure(
         trigger="auto_suspend",
         system=True,
     )
+
+
+def _unlock(ch: Changes, by: str, reason: str | None) -> CommandError | None:
+    """``sync.unlock``: release the run lock. The run is interrupted, not failed (no failure
+    is counted); its token is ``lock_lost`` from now on; a scheduled sync is due at once."""
+    sync = ch.sync
+    fields: dict[str, Any] = {**LOCK_RELEASED, "last_run_status": None}
+    if sync.status in (S.PENDING, S.ACTIVE):
+        fields["next_sync_at"] = ch.now
+    return ch.add(
+        EventType.LOCK_RELEASED,
+        fields,
+        actor=by,
+        reason=reason,
+        run_id=str(sync.current_sync_run_id) if sync.current_sync_run_id else None,
+        worker_id=sync.locked_by_worker_id,
+    )
+
+
+def retry_failed(ch: Changes, by: str) -> CommandError | None:
+    """``sync.trigger`` or ``sync.resume`` of a FAILED sync: PENDING, due at once, failures
+    forgotten, and its run requested now (as a trigger of a PENDING sync does)."""
+    problem = ch.add(
+        EventType.UPDATED,
+        {**status_fields(S.PENDING), "next_sync_at": ch.now, "consecutive_failures": 0},
+        actor=by,
+    )
+    if problem is None:
+        request_run(ch, by)
+    return problem
 
 
 def _start(ch: Changes, command: Command, data: RunStartData, dest: SyncStatus) -> Decision:
@@ -345,6 +388,10 @@ def apply_run(
                 worker_id=sync.locked_by_worker_id,
             )
             return ch.result(problem)
+        case UnlockData():
+            if sync.lock_token is None:
+                return Decision(outcome=Outcome.NOOP, sync=sync)
+            return ch.result(_unlock(ch, actor(command, data.unlocked_by_user_id), data.reason))
         case RunStartData():
             return _start(ch, command, data, dest)
         case RunHeartbeatData():

@@ -46,6 +46,7 @@ SYNC_STATUSES: frozenset[SyncStatus] = frozenset(
         SyncStatus.ACTIVE,
         SyncStatus.SUSPENDED,
         SyncStatus.COMPLETED,
+        SyncStatus.FAILED,
         SyncStatus.CANCELED,
         SyncStatus.ARCHIVED,
     }

@@ -35,6 +35,8 @@ LIVE: Final = (S.DRAFT, S.PENDING, S.ACTIVE, S.SUSPENDED)
 SCHEDULABLE: Final = (S.PENDING, S.ACTIVE)
 # A worker that holds the lock may report until it releases it, even after a pause or cancel.
 REPORTING: Final = (S.ACTIVE, S.SUSPENDED, S.CANCELED)
+# Where sync.unlock is accepted (a noop wherever no run holds the lock): all but ARCHIVED.
+UNLOCKABLE: Final = (*LIVE, S.FAILED, S.COMPLETED, S.CANCELED)
 
 #: The documented role of each of the 13 statuses.
 STATUS_ROLES: Final[dict[SyncStatus, str]] = {
@@ -48,7 +50,9 @@ STATUS_ROLES: Final[dict[SyncStatus, str]] = {
     S.ARCHIVED: "sync status: archived (terminal, final)",
     S.IN_PROGRESS: "run status (last_run_status): the run holds the lock",
     S.COMPLETED_WITH_ERRORS: "run status: completed, some files dead-lettered",
-    S.FAILED: "run status: the run failed (a sync that keeps failing is SUSPENDED instead)",
+    S.FAILED: "sync status: an initial_only sync whose run failed the auto-suspend number of "
+    "times in a row (a continuous one is SUSPENDED instead); sync.trigger or sync.resume makes "
+    "it PENDING; also a run status",
     S.PROCESSING: "never taken: kept for wire compatibility",
     S.UNKNOWN: "never taken: kept for wire compatibility",
     S.SKIPPED: "never taken: kept for wire compatibility",
@@ -75,15 +79,17 @@ class Rule:
 TABLE: Final[tuple[Rule, ...]] = (
     Rule(C.ACTIVATE, (S.DRAFT,), S.PENDING),
     Rule(C.ACTIVATE, SCHEDULABLE, noop=True),
-    Rule(C.UPDATE, LIVE),
+    Rule(C.UPDATE, (*LIVE, S.FAILED)),
     Rule(C.PAUSE, SCHEDULABLE, S.SUSPENDED),
     Rule(C.PAUSE, (S.SUSPENDED,), noop=True),
     Rule(C.RESUME, (S.SUSPENDED,), S.ACTIVE),
     Rule(C.RESUME, SCHEDULABLE, noop=True),
+    Rule(C.RESUME, (S.FAILED,), S.PENDING),
     Rule(C.TRIGGER, SCHEDULABLE),
-    Rule(C.CANCEL, LIVE, S.CANCELED),
+    Rule(C.TRIGGER, (S.FAILED,), S.PENDING),
+    Rule(C.CANCEL, (*LIVE, S.FAILED), S.CANCELED),
     Rule(C.CANCEL, (S.CANCELED,), noop=True),
-    Rule(C.ARCHIVE, (*LIVE, S.COMPLETED, S.CANCELED), S.ARCHIVED),
+    Rule(C.ARCHIVE, (*LIVE, S.FAILED, S.COMPLETED, S.CANCELED), S.ARCHIVED),
     Rule(C.ARCHIVE, (S.ARCHIVED,), noop=True),
     Rule(C.RUN_START, (S.PENDING,), S.ACTIVE),
     Rule(C.RUN_START, (S.ACTIVE,)),
@@ -91,9 +97,12 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule(C.RUN_CHECKPOINT, REPORTING),
     Rule(C.RUN_COMPLETE, (S.ACTIVE, S.SUSPENDED), S.COMPLETED, condition="initial_only"),
     Rule(C.RUN_COMPLETE, REPORTING),
+    Rule(C.UNLOCK, UNLOCKABLE),
+    Rule(C.RUN_FAIL, (S.ACTIVE,), S.FAILED, condition="fails_out_initial_only"),
     Rule(C.RUN_FAIL, (S.ACTIVE,), S.SUSPENDED, condition="fails_out"),
     Rule(C.RUN_FAIL, REPORTING),
     Rule(T.REQUEST_RUN, SCHEDULABLE),
+    Rule(T.LOCK_EXPIRED, (S.ACTIVE,), S.FAILED, condition="fails_out_initial_only"),
     Rule(T.LOCK_EXPIRED, (S.ACTIVE,), S.SUSPENDED, condition="fails_out"),
     Rule(T.LOCK_EXPIRED, (*REPORTING, S.COMPLETED, S.ARCHIVED)),
 )
@@ -135,6 +144,10 @@ class _Cursor:
     def fails_out(self) -> bool:
         """This failure reaches the auto-suspend threshold."""
         return self.sync is not None and fails_out(self.sync, self.policy)
+
+    def fails_out_initial_only(self) -> bool:
+        """This failure reaches the threshold and the sync runs once: it goes FAILED."""
+        return self.initial_only() and self.fails_out()
 
 
 _MACHINE: Final = Machine(
@@ -187,17 +200,20 @@ def _run_machine(sync: SyncConfiguration, trigger: str, policy: Policy) -> SyncS
 _LOCK_HOLDER_COMMANDS: Final = frozenset(
     {C.RUN_HEARTBEAT.value, C.RUN_CHECKPOINT.value, C.RUN_COMPLETE.value, C.RUN_FAIL.value}
 )
+#: Commands about a held lock: its holder's reports, and sync.unlock (a noop without one).
+_LOCK_COMMANDS: Final = _LOCK_HOLDER_COMMANDS | {C.UNLOCK.value}
 
 
 def allowed_commands(status: SyncStatus, locked: bool = True) -> list[str]:
     """Commands the table accepts from ``status`` (for ``invalid_transition`` details).
 
-    Without a run lock, the lock holder's reports are left out: nobody could send them.
+    Without a run lock, the commands about one are left out: the lock holder's reports
+    (nobody could send them) and sync.unlock (it would do nothing).
     """
     return sorted(
         t
         for t in _MACHINE.get_triggers(status)
-        if t in CommandType._value2member_map_ and (locked or t not in _LOCK_HOLDER_COMMANDS)
+        if t in CommandType._value2member_map_ and (locked or t not in _LOCK_COMMANDS)
     )
 
 

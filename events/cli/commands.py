@@ -19,6 +19,7 @@ _SEND_TYPES = {
     "trigger": "sync.trigger",
     "cancel": "sync.cancel",
     "archive": "sync.archive",
+    "unlock": "sync.unlock",
 }
 
 

@@ -61,11 +61,17 @@ _COMMAND_DOCS: Final[dict[CommandType, str]] = {
     "from a terminal status.",
     CommandType.RESUME: "From SUSPENDED: status ACTIVE, `paused` false, `is_active` true, pause "
     "fields cleared; the next run is incremental (`modified_since` = `last_sync_at`). A noop "
-    "from PENDING or ACTIVE; `invalid_transition` from a terminal status.",
+    "from PENDING or ACTIVE; `invalid_transition` from a terminal status. From FAILED: as "
+    "`sync.trigger`.",
     CommandType.TRIGGER: "Request a run now (a `sync.run_requested` event); a noop while a run "
-    "holds the lock.",
+    "holds the lock. From FAILED: status PENDING, due at once, `consecutive_failures` reset to "
+    "0, and the run requested.",
     CommandType.CANCEL: "Cancel the sync (terminal status CANCELED).",
     CommandType.ARCHIVE: "Archive the sync (terminal, final status ARCHIVED).",
+    CommandType.UNLOCK: "Release a stuck run lock (scope `syncs:write`): one versioned change, "
+    "event `sync.lock_released`; the run is interrupted (not counted as a failure) and its "
+    "`lock_token` is `lock_lost` from then on; a PENDING or ACTIVE sync is due again at once. "
+    "A noop when no run holds the lock; `invalid_transition` from ARCHIVED.",
     CommandType.RUN_START: "A worker takes the run lock for `lease_seconds`; rejected with "
     "`lock_conflict` while another worker holds it. The result's `run` carries the `run_id` "
     "and `lock_token` every later report must present.",
@@ -76,7 +82,8 @@ _COMMAND_DOCS: Final[dict[CommandType, str]] = {
     CommandType.RUN_COMPLETE: "The run finished: its totals, and the batches and tasks it "
     "created. Releases the lock; an `initial_only` sync becomes COMPLETED.",
     CommandType.RUN_FAIL: "The run stopped on `error`. Releases the lock and retries with "
-    "backoff; after too many consecutive failures the sync is auto-suspended.",
+    "backoff; after too many consecutive failures a continuous sync is auto-suspended and an "
+    "`initial_only` sync becomes FAILED.",
 }
 
 _EVENT_DOCS: Final[dict[EventType, str]] = {
@@ -99,6 +106,8 @@ _EVENT_DOCS: Final[dict[EventType, str]] = {
     EventType.RUN_FAILED: "The run failed. Adds `run_id` and `error`.",
     EventType.LOCK_EXPIRED: "A worker's lease ran out and the service took the lock back (the "
     "run counts as failed). Adds `run_id`, `error` and `worker_id`.",
+    EventType.LOCK_RELEASED: "`sync.unlock` released the run lock (the run is interrupted, "
+    "not counted as failed). Adds `run_id` and `worker_id` (the worker that held it).",
 }
 
 # Fields beyond the common ones that an event of each type always carries, and whether each
@@ -120,6 +129,7 @@ _EVENT_FIELDS: Final[dict[EventType, tuple[tuple[str, bool], ...]]] = {
     EventType.RUN_COMPLETED: (("run_id", False), ("run_totals", False)),
     EventType.RUN_FAILED: (("run_id", False), ("error", False)),
     EventType.LOCK_EXPIRED: (("run_id", False), ("error", False), ("worker_id", True)),
+    EventType.LOCK_RELEASED: (("run_id", False), ("worker_id", True)),
 }
 
 
