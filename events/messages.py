@@ -38,7 +38,9 @@ class LifecycleEvent(BaseModel):
     and ``checkpoint`` on ``sync.run_requested`` and ``sync.run_started`` (``modified_since``
     null: a full sync), ``run_id`` on run events, ``worker_id`` and ``lock_token`` on
     ``sync.run_started`` (``worker_id`` also on ``sync.lock_released``), ``error`` on
-    ``sync.run_failed`` and ``sync.lock_expired``, ``run_totals`` on ``sync.run_completed``.
+    ``sync.run_failed`` and ``sync.lock_expired``, ``run_totals`` on ``sync.run_completed``, ``sync_job_id`` and ``full_sync``
+    on ``sync.run_requested`` and ``sync.run_started`` (the run's job; the ``trigger`` of a
+    ``sync.run_requested`` is the job's: ``scheduled``, ``manual`` or ``resume``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -63,6 +65,8 @@ class LifecycleEvent(BaseModel):
     lock_token: int | None = None
     error: str | None = None
     run_totals: dict[str, int] | None = None
+    sync_job_id: str | None = None
+    full_sync: bool | None = None
 
 
 class CommandResult(BaseModel):
@@ -84,6 +88,9 @@ class CommandResult(BaseModel):
     error: CommandError | None = None
     events: list[str] = []
     run: dict[str, Any] | None = None
+    #: The job of the run this command requested (``sync.trigger``, ``sync.resume``, an
+    #: update that resumed, ...); null when it requested none.
+    sync_job_id: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """A one-line view for people (the CLI)."""

@@ -12,7 +12,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from statemachine.commands import Command
-from statemachine.decision import Change, Decision, EventType, Outcome
+from statemachine.decision import Change, Decision, EventType, JobEffect, Outcome
 from statemachine.errors import CommandError, ErrorCode, validation_details
 from statemachine.model import MAX_SYNC_JSON_BYTES, SyncConfiguration
 from statemachine.status import SyncStatus
@@ -26,6 +26,7 @@ __all__ = [
     "build",
     "reject",
     "status_fields",
+    "user_of",
     "within_size",
 ]
 
@@ -60,11 +61,28 @@ def reject(
 
 
 def actor(command: Command, user_id: str | None) -> str:
+    """Who made a change: the data's user, else the command's caller, else its key."""
     if command.command_id is None:
         return SYSTEM_ACTOR
     if user_id:
         return f"user:{user_id}"
+    if command.caller:
+        return command.caller if command.caller.startswith("key:") else f"user:{command.caller}"
     return f"key:{command.key_id}" if command.key_id else "unknown"
+
+
+def user_of(command: Command, given: str | None, field: str) -> str | CommandError:
+    """The user id a field of the model stores: the data's, else the command's caller (the
+    key's owner, else ``key:<key id>``); without either, a ``validation_error`` naming it."""
+    if given:
+        return given
+    if command.caller:
+        return command.caller
+    return CommandError(
+        code=ErrorCode.VALIDATION_ERROR,
+        message=f"{field} is required (the API key has no user to take it from)",
+        details={"errors": [{"field": field, "problem": "required: no caller to take it from"}]},
+    )
 
 
 def build(
@@ -127,6 +145,7 @@ class Changes:
         reason: str | None = None,
         trigger: str | None = None,
         system: bool = False,
+        jobs: tuple[JobEffect, ...] = (),
         **extra: Any,
     ) -> CommandError | None:
         before = self.sync
@@ -145,6 +164,7 @@ class Changes:
                 to_status=built.status,
                 system=system,
                 extra=extra,
+                jobs=jobs,
             )
         )
         self.sync = built

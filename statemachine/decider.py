@@ -36,8 +36,8 @@ from statemachine.commands import (
 )
 from statemachine.decision import Change, Decision, EventType, JobTrigger, Outcome
 from statemachine.errors import CommandError, ErrorCode, bounded
-from statemachine.model import SyncConfiguration
 from statemachine.jobs import interrupted, request_run
+from statemachine.model import SyncConfiguration
 from statemachine.runs import DEFAULT_POLICY, Policy, apply_run, retry_failed
 from statemachine.status import SyncStatus
 from statemachine.table import NOOPS, allowed_commands, fire
@@ -179,7 +179,12 @@ def _apply(ch: Changes, command: Command, data: Any, dest: SyncStatus, policy: P
                 fields,
                 actor=actor(command, user),
                 reason=data.reason,
-                jobs=interrupted(ch.sync, now, f"{command.type.value}: {data.reason or ''}"),
+                jobs=interrupted(
+                    ch.sync,
+                    now,
+                    f"interrupted by {command.type.value}"
+                    + (f": {data.reason}" if data.reason else ""),
+                ),
             )
         case UpdateData():
             return _update(ch, command, data, policy)
@@ -209,7 +214,9 @@ def _pause(
     )
 
 
-def _resume(ch: Changes, command: Command, dest: SyncStatus, user: str | None) -> CommandError | None:
+def _resume(
+    ch: Changes, command: Command, dest: SyncStatus, user: str | None
+) -> CommandError | None:
     """A plain resume (``sync.resume``, or an update's ``is_active`` true); a run is
     requested if one is due and none holds the lock."""
     by = actor(command, user)
@@ -238,7 +245,9 @@ def _update(ch: Changes, command: Command, data: UpdateData, policy: Policy) -> 
             CommandError(
                 code=ErrorCode.VALIDATION_ERROR,
                 message="provider cannot be changed once set",
-                details={"errors": [{"field": "provider", "problem": "cannot be changed once set"}]},
+                details={
+                    "errors": [{"field": "provider", "problem": "cannot be changed once set"}]
+                },
             )
         )
     wanted = data.is_active if data.is_active is not None else None

@@ -10,7 +10,6 @@ import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final
-from uuid import UUID
 
 from pydantic import (
     BaseModel,
@@ -28,10 +27,12 @@ from statemachine.status import RunStatus, SyncStatus
 
 __all__ = [
     "IMMUTABLE_FIELDS",
+    "MAX_DESCRIPTION",
     "MAX_LAST_ERROR",
     "MAX_SYNC_JSON_BYTES",
     "MAX_TRACKED_IDS",
     "MUTABLE_FIELDS",
+    "SET_ONCE_FIELDS",
     "Provider",
     "RunMetrics",
     "SyncConfiguration",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 MAX_LAST_ERROR: Final = 1000
+MAX_DESCRIPTION: Final = 500
 MAX_METADATA_KEYS: Final = 50
 #: A sync travels whole in every event and result: its JSON is kept well under Kafka's limits.
 MAX_SYNC_JSON_BYTES: Final = 256 * 1024
@@ -117,6 +119,7 @@ class SyncSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     connection_id: Id
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
     file_filters: FileFilters | None = None
     schema_mapping: SchemaMapping | None = None
     sync_mode: SyncMode = SyncMode.CONTINUOUS
@@ -159,7 +162,9 @@ class SyncConfiguration(SyncSettings):
     bucket_id: Id
     internal_id: Id
     namespace_id: Id
-    provider: Provider
+    #: Optional since v1.1: a sync may be created without it and given one by an update
+    #: while it is still null; once set it never changes.
+    provider: Provider | None = None
     source_path: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
     created_by_user_id: Id
 
@@ -183,9 +188,13 @@ class SyncConfiguration(SyncSettings):
     next_sync_at: datetime | None = None
 
     locked_by_worker_id: str | None = None
+    #: A run holds the lock (``locked_by_worker_id`` is set). Derived, never set: a stored or
+    #: received value is replaced by the derived one when the model is built.
+    locked: bool = False
     locked_at: datetime | None = None
     lock_expires_at: datetime | None = None
-    current_sync_run_id: UUID | None = None
+    #: The run's id: its job's ``sync_job_id`` (``job_`` + ULID); a v1 run's UUID as text.
+    current_sync_run_id: str | None = Field(default=None, min_length=1, max_length=256)
     sync_run_counter: NonNegative = 0
     batch_ids: list[str] = Field(default_factory=list)
     task_ids: list[str] = Field(default_factory=list)
@@ -199,13 +208,30 @@ class SyncConfiguration(SyncSettings):
     current_run: RunMetrics = Field(default_factory=RunMetrics)
     last_run_status: RunStatus | None = None
     run_requested_at: datetime | None = None
+    #: A full run was asked for while a run held the lock: it is requested when the lock is
+    #: released.
+    pending_full_sync: bool = False
+    #: The requested run no worker has started yet (at most one per sync), and whether it is
+    #: a full run.
+    queued_sync_job_id: str | None = None
+    queued_full_sync: bool = False
 
     version: int = Field(default=1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_locked(cls, data: Any) -> Any:
+        # ``locked`` is in every dump; whatever value a stored or received document carries,
+        # it is derived again from the lock holder (so an old document without it loads too).
+        if isinstance(data, dict):
+            return {**data, "locked": data.get("locked_by_worker_id") is not None}
+        return data
 
     @field_validator("source_path")
     @classmethod
     def _source_path_format(cls, value: str, info: ValidationInfo) -> str:
-        # provider is declared, so validated, before source_path; skip if it was invalid.
+        # provider is declared, so validated, before source_path; skip if it was invalid or
+        # is not set yet (then source_path is only checked as non-empty text).
         provider = info.data.get("provider")
         return value if provider is None else check_source_path(provider, value)
 
@@ -232,3 +258,6 @@ IMMUTABLE_FIELDS: Final[frozenset[str]] = frozenset(
         "created_at",
     }
 )
+
+#: Immutable fields an update may still set while they are null (then they are fixed).
+SET_ONCE_FIELDS: Final[frozenset[str]] = frozenset({"provider"})

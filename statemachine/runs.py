@@ -6,7 +6,6 @@ failures (backoff, auto-suspend, FAILED), expired leases, unlock, and the retry 
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
@@ -32,8 +31,16 @@ from statemachine.commands import (
     TriggerData,
     UnlockData,
 )
-from statemachine.decision import Decision, EventType, Outcome
+from statemachine.decision import Decision, EventType, JobStatus, JobTrigger, Outcome
 from statemachine.errors import CommandError, ErrorCode, bounded
+from statemachine.jobs import (
+    after_release,
+    checkpoint_of,
+    finished,
+    progress,
+    request_run,
+    start_fields,
+)
 from statemachine.model import MAX_LAST_ERROR, MAX_TRACKED_IDS, RunMetrics, SyncConfiguration
 from statemachine.status import RunStatus, SyncStatus
 
@@ -81,38 +88,6 @@ def system_command(sync: SyncConfiguration, trigger: SystemTrigger) -> Command:
         internal_id=sync.internal_id,
         namespace_id=sync.namespace_id,
         data=SystemData(),
-    )
-
-
-def _checkpoint(sync: SyncConfiguration) -> dict[str, Any]:
-    """Where the next run resumes (empty when resuming is off or nothing is saved)."""
-    if not sync.resume_enabled:
-        return {
-            "resume_cursor": None,
-            "resume_last_primary_key": None,
-            "resume_objects_processed": 0,
-        }
-    return {
-        "resume_cursor": sync.resume_cursor,
-        "resume_last_primary_key": sync.resume_last_primary_key,
-        "resume_objects_processed": sync.resume_objects_processed,
-    }
-
-
-def request_run(ch: Changes, by: str, trigger: str | None = None) -> None:
-    """A run is due: say so, with where it starts from, and re-request after an interval."""
-    sync = ch.sync
-    ch.add(
-        EventType.RUN_REQUESTED,
-        {
-            "run_requested_at": ch.now,
-            "next_sync_at": ch.now + timedelta(seconds=sync.polling_interval_seconds),
-        },
-        actor=by,
-        trigger=trigger,
-        system=by == SYSTEM_ACTOR,
-        modified_since=sync.last_sync_at,
-        checkpoint=_checkpoint(sync),
     )
 
 
@@ -182,18 +157,23 @@ def _failure(
         "last_run_status": RunStatus.FAILED,
         "next_sync_at": ch.now + policy.retry_delay(failures),
     }
+    # A lease that ran out interrupts the job; a reported failure fails it.
+    ended = JobStatus.INTERRUPTED if event_type is EventType.LOCK_EXPIRED else JobStatus.FAILED
     problem = ch.add(
         event_type,
         fields,
         actor=by,
         reason=reason,
         system=by == SYSTEM_ACTOR,
+        jobs=finished(sync, ended, ch.now, fields, last_error),
         run_id=str(sync.current_sync_run_id),
         error=last_error,
         **extra,
     )
-    if problem or dest not in (S.SUSPENDED, S.FAILED):
+    if problem:
         return problem
+    if dest not in (S.SUSPENDED, S.FAILED):
+        return after_release(ch, by)
     if dest is S.FAILED:
         failed_reason = f"failed after {failures} consecutive failures: {last_error}"
         return ch.add(
@@ -227,14 +207,16 @@ def _unlock(ch: Changes, by: str, reason: str | None) -> CommandError | None:
     fields: dict[str, Any] = {**LOCK_RELEASED, "last_run_status": None}
     if sync.status in (S.PENDING, S.ACTIVE):
         fields["next_sync_at"] = ch.now
-    return ch.add(
+    problem = ch.add(
         EventType.LOCK_RELEASED,
         fields,
         actor=by,
         reason=reason,
+        jobs=finished(sync, JobStatus.INTERRUPTED, ch.now, error=reason or "unlocked"),
         run_id=str(sync.current_sync_run_id) if sync.current_sync_run_id else None,
         worker_id=sync.locked_by_worker_id,
     )
+    return problem or after_release(ch, by)
 
 
 def retry_failed(ch: Changes, by: str) -> CommandError | None:
@@ -271,30 +253,45 @@ def _start(ch: Changes, command: Command, data: RunStartData, dest: SyncStatus) 
                 "lease_expired": expired,
             },
         )
+    if data.sync_job_id is not None and data.sync_job_id != sync.queued_sync_job_id:
+        queued = sync.queued_sync_job_id
+        return reject(
+            ErrorCode.VALIDATION_ERROR,
+            f"job {bounded(data.sync_job_id)} is not queued for this sync"
+            + (f" (the queued job is {queued})" if queued else " (no job is queued)"),
+            sync,
+            {
+                "errors": [{"field": "sync_job_id", "problem": "not the queued job of this sync"}],
+                "queued_sync_job_id": queued,
+            },
+        )
     counter = sync.sync_run_counter + 1
-    run_id = uuid.uuid5(uuid.NAMESPACE_URL, f"synclife:{command.command_id}")
+    run_id, full, job_fields, job = start_fields(sync, sync.version + 1, now)
     fresh = {} if sync.resume_enabled else {"resume_cursor": None, "resume_last_primary_key": None}
     problem = ch.add(
         EventType.RUN_STARTED,
         {
             **status_fields(dest),
             **fresh,
+            **job_fields,
             "locked_by_worker_id": data.worker_id,
             "locked_at": now,
             "lock_expires_at": now + timedelta(seconds=data.lease_seconds),
             "lock_token": counter,
-            "current_sync_run_id": run_id,
             "sync_run_counter": counter,
             "current_run": RunMetrics(),
             "last_run_status": RunStatus.IN_PROGRESS,
             "next_sync_at": None,
         },
         actor=f"worker:{data.worker_id}",
-        run_id=str(run_id),
+        jobs=(job,),
+        run_id=run_id,
         worker_id=data.worker_id,
         lock_token=counter,
-        modified_since=sync.last_sync_at,
-        checkpoint=_checkpoint(sync),
+        modified_since=None if full else sync.last_sync_at,
+        checkpoint=checkpoint_of(sync, full),
+        sync_job_id=run_id,
+        full_sync=full,
     )
     return ch.result(problem, _run_info(ch.sync))
 
@@ -347,13 +344,16 @@ def _complete(ch: Changes, data: RunCompleteData, dest: SyncStatus) -> CommandEr
     )
     if dest is S.COMPLETED:
         fields.update(PAUSE_CLEARED)
-    return ch.add(
+    by = f"worker:{sync.locked_by_worker_id}"
+    problem = ch.add(
         EventType.RUN_COMPLETED,
         fields,
-        actor=f"worker:{sync.locked_by_worker_id}",
+        actor=by,
+        jobs=finished(sync, JobStatus.COMPLETED, now, fields),
         run_id=str(data.run_id),
         run_totals=run_totals.model_dump(),
     )
+    return problem or after_release(ch, by)
 
 
 def apply_run(
@@ -363,17 +363,20 @@ def apply_run(
     sync, now = ch.sync, ch.now
     match data:
         case TriggerData():
+            by, full = actor(command, data.requested_by_user_id), data.mode == "full"
             if sync.lock_token is not None:
-                return Decision(outcome=Outcome.NOOP, sync=sync, run=_run_info(sync))
-            request_run(ch, actor(command, data.requested_by_user_id))
-            return ch.result(None)
+                if not full or sync.pending_full_sync:
+                    return Decision(outcome=Outcome.NOOP, sync=sync, run=_run_info(sync))
+                # A full run while one holds the lock: requested when the lock is released.
+                problem = ch.add(EventType.UPDATED, {"pending_full_sync": True}, actor=by)
+                return ch.result(problem, _run_info(ch.sync))
+            return ch.result(request_run(ch, by, JobTrigger.MANUAL, full=full))
         case SystemData() if command.type is SystemTrigger.REQUEST_RUN:
             if sync.lock_token is not None or (
                 sync.next_sync_at is None or sync.next_sync_at > now
             ):
                 return Decision(outcome=Outcome.NOOP, sync=sync)
-            request_run(ch, SYSTEM_ACTOR, trigger="schedule")
-            return ch.result(None)
+            return ch.result(request_run(ch, SYSTEM_ACTOR, JobTrigger.SCHEDULED))
         case SystemData() if command.type is SystemTrigger.LOCK_EXPIRED:
             if sync.lock_expires_at is None or sync.lock_expires_at > now:
                 return Decision(outcome=Outcome.NOOP, sync=sync)
@@ -421,6 +424,7 @@ def apply_run(
                 EventType.RUN_CHECKPOINTED,
                 fields,
                 actor=f"worker:{sync.locked_by_worker_id}",
+                jobs=progress(sync, fields),
                 run_id=str(data.run_id),
             )
             return ch.result(problem, _run_info(ch.sync))

@@ -18,7 +18,17 @@ from statemachine import Decision, SyncConfiguration, SyncStatus
 
 #: The fields of a ``LifecycleEvent`` that only some event types carry (left out elsewhere).
 EXTRAS: Final = frozenset(
-    {"modified_since", "checkpoint", "run_id", "worker_id", "lock_token", "error", "run_totals"}
+    {
+        "modified_since",
+        "checkpoint",
+        "run_id",
+        "worker_id",
+        "lock_token",
+        "error",
+        "run_totals",
+        "sync_job_id",
+        "full_sync",
+    }
 )
 
 
@@ -130,4 +140,5 @@ def command_result(
         error=decision.error,
         events=[event_id(c.sync.sync_config_id, c.sync.version) for c in decision.changes],
         run=decision.run if final is not None else None,
+        sync_job_id=decision.sync_job_id if final is not None else None,
     )
