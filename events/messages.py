@@ -38,9 +38,10 @@ class LifecycleEvent(BaseModel):
     and ``checkpoint`` on ``sync.run_requested`` and ``sync.run_started`` (``modified_since``
     null: a full sync), ``run_id`` on run events, ``worker_id`` and ``lock_token`` on
     ``sync.run_started`` (``worker_id`` also on ``sync.lock_released``), ``error`` on
-    ``sync.run_failed`` and ``sync.lock_expired``, ``run_totals`` on ``sync.run_completed``, ``sync_job_id`` and ``full_sync``
-    on ``sync.run_requested`` and ``sync.run_started`` (the run's job; the ``trigger`` of a
-    ``sync.run_requested`` is the job's: ``scheduled``, ``manual`` or ``resume``).
+    ``sync.run_failed`` and ``sync.lock_expired``, ``run_totals`` on ``sync.run_completed``,
+    ``sync_job_id`` and ``full_sync`` on ``sync.run_requested`` and ``sync.run_started`` (the
+    run's job; the ``trigger`` of a ``sync.run_requested`` is the job's: ``scheduled``,
+    ``manual`` or ``resume``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

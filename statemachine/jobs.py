@@ -71,7 +71,9 @@ def request_run(
 ) -> CommandError | None:
     """A run is due: name its job (the queued one if any), say where it starts from, and
     re-request after an interval. A full run asked for earlier (``pending_full_sync``, or a
-    queued full job) stays full."""
+    queued full job) stays full. ``full_sync`` says the run lists every file: asked for, or
+    the sync never completed a run (``modified_since`` null either way); only a full run asked
+    for drops the resume checkpoint."""
     sync = ch.sync
     queued = sync.queued_sync_job_id
     full = full or sync.pending_full_sync or (queued is not None and sync.queued_full_sync)
@@ -81,7 +83,7 @@ def request_run(
         status=JobStatus.RUNNING,
         phase=JobPhase.QUEUED,
         trigger=trigger,
-        full_sync=full,
+        full_sync=full or sync.last_sync_at is None,
     )
     return ch.add(
         EventType.RUN_REQUESTED,
@@ -99,15 +101,15 @@ def request_run(
         modified_since=None if full else sync.last_sync_at,
         checkpoint=checkpoint_of(sync, full),
         sync_job_id=job,
-        full_sync=full,
+        full_sync=effect.full_sync,
     )
 
 
 def start_fields(
     sync: SyncConfiguration, version: int, now: datetime
 ) -> tuple[str, bool, dict[str, Any], JobEffect]:
-    """The job a run start takes (the queued one, else a new ``manual`` job), whether it is
-    a full run, the fields of the sync that say so, and the job's state once started."""
+    """The job a run start takes (the queued one, else a new ``manual`` job), whether a full
+    run was asked for, the fields of the sync that say so, and the job's state once started."""
     queued = sync.queued_sync_job_id
     job = queued or job_id(sync.sync_config_id, version, now)
     full = sync.pending_full_sync or (queued is not None and sync.queued_full_sync)
@@ -124,7 +126,7 @@ def start_fields(
         status=JobStatus.RUNNING,
         phase=JobPhase.RUNNING,
         trigger=None if queued else JobTrigger.MANUAL,
-        full_sync=full,
+        full_sync=full or sync.last_sync_at is None,
         started_at=now,
     )
     return job, full, fields, effect

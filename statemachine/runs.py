@@ -219,17 +219,18 @@ def _unlock(ch: Changes, by: str, reason: str | None) -> CommandError | None:
     return problem or after_release(ch, by)
 
 
-def retry_failed(ch: Changes, by: str) -> CommandError | None:
+def retry_failed(
+    ch: Changes, by: str, trigger: JobTrigger = JobTrigger.MANUAL, *, full: bool = False
+) -> CommandError | None:
     """``sync.trigger`` or ``sync.resume`` of a FAILED sync: PENDING, due at once, failures
-    forgotten, and its run requested now (as a trigger of a PENDING sync does)."""
+    forgotten, and its run requested now (as a trigger of a PENDING sync does), as a job of
+    ``trigger`` (``manual`` for a trigger, ``resume`` for a resume)."""
     problem = ch.add(
         EventType.UPDATED,
         {**status_fields(S.PENDING), "next_sync_at": ch.now, "consecutive_failures": 0},
         actor=by,
     )
-    if problem is None:
-        request_run(ch, by)
-    return problem
+    return problem or request_run(ch, by, trigger, full=full)
 
 
 def _start(ch: Changes, command: Command, data: RunStartData, dest: SyncStatus) -> Decision:
@@ -291,7 +292,7 @@ def _start(ch: Changes, command: Command, data: RunStartData, dest: SyncStatus) 
         modified_since=None if full else sync.last_sync_at,
         checkpoint=checkpoint_of(sync, full),
         sync_job_id=run_id,
-        full_sync=full,
+        full_sync=job.full_sync,
     )
     return ch.result(problem, _run_info(ch.sync))
 

@@ -379,6 +379,8 @@ class Batch:
         else:
             self.writes.timers[sid] = due
         self.syncs[sid] = sync
+        for job in change.jobs:
+            self.writes.job(sync, job)
         sync_json = self.writes.sync_json[sid] = self.sync_json(sync)
         command_id = None if change.system or command is None else command.command_id
         self.writes.history.append(

@@ -15,6 +15,7 @@ from events.envelope import SOURCE, ce_headers, pack_headers
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
 from events.service.settings import Settings
 from statemachine import Decision, SyncConfiguration, SyncStatus
+from statemachine.decision import JobEffect
 
 #: The fields of a ``LifecycleEvent`` that only some event types carry (left out elsewhere).
 EXTRAS: Final = frozenset(
@@ -49,6 +50,42 @@ class Writes:
     timers: dict[str, datetime | None] = field(default_factory=dict)
     #: The JSON of each written sync's latest version (its ``data`` column).
     sync_json: dict[str, str] = field(default_factory=dict)
+    #: job id -> its ``sync_jobs`` row after the batch (``JOB_COLUMNS``), every effect of the
+    #: batch on it merged: one row per job, as one statement may change a row only once.
+    jobs: dict[str, list[Any]] = field(default_factory=dict)
+
+    def job(self, sync: SyncConfiguration, effect: JobEffect) -> None:
+        """Merge ``effect`` (declared by a change of ``sync``, at its ``updated_at``) into
+        the job's row. A finished job is final: later effects on it are ignored (here, and
+        in the database for a job finished by an earlier batch)."""
+        at = sync.updated_at
+        row = [
+            effect.sync_job_id,
+            sync.sync_config_id,
+            sync.internal_id,
+            sync.namespace_id,
+            effect.trigger.value if effect.trigger is not None else None,
+            effect.status.value,
+            effect.phase.value if effect.phase is not None else None,
+            effect.full_sync,
+            effect.files_synced,
+            effect.files_failed,
+            effect.error,
+            effect.current_cursor,
+            at,
+            effect.started_at,
+            effect.completed_at,
+            at,
+        ]
+        before = self.jobs.get(effect.sync_job_id)
+        if before is not None:
+            if before[6] is None:  # finished earlier in this batch
+                return
+            row[4] = before[4] or row[4]  # the trigger it was created with
+            row[7] = before[7] or row[7]  # once full, full
+            row[12] = before[12]  # created_at
+            row[13] = row[13] or before[13]  # started_at
+        self.jobs[effect.sync_job_id] = row
 
 
 def result_id(command_id: str) -> str:

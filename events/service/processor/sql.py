@@ -168,9 +168,10 @@ def _sync_columns(sync: SyncConfiguration, data: str) -> tuple[Any, ...]:
 # result again), the keys the batch authenticated with (fenced on still being unrevoked: a
 # revocation committed since the read fails the statement, and the batch is decided again),
 # the outbox rows (headers packed in one text value), the timers that moved, the
-# keys' last use, and one NOTIFY for the relay if the outbox grew. Each part is an unnest of
-# column arrays: one prepared statement for every batch, whatever it holds. The outbox ids
-# follow the order of the rows given.
+# keys' last use, the jobs' rows (one per job, every effect of the batch merged; a finished
+# job is never changed again), and one NOTIFY for the relay if the outbox grew. Each part
+# is an unnest of column arrays: one prepared statement for every batch, whatever it holds.
+# The outbox ids follow the order of the rows given.
 _WRITE: Final = """
     WITH inserted AS (
         INSERT INTO syncs (sync_config_id, internal_id, namespace_id, status, version,
@@ -216,6 +217,29 @@ _WRITE: Final = """
         INSERT INTO sync_timers (sync_config_id, due_at)
         SELECT * FROM unnest($42::text[], $43::timestamptz[])
         ON CONFLICT (sync_config_id) DO UPDATE SET due_at = EXCLUDED.due_at
+    ), jobs AS (
+        INSERT INTO sync_jobs AS j (sync_job_id, sync_config_id, internal_id, namespace_id,
+                                    trigger, status, phase, full_sync, files_synced,
+                                    files_failed, error, current_cursor, created_at,
+                                    started_at, completed_at, updated_at)
+        SELECT id, sync_config_id, internal_id, namespace_id, COALESCE(trigger, 'manual'),
+               status, phase, full_sync, files_synced, files_failed, error, current_cursor,
+               created_at, started_at, completed_at, updated_at
+        FROM unnest($47::text[], $48::text[], $49::text[], $50::text[], $51::text[],
+                    $52::text[], $53::text[], $54::boolean[], $55::bigint[], $56::bigint[],
+                    $57::text[], $58::text[], $59::timestamptz[], $60::timestamptz[],
+                    $61::timestamptz[], $62::timestamptz[])
+             AS u(id, sync_config_id, internal_id, namespace_id, trigger, status, phase,
+                  full_sync, files_synced, files_failed, error, current_cursor, created_at,
+                  started_at, completed_at, updated_at)
+        ON CONFLICT (sync_job_id) DO UPDATE
+        SET status = EXCLUDED.status, phase = EXCLUDED.phase,
+            full_sync = j.full_sync OR EXCLUDED.full_sync,
+            files_synced = EXCLUDED.files_synced, files_failed = EXCLUDED.files_failed,
+            error = EXCLUDED.error, current_cursor = EXCLUDED.current_cursor,
+            started_at = COALESCE(EXCLUDED.started_at, j.started_at),
+            completed_at = EXCLUDED.completed_at, updated_at = EXCLUDED.updated_at
+        WHERE j.phase IS NOT NULL
     ), touched AS (
         UPDATE api_keys SET last_used_at = now()
         WHERE key_id = ANY($39::text[])
@@ -269,4 +293,5 @@ async def write(conn: asyncpg.Connection, writes: Writes) -> None:
         sorted(writes.live_keys),
         sum(1 for row in writes.processed if not row[0].startswith(DERIVED_PREFIX)),
         DERIVED_PREFIX,
+        *_columns(list(writes.jobs.values()), 16),
     )
