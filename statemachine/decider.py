@@ -143,11 +143,12 @@ def _apply(ch: Changes, command: Command, data: Any, dest: SyncStatus, policy: P
     """What a command the table allowed does: lifecycle commands here, runs in ``runs``."""
     now = ch.now
     problem: CommandError | None = None
-    if ch.sync.status is S.FAILED and isinstance(data, TriggerData | ResumeData):
-        user = (
-            data.requested_by_user_id if isinstance(data, TriggerData) else data.resumed_by_user_id
-        )
-        return ch.result(retry_failed(ch, actor(command, user)))
+    if ch.sync.status is S.FAILED and isinstance(data, TriggerData):
+        by, full = actor(command, data.requested_by_user_id), data.mode == "full"
+        return ch.result(retry_failed(ch, by, JobTrigger.MANUAL, full=full))
+    if ch.sync.status is S.FAILED and isinstance(data, ResumeData):
+        by = actor(command, data.resumed_by_user_id)
+        return ch.result(retry_failed(ch, by, JobTrigger.RESUME))
     match data:
         case PauseData():
             problem = _pause(ch, command, dest, data.paused_by_user_id, data.reason)
