@@ -23,6 +23,7 @@ from statemachine.commands import (
     RunStartData,
     SystemTrigger,
     TriggerData,
+    UnlockData,
     UpdateData,
     parse_data,
 )
@@ -52,6 +53,7 @@ VALID: dict[CommandType, tuple[dict[str, Any], type]] = {
     C.CANCEL: ({}, CancelData),
     C.ARCHIVE: ({}, ArchiveData),
     C.TRIGGER: ({}, TriggerData),
+    C.UNLOCK: ({"unlocked_by_user_id": "user_bob", "reason": "worker stuck"}, UnlockData),
     C.RUN_START: ({"worker_id": "worker_1", "lease_seconds": 60}, RunStartData),
     C.RUN_HEARTBEAT: ({"run_id": RUN_ID, "lock_token": 1}, RunHeartbeatData),
     C.RUN_CHECKPOINT: (
@@ -323,6 +325,8 @@ def test_system_triggers_are_not_commands(trigger: SystemTrigger, data: Any) -> 
         (C.RUN_CHECKPOINT, "files_synced", -1),
         (C.RUN_COMPLETE, "bytes_synced", -1),
         (C.RUN_FAIL, "error", ""),
+        (C.UNLOCK, "reason", "x" * 1001),
+        (C.UNLOCK, "unlocked_by_user_id", ""),
     ],
 )
 def test_run_data_limits(command_type: CommandType, field: str, value: Any) -> None:

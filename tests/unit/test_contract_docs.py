@@ -90,6 +90,7 @@ VALID: dict[CommandType, list[dict[str, Any]]] = {
     C.CANCEL: [{"reason": "not needed"}],
     C.ARCHIVE: [{}],
     C.TRIGGER: [{"requested_by_user_id": "user_bob"}],
+    C.UNLOCK: [{}, {"unlocked_by_user_id": "user_bob", "reason": "worker stuck"}],
     C.RUN_START: [{"worker_id": "worker_1", "lease_seconds": 60}],
     C.RUN_HEARTBEAT: [{"run_id": RUN_ID, "lock_token": 1}],
     C.RUN_CHECKPOINT: [
@@ -116,6 +117,7 @@ INVALID: list[tuple[CommandType, dict[str, Any]]] = [
     (C.RUN_HEARTBEAT, {"run_id": "not-a-uuid", "lock_token": 1}),
     (C.RUN_FAIL, {"run_id": RUN_ID, "lock_token": 1}),
     (C.RUN_COMPLETE, {"run_id": RUN_ID, "lock_token": 0}),
+    (C.UNLOCK, {"lock_token": 1}),
 ]
 
 
@@ -282,6 +284,9 @@ def scenario() -> Scenario:
     s.run(C.PAUSE, {"paused_by_user_id": "user_bob", "reason": "maintenance"})
     s.run(C.PAUSE, {"paused_by_user_id": "user_bob"})  # noop
     s.run(C.RESUME, {"resumed_by_user_id": "user_bob"})
+    s.run(C.RUN_START, {"worker_id": "worker_4", "lease_seconds": 60})
+    s.run(C.UNLOCK, {"unlocked_by_user_id": "user_bob", "reason": "worker stuck"})
+    s.run(C.UNLOCK, {})  # noop
     s.run(C.RUN_HEARTBEAT, {"run_id": RUN_ID, "lock_token": 99})  # lock_lost
     s.run(C.CANCEL, {"reason": "not needed"})
     s.run(C.ARCHIVE, {})

@@ -86,6 +86,13 @@ EXPECTED: dict[SyncStatus, dict[CommandType, Expectation]] = {
     S.COMPLETED: {
         C.ARCHIVE: applied(S.ARCHIVED),
     },
+    # An initial_only sync whose run kept failing: resume (or trigger) retries it from PENDING.
+    S.FAILED: {
+        C.UPDATE: applied(S.FAILED),
+        C.RESUME: applied(S.PENDING),
+        C.CANCEL: applied(S.CANCELED),
+        C.ARCHIVE: applied(S.ARCHIVED),
+    },
     S.CANCELED: {
         C.CANCEL: NOOP,
         C.ARCHIVE: applied(S.ARCHIVED),
@@ -120,12 +127,14 @@ LOCK_HOLDER_REPORTS = {
     CommandType.RUN_COMPLETE,
     CommandType.RUN_FAIL,
 }
+#: Offered only while a run holds the lock: the holder's reports, and unlock (else a noop).
+LOCK_COMMANDS = {*LOCK_HOLDER_REPORTS, CommandType.UNLOCK}
 
 
 def non_lifecycle_allowed(status: SyncStatus, locked: bool = False) -> set[str]:
     """Commands other than the lifecycle ones that TABLE allows from ``status``.
 
-    A worker's reports are only offered while a run lock is held.
+    A worker's reports and unlock are only offered while a run lock is held.
     """
     return {
         r.command.value
@@ -133,7 +142,7 @@ def non_lifecycle_allowed(status: SyncStatus, locked: bool = False) -> set[str]:
         if isinstance(r.command, CommandType)
         and r.command not in LIFECYCLE
         and status in r.sources
-        and (locked or r.command not in LOCK_HOLDER_REPORTS)
+        and (locked or r.command not in LOCK_COMMANDS)
     }
 
 
@@ -143,6 +152,7 @@ def test_allowed_commands_offer_run_reports_only_while_locked() -> None:
     locked = allowed_commands(SyncStatus.CANCELED, locked=True)
     free = allowed_commands(SyncStatus.CANCELED, locked=False)
     assert "sync.run.complete" in locked and "sync.run.heartbeat" in locked
+    assert "sync.unlock" in locked
     assert free == ["sync.archive", "sync.cancel"]
 
 
@@ -163,7 +173,7 @@ def pause_fields_set(sync: SyncConfiguration) -> bool:
 
 def test_expectations_cover_only_sync_statuses() -> None:
     assert set(EXPECTED) == SYNC_STATUSES
-    assert len(SYNC_STATUSES) == 7
+    assert len(SYNC_STATUSES) == 8
     assert {S.COMPLETED, S.CANCELED, S.ARCHIVED} == TERMINAL_STATUSES
 
 
@@ -207,10 +217,13 @@ def test_every_command_from_every_status(command_type: CommandType, status: Sync
     assert dest is not None
     assert decision.outcome is Outcome.APPLIED
     assert decision.error is None
-    assert len(decision.changes) == 1
-    change = decision.changes[0]
+    change, *more = decision.changes
     after = change.sync
-    assert decision.final == after
+    if (status, command_type) == (S.FAILED, C.RESUME):  # the retry's run is requested at once
+        assert [c.event_type for c in more] == [EventType.RUN_REQUESTED]
+    else:
+        assert more == []
+        assert decision.final == after
     assert after.status is dest
     assert after.version == sync.version + 1
     assert after.updated_at == NOW
@@ -230,12 +243,12 @@ def test_every_command_from_every_status(command_type: CommandType, status: Sync
 
 
 def test_every_lifecycle_pair_is_covered() -> None:
-    assert len(PAIRS) == len(set(PAIRS)) == 7 * 6
+    assert len(PAIRS) == len(set(PAIRS)) == 8 * 6
     outcomes = [EXPECTED[s].get(c, ("invalid", None))[0] for c, s in PAIRS]
     assert (outcomes.count("applied"), outcomes.count("noop"), outcomes.count("invalid")) == (
-        18,
+        22,
         7,
-        17,
+        19,
     )
 
 

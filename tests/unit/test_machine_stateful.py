@@ -43,6 +43,9 @@ COMMAND_DATA: dict[CommandType, st.SearchStrategy[dict[str, Any]]] = {
     C.RESUME: st.fixed_dictionaries({}, optional={"resumed_by_user_id": st.just("u2")}),
     C.CANCEL: st.fixed_dictionaries({}, optional={"reason": st.just("done")}),
     C.ARCHIVE: st.fixed_dictionaries({}, optional={"reason": st.just("old")}),
+    C.TRIGGER: st.fixed_dictionaries({}, optional={"requested_by_user_id": st.just("u3")}),
+    # No run ever holds the lock here: unlock is a noop (or refused from ARCHIVED).
+    C.UNLOCK: st.fixed_dictionaries({}, optional={"reason": st.just("stuck")}),
 }
 
 
@@ -74,9 +77,12 @@ class Lifecycle(RuleBasedStateMachine):
             assert decision.outcome is Outcome.APPLIED
             self.sync = decision.final
         else:
-            # Built directly: COMPLETED is reached by a run, not by a lifecycle command.
+            # Built directly: COMPLETED and FAILED are reached by runs, not lifecycle commands.
             next_sync_at = None if next_due is None else self.now + timedelta(seconds=next_due)
-            self.sync = make_sync(status=start, next_sync_at=next_sync_at)
+            failures = 5 if start is S.FAILED else 0  # FAILED: its run failed 5 times in a row
+            self.sync = make_sync(
+                status=start, next_sync_at=next_sync_at, consecutive_failures=failures
+            )
         assert self.sync is not None
         assert self.sync.status is start
 
@@ -124,14 +130,21 @@ class Lifecycle(RuleBasedStateMachine):
             assert 1 <= len(decision.changes) <= 2
             first = decision.changes[0]
             assert first.from_status is sync.status
-            assert first.event_type is (
-                EventType.STATUS_CHANGED
-                if first.to_status is not sync.status
-                else EventType.UPDATED
-            )
-            if len(decision.changes) == 2:  # only resume also asks for a run (when one is due)
-                assert command_type is C.RESUME
+            if first.to_status is not sync.status:
+                assert first.event_type is EventType.STATUS_CHANGED
+            elif command_type is C.TRIGGER:
+                assert first.event_type is EventType.RUN_REQUESTED
+            else:
+                assert first.event_type is EventType.UPDATED
+            if len(decision.changes) == 2:
+                # Resume asks for a run when one is due; the retry of a FAILED sync always.
+                assert command_type in (C.RESUME, C.TRIGGER)
                 assert decision.changes[1].event_type is EventType.RUN_REQUESTED
+            if sync.status is S.FAILED:
+                assert len(decision.changes) == (2 if after.status is S.PENDING else 1)
+                if after.status is S.PENDING:
+                    assert after.consecutive_failures == 0
+                    assert decision.changes[0].sync.next_sync_at == self.now
         else:
             assert decision.changes == ()
             assert after == sync

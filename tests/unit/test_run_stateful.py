@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -18,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from statemachine.commands import Command, CommandType, SystemTrigger
 from statemachine.decider import decide
-from statemachine.decision import Decision, Outcome
+from statemachine.decision import Decision, EventType, Outcome
 from statemachine.errors import ErrorCode
 from statemachine.model import SyncConfiguration
 from statemachine.runs import system_command
@@ -47,7 +46,7 @@ class Runs(RuleBasedStateMachine):
         self.now = T0
         self.sync: SyncConfiguration
         self.max_token = 0
-        self.run_id: UUID | None = None
+        self.run_id: str | None = None  # the run's job id
         self.token: int | None = None
 
     @initialize(mode=st.sampled_from(["continuous", "initial_only"]))
@@ -160,10 +159,54 @@ class Runs(RuleBasedStateMachine):
             failures = before.consecutive_failures + 1
             assert self.sync.lock_token is None and self.sync.consecutive_failures == failures
             if before.status is S.ACTIVE and failures >= MAX_FAILURES:
-                assert self.sync.status is S.SUSPENDED
-                assert self.sync.paused_by_user_id == "system"
+                self.check_fails_out(before, decision)
             else:
                 assert self.sync.status is before.status
+
+    def check_fails_out(self, before: SyncConfiguration, decision: Decision) -> None:
+        """The threshold's failure: continuous syncs are auto-suspended, initial_only FAILED."""
+        if before.sync_mode.value == "initial_only":
+            assert self.sync.status is S.FAILED
+            assert not self.sync.paused and not self.sync.is_active
+            assert self.sync.next_sync_at is None
+            assert decision.changes[-1].trigger == "failures"
+        else:
+            assert self.sync.status is S.SUSPENDED
+            assert self.sync.paused_by_user_id == "system"
+
+    @rule(reason=st.none() | st.just("stuck worker"))
+    def unlock(self, reason: str | None) -> None:
+        before = self.sync
+        data = {} if reason is None else {"reason": reason}
+        decision = self.apply(make_command(C.UNLOCK, data))
+        outcome, status = reference(before.status, C.UNLOCK, locked=before.lock_token is not None)
+        assert decision.outcome is outcome, (before.status, decision)
+        assert self.sync.status is status
+        if outcome is Outcome.APPLIED:
+            (change,) = decision.changes
+            assert change.event_type is EventType.LOCK_RELEASED and change.reason == reason
+            assert self.sync.lock_token is None and self.sync.locked_by_worker_id is None
+            # Interrupted, not failed: no failure is counted.
+            assert self.sync.consecutive_failures == before.consecutive_failures
+            if before.status in (S.PENDING, S.ACTIVE):
+                assert self.sync.next_sync_at == self.now  # due again at once
+        elif outcome is Outcome.REJECTED:
+            assert decision.error is not None
+            assert decision.error.code is ErrorCode.INVALID_TRANSITION
+
+    @rule()
+    def trigger(self) -> None:
+        before = self.sync
+        decision = self.apply(make_command(C.TRIGGER, {}))
+        outcome, status = reference(before.status, C.TRIGGER, locked=before.lock_token is not None)
+        assert decision.outcome is outcome, (before.status, decision)
+        assert self.sync.status is status
+        if before.status is S.FAILED:
+            assert [c.event_type for c in decision.changes] == [
+                EventType.STATUS_CHANGED,
+                EventType.RUN_REQUESTED,
+            ]
+            assert self.sync.consecutive_failures == 0 and self.sync.lock_token is None
 
     @rule(error=st.sampled_from(["timeout", "403 from the source"]))
     def failing_run(self, error: str) -> None:
@@ -188,13 +231,16 @@ class Runs(RuleBasedStateMachine):
                 and before.next_sync_at <= self.now
             )
             assert (decision.outcome is Outcome.APPLIED) == due
-            if before.status in (S.SUSPENDED, S.CANCELED, S.COMPLETED, S.ARCHIVED, S.DRAFT):
+            idle = (S.SUSPENDED, S.CANCELED, S.COMPLETED, S.ARCHIVED, S.DRAFT, S.FAILED)
+            if before.status in idle:
                 assert decision.changes == ()  # never a run for a paused or finished sync
         else:
             expired = before.lock_expires_at is not None and before.lock_expires_at <= self.now
             if decision.outcome is Outcome.APPLIED:
                 assert expired and self.sync.lock_token is None
                 assert self.sync.consecutive_failures == before.consecutive_failures + 1
+                if before.status is S.ACTIVE and self.sync.consecutive_failures >= MAX_FAILURES:
+                    self.check_fails_out(before, decision)
             else:
                 assert not expired or before.status not in (*REPORTING, S.COMPLETED, S.ARCHIVED)
 
