@@ -50,21 +50,30 @@ _COMMAND_DOCS: Final[dict[CommandType, str]] = {
     CommandType.CREATE: "Create a sync. The creator chooses `sync_config_id` (the key and "
     "`ce_subject`); a create for an id that exists is rejected with `already_exists`, unless it "
     "is the same command id (idempotent replay). `initial_status` is PENDING (default: the first "
-    "run is due at once), DRAFT or SUSPENDED.",
+    "run is due at once), DRAFT or SUSPENDED. `provider` is optional (without it `source_path` "
+    "is only checked as non-empty text); `created_by_user_id` defaults to the caller (the "
+    "key's owner user id, else `key:<key id>`).",
     CommandType.UPDATE: "Change a partial set of the mutable configuration fields (at least one). "
-    "Identity fields (`bucket_id`, `provider`, `source_path`, ...) cannot be changed.",
+    "Identity fields (`bucket_id`, `source_path`, ...) cannot be changed; `provider` may be set "
+    "while it is null (then `source_path` is checked against it), never changed. `is_active` "
+    "(false: pause, true: resume) or `status` (`SUSPENDED` or `ACTIVE`; they must agree) make "
+    "the update also a plain pause or resume, applied after the configuration change as the "
+    "next version (`sync.updated` then `sync.status_changed`). Nothing changed: a noop.",
     CommandType.ACTIVATE: "Make a DRAFT sync PENDING (its first run is due at once). A noop from "
     "PENDING or ACTIVE.",
     CommandType.PAUSE: "From PENDING or ACTIVE: status SUSPENDED, `paused` true, `is_active` "
-    "false, `pause_reason`, `paused_at` and `paused_by_user_id` set. A run in progress may "
-    "finish; no new run is requested while paused. A noop from SUSPENDED; `invalid_transition` "
-    "from a terminal status.",
+    "false, `pause_reason`, `paused_at` and `paused_by_user_id` (default: the caller) set. A "
+    "run in progress may finish; no new run is requested while paused. A noop from "
+    "SUSPENDED; `invalid_transition` from a terminal status.",
     CommandType.RESUME: "From SUSPENDED: status ACTIVE, `paused` false, `is_active` true, pause "
     "fields cleared; the next run is incremental (`modified_since` = `last_sync_at`). A noop "
     "from PENDING or ACTIVE; `invalid_transition` from a terminal status. From FAILED: as "
     "`sync.trigger`.",
-    CommandType.TRIGGER: "Request a run now (a `sync.run_requested` event); a noop while a run "
-    "holds the lock. From FAILED: status PENDING, due at once, `consecutive_failures` reset to "
+    CommandType.TRIGGER: "Request a run now (a `sync.run_requested` event naming its job; the "
+    "result's `sync_job_id`); a noop while a run holds the lock. `mode`: `incremental` "
+    "(default) or `full` (`modified_since` null); a full trigger while a run holds the lock "
+    "sets `pending_full_sync` and the full run is requested when the lock is released. From "
+    "FAILED: status PENDING, due at once, `consecutive_failures` reset to "
     "0, and the run requested.",
     CommandType.CANCEL: "Cancel the sync (terminal status CANCELED).",
     CommandType.ARCHIVE: "Archive the sync (terminal, final status ARCHIVED).",
@@ -73,8 +82,10 @@ _COMMAND_DOCS: Final[dict[CommandType, str]] = {
     "`lock_token` is `lock_lost` from then on; a PENDING or ACTIVE sync is due again at once. "
     "A noop when no run holds the lock; `invalid_transition` from ARCHIVED.",
     CommandType.RUN_START: "A worker takes the run lock for `lease_seconds`; rejected with "
-    "`lock_conflict` while another worker holds it. The result's `run` carries the `run_id` "
-    "and `lock_token` every later report must present.",
+    "`lock_conflict` while another worker holds it. It runs the queued job (`sync_job_id`, if "
+    "given, must name it: else `validation_error`), or a new `manual` job when none is queued; "
+    "the job's id is the run's `run_id`. The result's `run` carries the `run_id` and "
+    "`lock_token` every later report must present.",
     CommandType.RUN_HEARTBEAT: "Extend the lease of the running worker by `lease_seconds` from "
     "now. A stale `run_id` or `lock_token` is rejected with `lock_lost`.",
     CommandType.RUN_CHECKPOINT: "Report where the run is (resume cursor, last primary key, "
@@ -94,10 +105,13 @@ _EVENT_DOCS: Final[dict[EventType, str]] = {
     "the other types but moves the status is published as this type, and then also carries "
     "that type's fields (for example `run_id`, `worker_id`, `lock_token`, `modified_since` and "
     "`checkpoint` when `sync.run.start` moves a PENDING sync to ACTIVE).",
-    EventType.RUN_REQUESTED: "A run is due (schedule, trigger or resume). Adds `modified_since` "
-    "(the last successful sync; null for a full sync) and `checkpoint` (where the run resumes).",
-    EventType.RUN_STARTED: "A worker took the run lock. Adds `run_id`, `worker_id`, "
-    "`lock_token`, `modified_since` and `checkpoint`.",
+    EventType.RUN_REQUESTED: "A run is due (schedule, trigger or resume): a job. Adds "
+    "`sync_job_id` (`job_` + ULID; a run requested again before a worker started it names the "
+    "same job), `full_sync`, `modified_since` (the last successful sync; null for a full sync) "
+    "and `checkpoint` (where the run resumes); `trigger` is the job's: `scheduled`, `manual` "
+    "or `resume`.",
+    EventType.RUN_STARTED: "A worker took the run lock. Adds `run_id` (the job's id), "
+    "`sync_job_id`, `full_sync`, `worker_id`, `lock_token`, `modified_since` and `checkpoint`.",
     EventType.LEASE_EXTENDED: "The running worker extended its lease (heartbeat). Adds "
     "`run_id`. (An extension of the contract.)",
     EventType.RUN_CHECKPOINTED: "The running worker reported progress. Adds `run_id`.",
@@ -116,9 +130,16 @@ _EVENT_DOCS: Final[dict[EventType, str]] = {
 _ALWAYS_STATUSES: Final = (("from_status", False), ("to_status", False))
 _EVENT_FIELDS: Final[dict[EventType, tuple[tuple[str, bool], ...]]] = {
     EventType.CREATED: (("from_status", True), ("to_status", False)),
-    EventType.RUN_REQUESTED: (("modified_since", True), ("checkpoint", False)),
+    EventType.RUN_REQUESTED: (
+        ("sync_job_id", False),
+        ("full_sync", False),
+        ("modified_since", True),
+        ("checkpoint", False),
+    ),
     EventType.RUN_STARTED: (
         ("run_id", False),
+        ("sync_job_id", False),
+        ("full_sync", False),
         ("worker_id", False),
         ("lock_token", False),
         ("modified_since", True),

@@ -153,9 +153,7 @@ def test_create_initial_status_refused(status: str) -> None:
     assert error_fields(error) == {"initial_status"}
 
 
-@pytest.mark.parametrize(
-    "field", ["bucket_id", "connection_id", "provider", "source_path", "created_by_user_id"]
-)
+@pytest.mark.parametrize("field", ["bucket_id", "connection_id", "source_path"])
 def test_create_required_fields(field: str) -> None:
     data = dict(CREATE_DATA)
     del data[field]
@@ -164,10 +162,52 @@ def test_create_required_fields(field: str) -> None:
     assert error_fields(error) == {field}
 
 
-def test_pause_requires_its_user() -> None:
-    error = rejected(C.PAUSE, {"reason": "audit"})
+@pytest.mark.parametrize(
+    ("command_type", "data"),
+    [
+        (C.CREATE, {k: v for k, v in CREATE_DATA.items() if k != "provider"}),
+        (C.CREATE, {k: v for k, v in CREATE_DATA.items() if k != "created_by_user_id"}),
+        (C.PAUSE, {"reason": "audit"}),
+        (C.PAUSE, {}),
+    ],
+)
+def test_optional_in_v1_1(command_type: CommandType, data: dict[str, Any]) -> None:
+    """provider and the user ids are optional: the decider takes the user from the caller."""
+    assert not isinstance(parse_data(command_type, SYNC_ID, data), CommandError)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"status": "PAUSED"}, "status"),
+        ({"status": "COMPLETED"}, "status"),
+        ({"is_active": "sometimes"}, "is_active"),
+        ({"is_active": True, "status": "SUSPENDED"}, "status"),
+        ({"is_active": False, "status": "ACTIVE"}, "status"),
+        ({"description": 5}, "description"),
+        ({"provider": "ftp"}, "provider"),
+    ],
+)
+def test_update_status_fields_rejected(data: dict[str, Any], field: str) -> None:
+    error = rejected(C.UPDATE, data)
     assert error.code is ErrorCode.VALIDATION_ERROR
-    assert error_fields(error) == {"paused_by_user_id"}
+    assert error_fields(error) == {field}
+
+
+def test_trigger_mode_and_start_job() -> None:
+    assert rejected(C.TRIGGER, {"mode": "partial"}).code is ErrorCode.VALIDATION_ERROR
+    parsed = parse_data(C.TRIGGER, SYNC_ID, {"mode": "full"})
+    assert not isinstance(parsed, CommandError) and parsed.mode == "full"  # type: ignore[union-attr]
+    start = parse_data(C.RUN_START, SYNC_ID, {"worker_id": "w", "sync_job_id": "job_1"})
+    assert not isinstance(start, CommandError)
+    # A v1 run id (a UUID in any spelling) is compared in its canonical form.
+    beat = parse_data(
+        C.RUN_HEARTBEAT,
+        SYNC_ID,
+        {"run_id": "AB4F0C5E-0E2A-4C84-8E4F-6A2D3C1B0A99", "lock_token": 1},
+    )
+    assert not isinstance(beat, CommandError)
+    assert beat.run_id == "ab4f0c5e-0e2a-4c84-8e4f-6a2d3c1b0a99"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("command_type", [C.PAUSE, C.CANCEL, C.ARCHIVE, C.CREATE])
@@ -250,9 +290,7 @@ def test_non_object_data_rejected(command_type: CommandType, data: Any) -> None:
 # --------------------------------------------------------------------------- update
 
 
-@pytest.mark.parametrize(
-    "field", ["bucket_id", "provider", "source_path", "created_by_user_id", "created_at"]
-)
+@pytest.mark.parametrize("field", ["bucket_id", "source_path", "created_by_user_id", "created_at"])
 def test_update_of_immutable_field_rejected(field: str) -> None:
     error = rejected(C.UPDATE, {"batch_size": 10, field: "anything"})
     assert error.code is ErrorCode.VALIDATION_ERROR
@@ -264,7 +302,8 @@ def test_update_of_only_immutable_fields_names_each() -> None:
     error = rejected(
         C.UPDATE, {"bucket_id": "b", "provider": "tigris", "source_path": "other-bucket/p"}
     )
-    assert {"bucket_id", "provider", "source_path"} <= error_fields(error)
+    # provider may be set while it is null: the decider checks it against the sync.
+    assert {"bucket_id", "source_path"} == error_fields(error)
 
 
 @pytest.mark.parametrize("data", [{}, {"updated_by_user_id": "user_bob"}])
@@ -321,7 +360,8 @@ def test_system_triggers_are_not_commands(trigger: SystemTrigger, data: Any) -> 
         (C.RUN_START, "lease_seconds", 4),
         (C.RUN_START, "lease_seconds", 86_401),
         (C.RUN_HEARTBEAT, "lock_token", 0),
-        (C.RUN_HEARTBEAT, "run_id", "not-a-uuid"),
+        (C.RUN_HEARTBEAT, "run_id", ""),
+        (C.RUN_HEARTBEAT, "run_id", "x" * 257),
         (C.RUN_CHECKPOINT, "files_synced", -1),
         (C.RUN_COMPLETE, "bytes_synced", -1),
         (C.RUN_FAIL, "error", ""),

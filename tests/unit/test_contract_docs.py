@@ -102,7 +102,9 @@ VALID: dict[CommandType, list[dict[str, Any]]] = {
 
 #: Data that ``parse_data`` (or the configuration built from it) rejects: so must the schema.
 INVALID: list[tuple[CommandType, dict[str, Any]]] = [
-    (C.PAUSE, {}),
+    (C.PAUSE, {"paused_by_user_id": ""}),
+    (C.UPDATE, {"status": "PAUSED"}),
+    (C.TRIGGER, {"mode": "partial"}),
     (C.PAUSE, {"paused_by_user_id": "user_bob", "internal_id": "org_other"}),
     (C.CREATE, {**CREATE_DATA, "polling_interval_seconds": 5}),
     (C.CREATE, {**CREATE_DATA, "batch_size": 101}),
@@ -114,7 +116,7 @@ INVALID: list[tuple[CommandType, dict[str, Any]]] = [
     (C.UPDATE, {"polling_interval_seconds": 5}),
     (C.UPDATE, {"bucket_id": "bkt_other"}),
     (C.RUN_START, {"worker_id": "worker_1", "lease_seconds": 1}),
-    (C.RUN_HEARTBEAT, {"run_id": "not-a-uuid", "lock_token": 1}),
+    (C.RUN_HEARTBEAT, {"run_id": "", "lock_token": 1}),
     (C.RUN_FAIL, {"run_id": RUN_ID, "lock_token": 1}),
     (C.RUN_COMPLETE, {"run_id": RUN_ID, "lock_token": 0}),
     (C.UNLOCK, {"lock_token": 1}),
@@ -291,7 +293,7 @@ def scenario() -> Scenario:
     s.run(C.CANCEL, {"reason": "not needed"})
     s.run(C.ARCHIVE, {})
     s.run(C.PAUSE, {"paused_by_user_id": "user_bob"})  # invalid_transition
-    s.rejected(C.PAUSE, {})
+    s.rejected(C.PAUSE, {"paused_by_user_id": ""})
     return s
 
 

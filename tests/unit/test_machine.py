@@ -627,7 +627,7 @@ def test_a_configuration_too_large_to_travel_is_too_large() -> None:
 def test_tracked_batch_and_task_ids_keep_the_most_recent() -> None:
     from uuid import uuid4
 
-    run_id = uuid4()
+    run_id = str(uuid4())
     old = [f"b{i}" for i in range(1000)]
     sync = make_sync(
         status=S.ACTIVE,

@@ -142,6 +142,7 @@ def test_last_error_at_most_1000_characters() -> None:
 # --------------------------------------------------------------------------- defaults
 
 SETTINGS_DEFAULTS: dict[str, Any] = {
+    "description": None,
     "file_filters": None,
     "schema_mapping": None,
     "sync_mode": SyncMode.CONTINUOUS,
@@ -173,6 +174,10 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "locked_at": None,
     "lock_expires_at": None,
     "current_sync_run_id": None,
+    "locked": False,
+    "pending_full_sync": False,
+    "queued_sync_job_id": None,
+    "queued_full_sync": False,
     "batch_ids": [],
     "task_ids": [],
     "resume_cursor": None,
@@ -218,7 +223,6 @@ def test_configuration_state_defaults() -> None:
         "connection_id",
         "internal_id",
         "namespace_id",
-        "provider",
         "source_path",
         "created_by_user_id",
         "created_at",
