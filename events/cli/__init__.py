@@ -1,8 +1,8 @@
 """The ``synclife`` command line: run the service, manage tenants, send commands, watch events.
 
 The group is here; its commands are in modules by area: ``admin`` (migrate, orgs, namespaces,
-keys), ``commands`` (send, tail, show), ``docs`` (diagram, asyncapi, schemas), ``dev`` (stack,
-demo, bench) and ``serve``. Each command imports what it needs when it runs, so that
+keys), ``commands`` (send, tail, show), ``docs`` (diagram, asyncapi, schemas, openapi), ``dev``
+(stack, demo, bench) and ``serve``. Each command imports what it needs when it runs, so that
 ``synclife --help`` stays fast.
 """
 
@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from events.cli import admin, commands, dev, docs, outbox, serve
+from events.cli import admin, commands, dev, docs, gateway, outbox, serve
 
 __all__ = ["main"]
 
@@ -37,12 +37,14 @@ for _command in (
     admin.namespaces,
     admin.keys,
     serve.serve,
+    gateway.gateway,
     commands.send,
     commands.tail,
     commands.show,
     docs.diagram,
     docs.asyncapi,
     docs.schemas,
+    docs.openapi,
     dev.stack,
     dev.demo,
     dev.bench,

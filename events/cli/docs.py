@@ -1,4 +1,5 @@
-"""``synclife diagram``, ``asyncapi`` and ``schemas``: the documents generated from the code."""
+"""``synclife diagram``, ``asyncapi``, ``schemas`` and ``openapi``: the documents generated from
+the code."""
 
 from __future__ import annotations
 
@@ -65,3 +66,23 @@ def schemas(output_dir: str) -> None:
     stale = sorted(p.name for p in directory.glob("*.json") if p.name not in generated)
     if stale:
         echo_err(f"not generated any more (delete them if they are ours): {', '.join(stale)}")
+
+
+@click.command()
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write to this file.")
+def openapi(output: str | None) -> None:
+    """Print the OpenAPI 3.1 document of the HTTP API (JSON), as the gateway serves it.
+
+    Regenerate the checked-in copy: `synclife openapi --output docs/openapi.json`.
+    """
+    from pathlib import Path
+
+    from events.contract.asyncapi import to_json
+    from events.contract.openapi import openapi_document
+
+    text = to_json(openapi_document())
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+        echo_err(f"wrote {output}")
