@@ -91,6 +91,16 @@ class Settings(KafkaSettings):
     # Operating: the HTTP port of /metrics, /healthz and /readyz (0: any free port), and logs.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=9464, ge=0, le=65535)
+    # The HTTP gateway (`synclife gateway`, events/gateway/): where it listens (port 0: any
+    # free port); how long a write waits for its command's result before answering 202 (with
+    # ``Prefer: respond-async``) or 504; the largest request body (0: ``max_message_bytes``,
+    # the command limit), refused before it is read; how often it looks for the results its
+    # requests wait for when no NOTIFY woke it (NOTIFY is only a wake-up).
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8080, ge=0, le=65535)
+    gateway_result_wait_seconds: float = Field(default=10.0, gt=0, le=300)
+    gateway_max_body_bytes: int = Field(default=0, ge=0)
+    gateway_poll_interval_ms: float = Field(default=100, gt=0, le=10_000)
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -1,0 +1,139 @@
+"""What the routes share: who is asking, the body as a model, the ETag, JSON answers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from events.contract.http import request_error_details
+from events.gateway.app import GATEWAY, Gateway
+from events.gateway.errors import ApiError, invalid_body
+from events.service.access import Access, authorize
+from statemachine.errors import ErrorCode, bounded
+
+__all__ = [
+    "body_model",
+    "etag",
+    "expected_version",
+    "gateway_of",
+    "json_answer",
+    "json_object",
+    "not_found",
+    "query_flag",
+    "who",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Methods whose body may be absent (the SDK sends none): an empty body is ``{}``.
+_MAX_IF_MATCH_CHARS: Final = 64
+
+
+def gateway_of(request: web.Request) -> Gateway:
+    return request.app[GATEWAY]
+
+
+async def who(request: web.Request, scope: str) -> Access:
+    """The caller's access for ``scope``: 401, 400 (no X-Namespace) or 403 otherwise."""
+    gateway = gateway_of(request)
+    assert gateway.pool is not None  # noqa: S101 - routes run only while started
+    return await authorize(
+        gateway.pool,
+        request.headers.get("Authorization"),
+        request.headers.get("X-Namespace"),
+        scope,
+        gateway.clock_offset,
+    )
+
+
+async def json_object(request: web.Request) -> tuple[dict[str, Any], bytes]:
+    """The body as a JSON object (absent or empty: ``{}``), and its bytes. Read within the
+    application's size limit (413 past it); not JSON, or not an object: 400."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}, raw
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ApiError(
+            400, "invalid_json", "the request body is not valid JSON", code="invalid_json"
+        ) from exc
+    if not isinstance(value, dict):
+        raise ApiError(
+            400, "invalid_json", "the request body must be a JSON object", code="invalid_json"
+        )
+    return value, raw
+
+
+def body_model(model: type[M], data: dict[str, Any], where: str = "body") -> M:
+    """``data`` as ``model``; unknown keys and bad values: 422, each one named (an unknown
+    key with the keys the body accepts)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = invalid_body(exc, where)
+        error.details.update(request_error_details(model, exc))
+        raise error from exc
+
+
+def query_flag(request: web.Request, name: str) -> bool | None:
+    """A boolean query parameter (true/false/1/0, any case), None when absent; else 422."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise ApiError(
+        422,
+        ErrorCode.VALIDATION_ERROR.value,
+        f"query parameter {name} must be true or false",
+        code=ErrorCode.VALIDATION_ERROR.value,
+        details={"errors": [{"field": f"query.{name}", "problem": "not a boolean"}]},
+    )
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def expected_version(request: web.Request) -> int | None:
+    """``If-Match: "<version>"`` as the version the write expects (``*``: none); a header
+    that is not one quoted version: 400."""
+    raw = request.headers.get("If-Match")
+    if raw is None or raw.strip() == "*":
+        return None
+    text = raw.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    inner = text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else ""
+    if not inner.isdigit() or len(inner) > 18:
+        raise ApiError(
+            400,
+            "invalid_if_match",
+            'If-Match must be one ETag as GET gives it: "<version>"',
+            code="invalid_if_match",
+            details={"header": "If-Match", "value": bounded(raw, _MAX_IF_MATCH_CHARS)},
+        )
+    return int(inner)
+
+
+def not_found(what: str = "sync configuration") -> ApiError:
+    """404, naming nothing the caller did not give (another tenant's sync looks absent)."""
+    return ApiError(404, ErrorCode.NOT_FOUND.value, f"{what} not found", code="not_found")
+
+
+def json_answer(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body, default=str).encode(),
+        content_type="application/json",
+        headers=headers,
+    )

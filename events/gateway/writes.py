@@ -1,0 +1,321 @@
+"""The write routes: each builds a command, publishes it with the caller's own key and
+namespace, waits for its result on Postgres, and answers it.
+
+One path for all of them (``_command``): authorize (401/400/403 never reach Kafka); record the
+request, checking in the same statement that the sync is the caller's and in the path's bucket
+(404 otherwise) and reading what a retry of it already got; publish; wait. The command id is a
+hash of the key's id, the method, the path and the ``Idempotency-Key`` (so a retried request is
+the same command, and tenants never collide), else a fresh one. Postgres round trips of a
+write: the authorization, the record, and the waiter's look-up (shared by every request that
+waits at that moment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+from ulid import ULID
+
+from events.auth import SCOPE_READ, SCOPE_WRITE, parse_authorization
+from events.client import new_sync_id
+from events.contract.http import (
+    CommandResultModel,
+    DeleteResponse,
+    OperationResponse,
+    SyncConfigurationModel,
+    SyncCreateRequest,
+    SyncUpdateRequest,
+    TriggerResponse,
+)
+from events.envelope import command_headers
+from events.errors import TransientError
+from events.gateway.app import ASYNC_ANSWERS
+from events.gateway.common import (
+    body_model,
+    expected_version,
+    gateway_of,
+    json_answer,
+    json_object,
+    not_found,
+    query_flag,
+    who,
+)
+from events.gateway.errors import ApiError, from_command_error
+from events.messages import CommandResult
+from events.service.access import Access
+from events.service.db import acquire
+from statemachine.commands import CommandType
+from statemachine.decision import Outcome
+
+__all__ = ["add_routes", "answer_of"]
+
+SOURCE: Final = "synclife-gateway"
+SYNC: Final = "/v1/buckets/{bucket_id}/syncs/{sync_config_id}"
+
+# The request's record, the check that its sync is the caller's (its tenant, namespace and
+# bucket, not archived; skipped for a create), and what an earlier request with the same
+# command id recorded and got: one statement. Nothing is recorded for a sync not found.
+_RECORD: Final = """
+    WITH s AS (
+        SELECT 1 FROM syncs
+        WHERE sync_config_id = $6 AND internal_id = $7 AND namespace_id = $8
+          AND data->>'bucket_id' = $9 AND status <> 'ARCHIVED'
+    ), ins AS (
+        INSERT INTO gateway_requests (command_id, key_id, method, path, body_sha256,
+                                      sync_config_id)
+        SELECT $1, $2, $3, $4, $5, $6 WHERE $10::bool OR EXISTS (SELECT 1 FROM s)
+        ON CONFLICT (command_id) DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM ins) AS inserted, EXISTS (SELECT 1 FROM s) AS found,
+           g.body_sha256, g.sync_config_id AS recorded_sync, p.result::text AS result
+    FROM (SELECT 1) AS one
+    LEFT JOIN gateway_requests g ON g.command_id = $1
+    LEFT JOIN processed_commands p ON p.command_id = $1"""
+# A record another request inserted while ours ran (its row was not in our snapshot).
+_RECORDED: Final = """
+    SELECT g.body_sha256, g.sync_config_id AS recorded_sync, p.result::text AS result
+    FROM gateway_requests g LEFT JOIN processed_commands p USING (command_id)
+    WHERE g.command_id = $1"""
+_OPERATION: Final = """
+    SELECT g.method, g.path, p.result::text AS result
+    FROM gateway_requests g LEFT JOIN processed_commands p USING (command_id)
+    WHERE g.command_id = $1 AND g.key_id = $2"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A write route's command: its type, the sync (None: a new one), its data."""
+
+    kind: CommandType
+    sync_config_id: str | None
+    data: dict[str, Any]
+
+
+def _command_id(access: Access, request: web.Request) -> str:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return f"http_{ULID()}"
+    text = "\x00".join((access.key_id, request.method, request.path, key))
+    return "http_" + hashlib.sha256(text.encode()).hexdigest()[:48]
+
+
+def _fingerprint(request: web.Request, raw: bytes) -> bytes:
+    """What makes two requests the same: the query, the If-Match and the body."""
+    head = f"{request.path_qs}\x00{request.headers.get('If-Match', '')}\x00".encode()
+    return hashlib.sha256(head + raw).digest()
+
+
+async def _command(request: web.Request, access: Access, write: _Write, raw: bytes) -> web.Response:
+    gateway = gateway_of(request)
+    assert gateway.pool is not None and gateway.waiter is not None  # noqa: S101 - started
+    expected = expected_version(request)
+    bucket_id = request.match_info["bucket_id"]
+    command_id = _command_id(access, request)
+    fingerprint = _fingerprint(request, raw)
+    creating = write.sync_config_id is None
+    sync_id = write.sync_config_id or new_sync_id()
+    async with acquire(gateway.pool) as conn:
+        row = await conn.fetchrow(
+            _RECORD,
+            command_id,
+            access.key_id,
+            request.method,
+            request.path,
+            fingerprint,
+            sync_id,
+            access.internal_id,
+            access.namespace_id,
+            bucket_id,
+            creating,
+        )
+        assert row is not None  # noqa: S101 - always one row
+        recorded = row if row["body_sha256"] is not None else None
+        if recorded is None and not row["inserted"] and (creating or row["found"]):
+            recorded = await conn.fetchrow(_RECORDED, command_id)
+    if recorded is not None:  # a retry of a request already recorded
+        if bytes(recorded["body_sha256"]) != fingerprint:
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for another request (another body, query or "
+                "If-Match): use a new key for a new request",
+                code="idempotency_key_reused",
+            )
+        sync_id = recorded["recorded_sync"]
+        if recorded["result"] is not None:
+            return _answer(request, write.kind, recorded["result"])
+    elif not creating and not row["found"]:
+        raise not_found()
+    data = {**write.data, "bucket_id": bucket_id} if creating else write.data
+    future = gateway.waiter.expect(command_id)
+    try:
+        await _publish(request, access, command_id, write.kind, sync_id, data, expected)
+        stored = await gateway.waiter.result(
+            command_id, future, gateway.settings.gateway_result_wait_seconds
+        )
+    finally:
+        gateway.waiter.forget(command_id, future)
+    if stored is None:
+        return _unfinished(request, command_id)
+    return _answer(request, write.kind, stored.result)
+
+
+async def _publish(
+    request: web.Request,
+    access: Access,
+    command_id: str,
+    kind: CommandType,
+    sync_id: str,
+    data: dict[str, Any],
+    expected: int | None,
+) -> None:
+    """The command on the commands topic, with the caller's own key and namespace header."""
+    gateway = gateway_of(request)
+    assert gateway.producer is not None  # noqa: S101 - started
+    token = parse_authorization(request.headers.get("Authorization", "").encode())
+    assert token is not None  # noqa: S101 - authorized: the header holds a key
+    headers = command_headers(
+        command_id=command_id,
+        command_type=kind.value,
+        sync_config_id=sync_id,
+        api_key=token,
+        namespace=request.headers.get("X-Namespace", access.namespace_id),
+        source=SOURCE,
+        expected_version=expected,
+    )
+    try:
+        await gateway.producer.send_and_wait(
+            gateway.settings.commands_topic,
+            key=sync_id.encode(),
+            value=json.dumps(data).encode(),
+            headers=headers,
+        )
+    except KafkaError as exc:
+        raise TransientError(f"Kafka did not take the command: {type(exc).__name__}") from exc
+
+
+def _unfinished(request: web.Request, command_id: str) -> web.Response:
+    """No result within the wait: 202 and where to look (``Prefer: respond-async``), else
+    504 naming the same place."""
+    location = f"/v1/operations/{command_id}"
+    if "respond-async" in request.headers.get("Prefer", "").lower():
+        ASYNC_ANSWERS.labels("202").inc()
+        body = OperationResponse(operation_id=command_id, status="pending", result=None)
+        return json_answer(body.model_dump(mode="json"), 202, {"Location": location})
+    ASYNC_ANSWERS.labels("504").inc()
+    raise ApiError(
+        504,
+        "result_timeout",
+        "the command was accepted but its result did not come in time; its outcome will be at "
+        "details.operation_url (or retry with the same Idempotency-Key)",
+        code="result_timeout",
+        details={"operation_id": command_id, "operation_url": location},
+        headers={"Location": location},
+    )
+
+
+def answer_of(
+    kind: CommandType, result_json: str, full_sync: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """A stored command result as the write route answers it: (status, body); an error
+    result raises ``ApiError``."""
+    result = CommandResult.model_validate_json(result_json)
+    if result.outcome is Outcome.REJECTED or result.sync is None:
+        if result.error is None:
+            raise ApiError(500, "internal", "a rejected command without an error", code="internal")
+        raise from_command_error(result.error)
+    if kind is CommandType.ARCHIVE:
+        return 200, DeleteResponse(sync_config_id=result.sync.sync_config_id).model_dump()
+    if kind is CommandType.TRIGGER:
+        job = (result.run or {}).get("sync_job_id") or getattr(result, "sync_job_id", None)
+        body = TriggerResponse(
+            sync_config_id=result.sync.sync_config_id, sync_job_id=job, full_sync=full_sync
+        )
+        return 200, body.model_dump()
+    return 200, SyncConfigurationModel.from_sync(result.sync).model_dump(mode="json")
+
+
+def _answer(request: web.Request, kind: CommandType, result_json: str) -> web.Response:
+    full = kind is CommandType.TRIGGER and bool(query_flag(request, "full_sync"))
+    status, body = answer_of(kind, result_json, full)
+    headers = {"ETag": f'"{body["version"]}"'} if "version" in body else None
+    return json_answer(body, status, headers)
+
+
+# --------------------------------------------------------------------------- routes
+
+
+async def create(request: web.Request) -> web.Response:
+    access = await who(request, SCOPE_WRITE)
+    data, raw = await json_object(request)
+    body = body_model(SyncCreateRequest, data)
+    return await _command(
+        request, access, _Write(CommandType.CREATE, None, body.command_data()), raw
+    )
+
+
+async def update(request: web.Request) -> web.Response:
+    access = await who(request, SCOPE_WRITE)
+    data, raw = await json_object(request)
+    body = body_model(SyncUpdateRequest, data)
+    write = _Write(CommandType.UPDATE, request.match_info["sync_config_id"], body.command_data())
+    return await _command(request, access, write, raw)
+
+
+def _simple(kind: CommandType) -> Any:
+    """A route whose optional body is the command's data as it is (pause, resume, unlock,
+    delete): the processor validates it (unknown keys: 422, named)."""
+
+    async def route(request: web.Request) -> web.Response:
+        access = await who(request, SCOPE_WRITE)
+        data, raw = await json_object(request)
+        write = _Write(kind, request.match_info["sync_config_id"], data)
+        return await _command(request, access, write, raw)
+
+    return route
+
+
+async def trigger(request: web.Request) -> web.Response:
+    access = await who(request, SCOPE_WRITE)
+    data, raw = await json_object(request)
+    full = query_flag(request, "full_sync")
+    if full:
+        data = {**data, "mode": "full"}
+    write = _Write(CommandType.TRIGGER, request.match_info["sync_config_id"], data)
+    return await _command(request, access, write, raw)
+
+
+async def operation(request: web.Request) -> web.Response:
+    """A write's outcome by its operation id (the command id), for the key that made it."""
+    access = await who(request, SCOPE_READ)
+    gateway = gateway_of(request)
+    assert gateway.pool is not None  # noqa: S101 - started
+    operation_id = request.match_info["operation_id"]
+    async with acquire(gateway.pool) as conn:
+        row = await conn.fetchrow(_OPERATION, operation_id, access.key_id)
+    if row is None:
+        raise not_found("operation")
+    result = None
+    if row["result"] is not None:
+        result = CommandResultModel.from_result(CommandResult.model_validate_json(row["result"]))
+    body = OperationResponse(
+        operation_id=operation_id, status="pending" if result is None else "done", result=result
+    )
+    return json_answer(body.model_dump(mode="json"))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/buckets/{bucket_id}/syncs", create)
+    app.router.add_patch(SYNC, update)
+    app.router.add_delete(SYNC, _simple(CommandType.ARCHIVE))
+    app.router.add_post(f"{SYNC}/pause", _simple(CommandType.PAUSE))
+    app.router.add_post(f"{SYNC}/resume", _simple(CommandType.RESUME))
+    app.router.add_post(f"{SYNC}/unlock", _simple(CommandType.UNLOCK))
+    app.router.add_post(f"{SYNC}/trigger", trigger)
+    app.router.add_get("/v1/operations/{operation_id}", operation)
