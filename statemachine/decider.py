@@ -131,7 +131,7 @@ def _create(command: Command, data: CreateData, now: datetime) -> Decision:
         event_type=EventType.CREATED,
         sync=built,
         trigger=command.type.value,
-        actor=actor(command, creator),
+        actor=actor(command, data.created_by_user_id),
         reason=data.reason,
         from_status=None,
         to_status=status,
@@ -210,7 +210,7 @@ def _pause(
             "paused_at": ch.now,
             "paused_by_user_id": by_user,
         },
-        actor=actor(command, by_user),
+        actor=actor(command, user),
         reason=reason,
     )
 
@@ -281,7 +281,7 @@ def _update(ch: Changes, command: Command, data: UpdateData, policy: Policy) -> 
         if status_command is CommandType.PAUSE:
             problem = _pause(ch, command, status_dest, data.updated_by_user_id, None)
         elif sync.status is S.FAILED:
-            problem = retry_failed(ch, actor(command, data.updated_by_user_id))
+            problem = retry_failed(ch, actor(command, data.updated_by_user_id), JobTrigger.RESUME)
         else:
             problem = _resume(ch, command, status_dest, data.updated_by_user_id)
     if problem is None and not ch.items:
