@@ -21,7 +21,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from events.service.consumer import FetchHold
 from events.service.faults import crash_point
 from events.service.observability import CONSUMER_LAG
-from events.service.processor import Record
+from events.service.processor import Record, UnreadableRecord
 from events.service.retry import Backoff, Retrying
 from events.service.settings import Settings
 
@@ -39,6 +39,9 @@ FETCH_WAIT_SECONDS = 1.0  # after SIGTERM, a fetch still waiting (for an assignm
 SETTLE_SECONDS = 10.0
 # A failed fetch is tried again after a jittered wait, until Kafka answers or SIGTERM.
 FETCH_BACKOFF: Final = Backoff(base=0.25, cap=2.0)
+# Looking for a record the client cannot read, each partition is read one record at a time
+# until it has none for this long (then the search goes on at the next failed fetch).
+WALK_WAIT_MS: Final = 1000
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -95,6 +98,8 @@ class Lanes(ABC):
         self._room = asyncio.Event()  # set when the lanes took records off their queues
         self._turn = asyncio.Lock()  # held by the lane applying a batch at light load
         self._hold: FetchHold | None = None  # set once the consumer has started
+        # Per partition, the offset after the last record queued under its current assignment.
+        self._queued_to: dict[TopicPartition, int] = {}
 
     @abstractmethod
     async def _apply(self, pool: asyncpg.Pool, records: Sequence[Record]) -> bool:
@@ -174,18 +179,93 @@ class Lanes(ABC):
                 log.warning("fetch failed (%s); retrying", type(exc).__name__)
                 await failing.wait()
                 continue
+            except UnicodeDecodeError:
+                # aiokafka's record reader decodes header names as UTF-8 and raises on one
+                # that is not: the partition would stall there (on every restart too).
+                try:
+                    found = await self._skip_unreadable(consumer)
+                except KafkaError as exc:
+                    log.warning("fetch failed (%s); retrying", type(exc).__name__)
+                    found = False
+                if not found:
+                    await failing.wait()
+                continue
             failing.reset()
             if not batches:
                 continue
-            # Partitions are dealt to the lanes in the order of the assignment, which only
-            # changes in a rebalance, when the lanes are emptied (settle_lanes).
-            order = {tp: i for i, tp in enumerate(sorted(consumer.assignment()))}
             for tp, records in batches.items():
-                lane = self._lanes[order.get(tp, tp.partition) % len(self._lanes)]
-                lane.queue.extend(records)
-                lane.wake.set()
+                self._queue(consumer, tp, records)
             self._hold_fetches()
             await self._update_lag(consumer)
+
+    def _queue(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[Record]
+    ) -> None:
+        """Give ``records`` of ``tp`` (in offset order) to the partition's lane."""
+        if not records:
+            return
+        # Partitions are dealt to the lanes in the order of the assignment, which only
+        # changes in a rebalance, when the lanes are emptied (settle_lanes).
+        order = {p: i for i, p in enumerate(sorted(consumer.assignment()))}
+        lane = self._lanes[order.get(tp, tp.partition) % len(self._lanes)]
+        lane.queue.extend(records)
+        lane.wake.set()
+        self._queued_to[tp] = records[-1].offset + 1
+
+    async def _skip_unreadable(self, consumer: AIOKafkaConsumer) -> bool:
+        """After a fetch failed on a record the client cannot read: find it, queue it as an
+        ``UnreadableRecord`` (dead-lettered and rejected in its turn, its offset committed
+        after it) and seek past it. True if it was found.
+
+        The failed fetch may have moved other partitions on past records it then dropped:
+        each partition is first put back where its queued records end (else at its committed
+        offset). Then each is read one record at a time, the records queued as usual, until
+        one fails: the record at that partition's position is the unreadable one. (A control
+        batch of a transaction just before it would be named instead: the commands topic has
+        no transactional producers.) The records after it in its record batch fail the same
+        way (the reader decodes every record of the batch up to the one asked for): each is
+        found and dead-lettered in turn."""
+        assigned = sorted(consumer.assignment())
+        for tp in assigned:
+            epoch = self._epochs.get(tp, 0)
+            target = self._queued_to.get(tp)
+            if target is None:
+                target = await consumer.committed(tp)
+            if self._epochs.get(tp, 0) != epoch or tp not in consumer.assignment():
+                return False  # a rebalance: the positions are the new assignment's
+            if target is None:
+                await consumer.seek_to_beginning(tp)
+            elif await consumer.position(tp) != target:
+                consumer.seek(tp, target)
+        limit = 2 * self.settings.max_batch_records
+        for tp in assigned:
+            for _ in range(limit):
+                if self.stop.is_set():
+                    return False
+                epoch = self._epochs.get(tp, 0)
+                try:
+                    got = await consumer.getmany(tp, timeout_ms=WALK_WAIT_MS, max_records=1)
+                except UnicodeDecodeError:
+                    offset = await consumer.position(tp)
+                    if self._epochs.get(tp, 0) != epoch or tp not in consumer.assignment():
+                        return False
+                    log.warning(
+                        "record %s[%d]@%d cannot be read (header names that are not UTF-8, "
+                        "its own or an earlier one's in its batch); dead-lettered",
+                        tp.topic,
+                        tp.partition,
+                        offset,
+                    )
+                    self._queue(consumer, tp, [UnreadableRecord(tp.topic, tp.partition, offset)])
+                    consumer.seek(tp, offset + 1)
+                    self._hold_fetches()
+                    return True
+                if not got:
+                    break
+                for records in got.values():
+                    self._queue(consumer, tp, records)
+        self._hold_fetches()
+        return False
 
     async def _run_lane(self, lane: _Lane, pool: asyncpg.Pool) -> None:
         size = self.settings.max_batch_records
@@ -257,6 +337,7 @@ class Lanes(ABC):
         for tp in revoked:
             self._epochs[tp] = self._epochs.get(tp, 0) + 1
             self._pending.pop(tp, None)
+            self._queued_to.pop(tp, None)
         if self._committer is not None and not self._committer.done():
             self._committer.cancel()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -33,18 +34,56 @@ from events.service.processor.sql import (
     write,
 )
 from events.service.settings import Settings
-from statemachine import SyncConfiguration, decide
+from statemachine import ErrorCode, SyncConfiguration, decide
 from statemachine.commands import SystemTrigger
 from statemachine.errors import bounded
 from statemachine.runs import system_command
 
 # ``write`` too: the batch calls it by this module's name, which the fence tests replace.
-__all__ = ["apply_batch", "apply_system", "dead_letter_one", "write"]
+__all__ = ["UnreadableRecord", "apply_batch", "apply_system", "dead_letter_one", "write"]
 
 log = logging.getLogger("synclife.processor")
 
 #: A sync the scheduler could not decide is looked at again after this long, not every pass.
 SKIPPED_ROW_RETRY: Final = timedelta(minutes=1)
+
+
+@dataclass(slots=True)
+class UnreadableRecord:
+    """A record of the commands topic the Kafka client could not read: only where it is is
+    known. It is dead-lettered empty and rejected under the id derived from its offset, as
+    undecodable messages are.
+
+    aiokafka's record reader decodes every header name as UTF-8 and raises on one that is not;
+    it decodes each record of a record batch up to the one asked for, so the records after
+    such a record in its batch cannot be read either (those of later batches can)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+#: What an ``UnreadableRecord`` decodes to.
+HEADERS_NOT_UTF8: Final = Undecodable(
+    reason="headers_not_utf8",
+    code=ErrorCode.VALIDATION_ERROR,
+    message=(
+        "the message's header names, or those of a message before it in its record batch, "
+        "are not UTF-8 text: nothing of it could be read"
+    ),
+    command_id=None,
+    sync_config_id=None,
+)
+
+
+def decode(record: Record, max_bytes: int) -> RawCommand | Undecodable:
+    """``decode_command`` of a consumed record (never raises)."""
+    if isinstance(record, UnreadableRecord):
+        return HEADERS_NOT_UTF8
+    return decode_command(record.key, record.value, record.headers, max_bytes)
 
 
 async def apply_batch(
@@ -64,9 +103,7 @@ async def apply_batch(
     transaction with the write, so that the dead letters and their messages commit together.
     """
     batch = Batch(settings, datetime.now(UTC))  # its time is the database's: see load
-    decoded = [
-        (r, decode_command(r.key, r.value, r.headers, settings.max_message_bytes)) for r in records
-    ]
+    decoded = [(r, decode(r, settings.max_message_bytes)) for r in records]
     batch.stats.records = len(records)
     if any(isinstance(item, Undecodable) for _, item in decoded):
         async with conn.transaction():
@@ -172,7 +209,7 @@ async def dead_letter_one(
     sender's decodable command (recorded as processed with the sender's key: a resend gets the
     same result and no effect), else under the id derived from its offset."""
     batch = Batch(settings, datetime.now(UTC))
-    item = decode_command(record.key, record.value, record.headers, settings.max_message_bytes)
+    item = decode(record, settings.max_message_bytes)
     async with conn.transaction():
         inserted = await conn.fetchval(
             """INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason)
