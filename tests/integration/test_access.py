@@ -3,6 +3,8 @@ rules and messages, the scopes' hierarchy, expiry on the database's clock plus t
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +17,15 @@ from events.auth import SCOPE_ADMIN, SCOPE_READ, SCOPE_RUN, SCOPE_WRITE
 from events.service.access import Access, AccessDenied, authorize
 from events.service.db import connect
 from events.service.settings import Settings
-from events.service.tenancy import create_key, create_namespace, create_org, revoke_key
+from events.service.tenancy import (
+    AdminError,
+    create_key,
+    create_namespace,
+    create_org,
+    list_keys,
+    revoke_key,
+)
+from tests.helpers.live import run_cli
 
 pytestmark = pytest.mark.stack
 
@@ -202,3 +212,44 @@ async def test_a_pool_serves_as_well(
     finally:
         await pool.close()
     assert access.namespace_id == org.namespace_id
+
+
+async def test_keys_create_user_is_checked_and_listed(
+    settings: Settings, conn: asyncpg.Connection, org: Org
+) -> None:
+    env = {
+        **os.environ,
+        "SYNCLIFE_DATABASE_URL": settings.database_url.get_secret_value(),
+        "SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+    }
+    args = ("keys", "create", "--org", org.id, "--scope", SCOPE_ADMIN, "--json")
+    code, out, err = await run_cli(*args, "--user", "user_ada", env=env)
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["user"] == "user_ada" and created["scopes"] == [SCOPE_ADMIN]
+    access = await authorize(conn, f"Bearer {created['key']}", "production", SCOPE_WRITE)
+    assert access.caller == "user_ada"
+    listed = {k["id"]: k for k in await list_keys(conn, org.id)}
+    assert listed[created["id"]]["user"] == "user_ada"
+    assert "key" not in listed[created["id"]]
+    for bad in ("", " ada", "a\x07b", "u" * 257):
+        with pytest.raises(AdminError, match="user id"):
+            await create_key(conn, org.id, [SCOPE_WRITE], user_id=bad)
+    with pytest.raises(AdminError, match="scopes must be among"):
+        await create_key(conn, org.id, ["syncs:everything"])
+
+
+async def test_keys_expire_on_the_clock_the_service_judges_them_on(
+    conn: asyncpg.Connection, org: Org
+) -> None:
+    # Created with the clock 2 hours ahead, expiring in 1 hour: valid on that clock, and
+    # listed as expired only when the clock is past it.
+    ahead = timedelta(hours=2)
+    created = await create_key(
+        conn, org.id, [SCOPE_READ], expires_in=timedelta(hours=1), clock_offset=ahead
+    )
+    await authorize(conn, f"Bearer {created['key']}", "production", SCOPE_READ, ahead)
+    listed = {k["id"]: k["status"] for k in await list_keys(conn, org.id, ahead)}
+    assert listed[created["id"]] == "active"
+    later = {k["id"]: k["status"] for k in await list_keys(conn, org.id, ahead * 2)}
+    assert later[created["id"]] == "expired"
