@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable
+from typing import Any
+
+import aiohttp
 
 from events.client import Event, SynclifeClient, lifecycle_events, new_sync_id
 from events.devtools import stack
+from events.gateway import Gateway
 from events.service.app import Service
 from events.service.db import connect, migrate
 from events.service.settings import Settings
@@ -30,13 +36,14 @@ async def run_demo(
         err(f"migrations applied: {applied or 'none needed'}")
         org = await create_org(conn, f"demo-{secrets.token_hex(3)}")
         await create_namespace(conn, org["id"], "production")
-        key = await create_key(conn, org["id"], ["syncs:write"])
+        key = await create_key(conn, org["id"], ["syncs:write"], user_id="user_ada")
     finally:
         await conn.close()
     err(f"organization {org['name']} ({org['id']}), namespace production, key {key['id']}")
 
     service = Service(settings)
     serving = asyncio.create_task(service.run())
+    gateway = Gateway(settings)
     sync_id = new_sync_id()
     events: list[Event] = []
 
@@ -84,9 +91,67 @@ async def run_demo(
                 f"  v{d.version} {event.type:<20} {d.from_status or '-'} -> {d.to_status}"
                 f"  paused={d.sync.paused} reason={d.reason!r} by {d.actor}"
             )
+        await gateway.start()
+        await _over_http(gateway.url, key["key"], out, err)
     finally:
+        await gateway.close()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         service.stop.set()
         await serving
+
+
+def _summary(status: int, body: dict[str, Any]) -> str:
+    if status != 200:
+        return f"HTTP {status} {body.get('error', {}).get('type')}"
+    return f"HTTP 200 status={body['status']} paused={body['paused']} version={body['version']}"
+
+
+async def _over_http(
+    url: str, api_key: str, out: Callable[[str], None], err: Callable[[str], None]
+) -> None:
+    """The vendor's REST API on the gateway: create and pause, then the seed's resume as curl."""
+    bucket = "bkt_marketing_assets"
+    headers = {"Authorization": f"Bearer {api_key}", "X-Namespace": "production"}
+    out(f"HTTP API at {url}:")
+    async with aiohttp.ClientSession(url, headers=headers) as http:
+        body = {
+            "connection_id": "conn_abc123",
+            "source_path": "marketing-assets/2026/",
+            "polling_interval_seconds": 60,
+            "description": "Marketing assets, synced every minute",
+        }
+        async with http.post(f"/v1/buckets/{bucket}/syncs", json=body) as resp:
+            created = await resp.json()
+        if resp.status != 200:
+            out(f"  POST /v1/buckets/{bucket}/syncs -> {_summary(resp.status, created)}")
+            return
+        sync_id = created["sync_config_id"]
+        out(f"  POST /v1/buckets/{bucket}/syncs -> {_summary(200, created)} {sync_id}")
+        path = f"/v1/buckets/{bucket}/syncs/{sync_id}"
+        async with http.post(f"{path}/pause") as resp:
+            out(f"  POST {path}/pause -> {_summary(resp.status, await resp.json())}")
+    curl = (
+        f"curl -sS -X POST {url}{path}/resume "
+        '-H "Authorization: Bearer $SYNCLIFE_API_KEY" -H "X-Namespace: production"'
+    )
+    out("the seed's call (the key in $SYNCLIFE_API_KEY):")
+    out(f"  {curl}")
+    if shutil.which("curl") is None:
+        err("curl is not installed: the call is shown, not made")
+        return
+    proc = await asyncio.create_subprocess_exec(
+        "sh",
+        "-c",
+        curl,
+        env={**os.environ, "SYNCLIFE_API_KEY": api_key},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    answer, _ = await proc.communicate()
+    resumed = json.loads(answer)
+    out(
+        f"  -> status={resumed.get('status')} paused={resumed.get('paused')} "
+        f"is_active={resumed.get('is_active')} pause_reason={resumed.get('pause_reason')} "
+        f"version={resumed.get('version')}"
+    )
