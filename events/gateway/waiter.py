@@ -103,7 +103,7 @@ class Waiter:
         or None when it has not come within ``timeout`` seconds."""
         future = self.expect(command_id)
         try:
-            return await self.result(command_id, future, timeout)
+            return await self.result([future], timeout)
         finally:
             self.forget(command_id, future)
 
@@ -114,17 +114,15 @@ class Waiter:
         self._pending.setdefault(command_id, []).append(future)
         return future
 
-    async def result(
-        self, command_id: str, future: asyncio.Future[Stored], timeout: float
-    ) -> Stored | None:
-        self._wake.set()  # a result committed before the NOTIFY was listened for
-        try:
-            stored = await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            RESULTS.labels("timeout").inc()
-            return None
-        RESULTS.labels("found").inc()
-        return stored
+    async def result(self, futures: list[asyncio.Future[Stored]], timeout: float) -> Stored | None:
+        """The first of ``futures`` resolved within ``timeout`` seconds, else None."""
+        done, _ = await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for future in done:
+            if not future.cancelled():
+                RESULTS.labels("found").inc()
+                return future.result()
+        RESULTS.labels("timeout").inc()
+        return None
 
     def forget(self, command_id: str, future: asyncio.Future[Stored]) -> None:
         futures = self._pending.get(command_id)
@@ -139,11 +137,10 @@ class Waiter:
     async def _resolve_loop(self) -> None:
         interval = self.settings.gateway_poll_interval_ms / 1000
         while not self._stop.is_set():
-            if not self._pending:
-                await self._wake.wait()  # nothing to look for: sleep until a request waits
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval)
+            # A NOTIFY (a commit) wakes it at once; else it looks every interval while
+            # requests wait (a NOTIFY lost while the listener was down is covered so).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
             self._wake.clear()
             if self._stop.is_set() or not self._pending:
                 continue

@@ -32,7 +32,7 @@ from events.contract.http import (
     SyncUpdateRequest,
     TriggerResponse,
 )
-from events.envelope import command_headers
+from events.envelope import Undecodable, command_headers, decode_command, derived_id
 from events.errors import TransientError
 from events.gateway.app import ASYNC_ANSWERS
 from events.gateway.common import (
@@ -51,6 +51,7 @@ from events.service.access import Access
 from events.service.db import acquire
 from statemachine.commands import CommandType
 from statemachine.decision import Outcome
+from statemachine.errors import ErrorCode
 
 __all__ = ["add_routes", "answer_of"]
 
@@ -120,6 +121,8 @@ async def _command(request: web.Request, access: Access, write: _Write, raw: byt
     fingerprint = _fingerprint(request, raw)
     creating = write.sync_config_id is None
     sync_id = write.sync_config_id or new_sync_id()
+    data = {**write.data, "bucket_id": bucket_id} if creating else write.data
+    message = _message(request, access, command_id, write.kind, sync_id, data, expected)
     async with acquire(gateway.pool) as conn:
         row = await conn.fetchrow(
             _RECORD,
@@ -147,26 +150,38 @@ async def _command(request: web.Request, access: Access, write: _Write, raw: byt
                 "If-Match): use a new key for a new request",
                 code="idempotency_key_reused",
             )
-        sync_id = recorded["recorded_sync"]
         if recorded["result"] is not None:
             return _answer(request, write.kind, recorded["result"])
+        if recorded["recorded_sync"] != sync_id:  # a create: the sync id of the first try
+            sync_id = recorded["recorded_sync"]
+            message = _message(request, access, command_id, write.kind, sync_id, data, expected)
     elif not creating and not row["found"]:
         raise not_found()
-    data = {**write.data, "bucket_id": bucket_id} if creating else write.data
-    future = gateway.waiter.expect(command_id)
+    waiting = {command_id: gateway.waiter.expect(command_id)}
     try:
-        await _publish(request, access, command_id, write.kind, sync_id, data, expected)
+        derived = await _publish(request, message)
+        # A command the service cannot authenticate after all (a key revoked since) is
+        # answered under the id derived from where it was written: wait for either.
+        waiting[derived] = gateway.waiter.expect(derived)
         stored = await gateway.waiter.result(
-            command_id, future, gateway.settings.gateway_result_wait_seconds
+            list(waiting.values()), gateway.settings.gateway_result_wait_seconds
         )
     finally:
-        gateway.waiter.forget(command_id, future)
+        for waited, future in waiting.items():
+            gateway.waiter.forget(waited, future)
     if stored is None:
         return _unfinished(request, command_id)
     return _answer(request, write.kind, stored.result)
 
 
-async def _publish(
+@dataclass(frozen=True, slots=True)
+class _Message:
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def _message(
     request: web.Request,
     access: Access,
     command_id: str,
@@ -174,10 +189,10 @@ async def _publish(
     sync_id: str,
     data: dict[str, Any],
     expected: int | None,
-) -> None:
-    """The command on the commands topic, with the caller's own key and namespace header."""
-    gateway = gateway_of(request)
-    assert gateway.producer is not None  # noqa: S101 - started
+) -> _Message:
+    """The command as it goes on the commands topic, with the caller's own key and namespace
+    header, checked by the service's own decoder: what it could not decode (too large, text
+    no column can store) would be answered under another id, so it is refused here."""
     token = parse_authorization(request.headers.get("Authorization", "").encode())
     assert token is not None  # noqa: S101 - authorized: the header holds a key
     headers = command_headers(
@@ -189,15 +204,33 @@ async def _publish(
         source=SOURCE,
         expected_version=expected,
     )
+    message = _Message(sync_id.encode(), json.dumps(data).encode(), headers)
+    limit = gateway_of(request).settings.max_message_bytes
+    decoded = decode_command(message.key, message.value, message.headers, limit)
+    if isinstance(decoded, Undecodable):
+        if decoded.code is ErrorCode.TOO_LARGE:
+            raise ApiError(413, "too_large", decoded.message, code="too_large")
+        if decoded.reason == "invalid_json":
+            raise ApiError(400, "invalid_json", decoded.message, code="invalid_json")
+        raise ApiError(422, decoded.code.value, decoded.message, code=decoded.code.value)
+    return message
+
+
+async def _publish(request: web.Request, message: _Message) -> str:
+    """Publish; returns the id the service would answer under if it could not authenticate
+    the message (``derived_id``)."""
+    gateway = gateway_of(request)
+    assert gateway.producer is not None  # noqa: S101 - started
     try:
-        await gateway.producer.send_and_wait(
+        written = await gateway.producer.send_and_wait(
             gateway.settings.commands_topic,
-            key=sync_id.encode(),
-            value=json.dumps(data).encode(),
-            headers=headers,
+            key=message.key,
+            value=message.value,
+            headers=message.headers,
         )
     except KafkaError as exc:
         raise TransientError(f"Kafka did not take the command: {type(exc).__name__}") from exc
+    return derived_id(written.topic, written.partition, written.offset)
 
 
 def _unfinished(request: web.Request, command_id: str) -> web.Response:

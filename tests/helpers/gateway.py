@@ -3,9 +3,14 @@ every answer it got, so that a test can check that no answer ever carried a secr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
+import os
+import re
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +95,9 @@ class Api:
         ) as response:
             text = await response.text()
         ANSWERS.append(text)
+        # No answer ever carries a run's fencing token or an API key.
+        assert "lock_token" not in text, text
+        assert not any(k in text for k in KEYS), "an answer carried an API key"
         try:
             parsed = json.loads(text) if text else None
         except ValueError:
@@ -120,3 +128,50 @@ async def key_with(settings: Settings, tenant: Tenant, scopes: list[str]) -> str
 def create_body(**more: Any) -> dict[str, Any]:
     """A create body as the vendor's SDK sends it (no provider, no user)."""
     return {"connection_id": "conn_abc123", "source_path": "assets/incoming", **more}
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(settings: Settings, **env: str) -> AsyncIterator[str]:
+    """``synclife gateway`` in a process of its own on ``settings``' stack and topics, on
+    a free port: yields its URL (read from the line it logs), then SIGTERMs it and checks that
+    it exits 0."""
+    from events.devtools.loadgen import serve_env
+
+    variables = {
+        **os.environ,
+        **serve_env(settings, f"{settings.client_id}-gateway-test"),
+        "SYNCLIFE_GATEWAY_PORT": "0",
+        "SYNCLIFE_LOG_FORMAT": "text",
+        **env,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "events.cli",
+        "gateway",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=variables,
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        url = None
+        async with asyncio.timeout(60):
+            while url is None:
+                line = (await proc.stderr.readline()).decode()
+                if not line:
+                    raise AssertionError(f"synclife gateway exited: {''.join(lines)}")
+                lines.append(line)
+                found = re.search(r"gateway listening on (http://\S+)", line)
+                url = found.group(1) if found else None
+        drain = asyncio.create_task(proc.stderr.read())
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    rest = (await drain).decode()
+    assert code == 0, "".join(lines) + rest
+    assert "Traceback" not in rest, rest

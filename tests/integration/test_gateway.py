@@ -171,6 +171,9 @@ async def test_errors_in_the_vendors_body(api: Api, settings: Settings, tenant: 
     )
     assert huge.status == 413, huge.body
     assert huge.body["success"] is False and huge.body["status"] == 413
+    # Valid JSON that no text column can store: refused here, never left to time out.
+    nul = await api.call("PATCH", path(sync), raw=b'{"description": "a\\u0000b"}')
+    assert nul.status == 400 and nul.error_type == "invalid_json", nul.body
     no_route = await api.call("GET", "/v1/nothing")
     assert no_route.status == 404 and no_route.body["success"] is False
 
@@ -201,20 +204,28 @@ async def test_a_retry_with_the_same_idempotency_key_has_one_effect(
     key = {"Idempotency-Key": "retry-1"}
     first = await api.call("POST", path(sync, "/pause"), headers=key)
     assert first.status == 200, first.body
-    # The first answer was "lost": the client sends the same request again.
+    resumed = await api.call("POST", path(sync, "/resume"))
+    assert resumed.status == 200 and resumed.body["status"] == "ACTIVE", resumed.body
+    # The first answer was "lost": the client sends the same request again. It is the same
+    # command: the first result again, and no second pause (a new pause would apply now).
     second = await api.call("POST", path(sync, "/pause"), headers=key)
     assert second.status == 200, second.body
     assert second.body["version"] == first.body["version"]
+    assert second.body["status"] == "SUSPENDED"
+    now = await api.call("GET", path(sync))
+    assert now.body["status"] == "ACTIVE"
     conn = await connect(settings)
     try:
-        versions = await conn.fetchval(
-            "SELECT count(*) FROM sync_history WHERE sync_config_id = $1 AND event_type <> "
-            "'sync.created'",
+        pauses = await conn.fetchval(
+            """SELECT count(*) FROM sync_history
+               WHERE sync_config_id = $1 AND to_status = 'SUSPENDED'""",
             sync["sync_config_id"],
         )
     finally:
         await conn.close()
-    assert versions == 1
+    assert pauses == 1
+    control = await api.call("POST", path(sync, "/pause"), headers={"Idempotency-Key": "new"})
+    assert control.status == 200 and control.body["version"] > now.body["version"]
     other = await api.call("POST", path(sync, "/pause"), {"reason": "x"}, headers=key)
     assert other.status == 422, other.body
     assert other.error_type == "idempotency_key_reused"
@@ -262,3 +273,22 @@ async def test_no_result_in_time_answers_202_and_the_operation_later_shows_it(
             async with api_for(slow, other) as stranger:
                 hidden = await stranger.call("GET", location)
                 assert hidden.status == 404
+            # The answer was lost (504): the retry with the same key gets the result, once.
+            lost = await api.call(
+                "POST",
+                f"/v1/buckets/{BUCKET}/syncs",
+                create_body(),
+                headers={"Idempotency-Key": "k"},
+            )
+    async with running_gateway(settings) as gateway, api_for(gateway, tenant) as api:
+        retried = await api.call(
+            "POST", f"/v1/buckets/{BUCKET}/syncs", create_body(), headers={"Idempotency-Key": "k"}
+        )
+        assert retried.status == 200, retried.body
+        again = await api.call(
+            "POST", f"/v1/buckets/{BUCKET}/syncs", create_body(), headers={"Idempotency-Key": "k"}
+        )
+        assert again.body["sync_config_id"] == retried.body["sync_config_id"]
+        assert again.body["version"] == retried.body["version"] == 1
+        if lost.status == 200:
+            assert lost.body["sync_config_id"] == retried.body["sync_config_id"]

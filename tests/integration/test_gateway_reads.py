@@ -1,0 +1,185 @@
+"""The gateway's reads on the real stack: lists (filters, paging, cursors, totals), jobs,
+metrics, history, the namespace-wide list; all from Postgres, scoped to the caller."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from events.client import SynclifeClient
+from events.gateway import Gateway
+from events.service.app import Service
+from events.service.settings import Settings
+from tests.helpers.gateway import Api, api_for, create_body, running_gateway
+from tests.helpers.live import Tenant, new_tenant
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
+    async with running_gateway(settings) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def api(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Api]:
+    async with api_for(gateway, tenant) as a:
+        yield a
+
+
+def bucket() -> str:
+    return f"bkt_{secrets.token_hex(4)}"
+
+
+async def create(api: Api, in_bucket: str, **more: Any) -> dict[str, Any]:
+    answer = await api.call("POST", f"/v1/buckets/{in_bucket}/syncs", create_body(**more))
+    assert answer.status == 200, answer.body
+    assert isinstance(answer.body, dict)
+    return answer.body
+
+
+def path(sync: dict[str, Any], tail: str = "") -> str:
+    return f"/v1/buckets/{sync['bucket_id']}/syncs/{sync['sync_config_id']}{tail}"
+
+
+async def test_list_newest_first_filtered_and_paged(api: Api) -> None:
+    here = bucket()
+    made = [await create(api, here, connection_id=f"conn_{i % 2}") for i in range(5)]
+    await create(api, bucket())  # another bucket: never listed here
+    await api.call("POST", path(made[0], "/pause"))
+    newest_first = [s["sync_config_id"] for s in reversed(made)]
+
+    listed = await api.call("POST", f"/v1/buckets/{here}/syncs/list")  # no body, as the SDK
+    assert listed.status == 200, listed.body
+    assert [s["sync_config_id"] for s in listed.body["results"]] == newest_first
+    assert listed.body["total"] == 5
+    assert listed.body["pagination"]["total"] is None
+    assert all(s["locked"] is False and "lock_token" not in s for s in listed.body["results"])
+
+    counted = await api.call(
+        "POST",
+        f"/v1/buckets/{here}/syncs/list",
+        {},
+        params={"page_size": "2", "include_total": "true"},
+    )
+    assert counted.body["pagination"]["total"] == 5
+    assert counted.body["pagination"]["total_pages"] == 3
+    assert counted.body["total"] == 5
+    assert len(counted.body["results"]) == 2
+
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(4):
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {}, params=params)
+        assert page.status == 200, page.body
+        seen += [s["sync_config_id"] for s in page.body["results"]]
+        cursor = page.body["pagination"]["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == newest_first
+
+    second = await api.call(
+        "POST", f"/v1/buckets/{here}/syncs/list", {}, params={"limit": "2", "page": "2"}
+    )
+    assert [s["sync_config_id"] for s in second.body["results"]] == newest_first[2:4]
+    offset = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {}, params={"offset": "4"})
+    assert [s["sync_config_id"] for s in offset.body["results"]] == newest_first[4:]
+
+    by_connection = await api.call(
+        "POST", f"/v1/buckets/{here}/syncs/list", {"connection_id": "conn_1"}
+    )
+    assert {s["sync_config_id"] for s in by_connection.body["results"]} == {
+        made[1]["sync_config_id"],
+        made[3]["sync_config_id"],
+    }
+    suspended = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {"status": "SUSPENDED"})
+    assert [s["sync_config_id"] for s in suspended.body["results"]] == [made[0]["sync_config_id"]]
+    inactive = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {"is_active": False})
+    assert made[0]["sync_config_id"] in [s["sync_config_id"] for s in inactive.body["results"]]
+
+    await api.call("DELETE", path(made[4]))  # archived: left out of lists
+    after = await api.call(
+        "POST", f"/v1/buckets/{here}/syncs/list", {}, params={"include_total": "1"}
+    )
+    assert after.body["pagination"]["total"] == 4
+    assert made[4]["sync_config_id"] not in [s["sync_config_id"] for s in after.body["results"]]
+
+    for bad in ({"limit": "0"}, {"limit": "1001"}, {"cursor": "garbage!"}, {"offset": "-1"}):
+        refused = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {}, params=bad)
+        assert refused.status == 422, (bad, refused.body)
+    unknown = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {"colour": "red"})
+    assert unknown.status == 422 and "colour" in unknown.text
+
+
+async def test_lists_are_the_callers_own(api: Api, gateway: Gateway, settings: Settings) -> None:
+    here = bucket()
+    await create(api, here)
+    other = await new_tenant(settings)
+    async with api_for(gateway, other) as stranger:
+        theirs = await stranger.call("POST", f"/v1/buckets/{here}/syncs/list")
+        assert theirs.status == 200 and theirs.body["results"] == [] and theirs.body["total"] == 0
+        wide = await stranger.call("POST", "/v1/syncs/list", {"bucket_id": here})
+        assert wide.body["results"] == []
+
+
+async def test_namespace_wide_list(api: Api) -> None:
+    one, two = bucket(), bucket()
+    a = await create(api, one, provider="s3", source_path="my-bucket/prefix")
+    b = await create(api, two)
+    await api.call("POST", path(b, "/pause"))
+    everything = await api.call("POST", "/v1/syncs/list", params={"include_total": "true"})
+    ids = [s["sync_config_id"] for s in everything.body["results"]]
+    assert ids[:2] == [b["sync_config_id"], a["sync_config_id"]]
+    only = await api.call("POST", "/v1/syncs/list", {"bucket_id": one})
+    assert [s["sync_config_id"] for s in only.body["results"]] == [a["sync_config_id"]]
+    s3 = await api.call("POST", "/v1/syncs/list", {"provider": "s3"})
+    assert [s["sync_config_id"] for s in s3.body["results"]] == [a["sync_config_id"]]
+    paused = await api.call("POST", "/v1/syncs/list", {"paused": True})
+    assert [s["sync_config_id"] for s in paused.body["results"]] == [b["sync_config_id"]]
+    stale = await api.call("POST", "/v1/syncs/list", {"is_stale": True})
+    assert stale.status == 200 and stale.body["results"] == []  # all were just created
+    fresh = await api.call("POST", "/v1/syncs/list", {"is_stale": False})
+    assert len(fresh.body["results"]) == 2
+
+
+async def test_jobs_metrics_and_history(api: Api, client: SynclifeClient) -> None:
+    sync = await create(api, bucket())
+    triggered = await api.call("POST", path(sync, "/trigger"))
+    assert triggered.status == 200, triggered.body
+    job_id = triggered.body["sync_job_id"]
+    jobs = await api.call("POST", path(sync, "/jobs"), params={"include_total": "true"})
+    assert jobs.status == 200, jobs.body
+    listed = [j["sync_job_id"] for j in jobs.body["results"]]
+    if job_id is not None:
+        assert job_id in listed
+        one = await api.call("GET", path(sync, f"/jobs/{job_id}"))
+        assert one.status == 200, one.body
+        assert one.body["sync_config_id"] == sync["sync_config_id"]
+        assert one.body["internal_id"] == sync["internal_id"]
+    assert jobs.body["total"] == jobs.body["pagination"]["total"] == len(listed) >= 1
+    running = await api.call("POST", path(sync, "/jobs"), {"status": "running"})
+    assert running.status == 200
+    missing = await api.call("GET", path(sync, "/jobs/job_nothing"))
+    assert missing.status == 404
+
+    metrics = await api.call("GET", path(sync, "/metrics"))
+    assert metrics.status == 200, metrics.body
+    m = metrics.body
+    assert m["sync_config_id"] == sync["sync_config_id"]
+    assert m["stale_after_seconds"] == 600  # 2 x the default 300 s
+    assert m["is_stale"] is False and m["failure_rate"] == 0.0
+    assert m["seconds_since_last_sync"] >= 0
+    assert m["last_job"] is not None and m["last_job"]["sync_config_id"] == sync["sync_config_id"]
+
+    history = await api.call("GET", path(sync, "/history"))
+    assert history.status == 200, history.body
+    versions = [h["version"] for h in history.body["results"]]
+    assert versions == sorted(versions) and versions[0] == 1
+    assert history.body["results"][0]["event_type"] == "sync.created"
+    wrong = await api.call("GET", f"/v1/buckets/bkt_else/syncs/{sync['sync_config_id']}/history")
+    assert wrong.status == 404
