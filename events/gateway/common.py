@@ -52,6 +52,17 @@ async def who(request: web.Request, scope: str) -> Access:
 async def json_object(request: web.Request) -> tuple[dict[str, Any], bytes]:
     """The body as a JSON object (absent or empty: ``{}``), and its bytes. Read within the
     application's size limit (413 past it); not JSON, or not an object: 400."""
+    limit = gateway_of(request).body_limit
+    if request.content_length is not None and request.content_length > limit:
+        # Refused before a byte of it is read (a body without a length is cut at the limit
+        # by aiohttp's client_max_size as it is read).
+        raise ApiError(
+            413,
+            "too_large",
+            f"the request body is {request.content_length} bytes; the limit is {limit}",
+            code="too_large",
+            details={"limit_bytes": limit},
+        )
     raw = await request.read()
     if not raw.strip():
         return {}, raw

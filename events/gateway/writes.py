@@ -266,9 +266,10 @@ def answer_of(
     if kind is CommandType.ARCHIVE:
         return 200, DeleteResponse(sync_config_id=result.sync.sync_config_id).model_dump()
     if kind is CommandType.TRIGGER:
-        job = (result.run or {}).get("sync_job_id") or getattr(result, "sync_job_id", None)
         body = TriggerResponse(
-            sync_config_id=result.sync.sync_config_id, sync_job_id=job, full_sync=full_sync
+            sync_config_id=result.sync.sync_config_id,
+            sync_job_id=result.sync_job_id,
+            full_sync=full_sync,
         )
         return 200, body.model_dump()
     return 200, SyncConfigurationModel.from_sync(result.sync).model_dump(mode="json")

@@ -171,6 +171,22 @@ async def test_errors_in_the_vendors_body(api: Api, settings: Settings, tenant: 
     )
     assert huge.status == 413, huge.body
     assert huge.body["success"] is False and huge.body["status"] == 413
+
+    # Without a length (chunked), it is cut at the limit as it is read.
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"a": "'
+        for _ in range(20):
+            yield b"x" * 65536
+        yield b'"}'
+
+    chunked = await api.session.post(
+        api.base + f"/v1/buckets/{BUCKET}/syncs",
+        data=chunks(),
+        headers={"Authorization": f"Bearer {api.key}", "X-Namespace": str(api.namespace)},
+    )
+    assert chunked.status == 413
+    assert (await chunked.json())["error"]["type"] == "too_large"
+    chunked.release()
     # Valid JSON that no text column can store: refused here, never left to time out.
     nul = await api.call("PATCH", path(sync), raw=b'{"description": "a\\u0000b"}')
     assert nul.status == 400 and nul.error_type == "invalid_json", nul.body

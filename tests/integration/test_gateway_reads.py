@@ -152,15 +152,16 @@ async def test_jobs_metrics_and_history(api: Api, client: SynclifeClient) -> Non
     triggered = await api.call("POST", path(sync, "/trigger"))
     assert triggered.status == 200, triggered.body
     job_id = triggered.body["sync_job_id"]
+    assert str(job_id).startswith("job_"), triggered.body
     jobs = await api.call("POST", path(sync, "/jobs"), params={"include_total": "true"})
     assert jobs.status == 200, jobs.body
     listed = [j["sync_job_id"] for j in jobs.body["results"]]
-    if job_id is not None:
-        assert job_id in listed
-        one = await api.call("GET", path(sync, f"/jobs/{job_id}"))
-        assert one.status == 200, one.body
-        assert one.body["sync_config_id"] == sync["sync_config_id"]
-        assert one.body["internal_id"] == sync["internal_id"]
+    assert job_id in listed
+    one = await api.call("GET", path(sync, f"/jobs/{job_id}"))
+    assert one.status == 200, one.body
+    assert one.body["sync_config_id"] == sync["sync_config_id"]
+    assert one.body["internal_id"] == sync["internal_id"]
+    assert one.body["trigger"] == "manual"
     assert jobs.body["total"] == jobs.body["pagination"]["total"] == len(listed) >= 1
     running = await api.call("POST", path(sync, "/jobs"), {"status": "running"})
     assert running.status == 200
