@@ -27,6 +27,10 @@ security (``scram_credentials``). Inter-broker and controller traffic stay PLAIN
 ``down`` stops only what this stack started (the pid file, the data dir's postmaster) and keeps
 all data, so the next ``up`` is fast. Progress goes to ``echo``; no password ever does.
 
+``up --cluster`` (``cluster``, ``standby``): three brokers and a Postgres primary with a
+synchronous standby, under ``<stack_dir>/cluster``, for failover tests and as the production
+layout's model (docs/operating.md).
+
 This module is the orchestration; each part has a module of its own: ``kafka`` (the broker),
 ``scram`` (its SCRAM user), ``topics``, ``postgres``, ``install`` (Debian packages), ``process``
 (commands, pids, ports), ``files`` (the stack dir) and ``addresses`` (ports, URLs, environment).
@@ -35,11 +39,9 @@ This module is the orchestration; each part has a module of its own: ``kafka`` (
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import os
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,7 +58,9 @@ from .addresses import (
     pg_url,
     redact_url,
 )
+from .cluster import Cluster, cluster_down, cluster_up
 from .files import Echo, StackPaths
+from .files import stack_lock as _stack_lock
 from .kafka import KAFKA_READY_TIMEOUT, broker_pid, ensure_broker, stop_broker, wait_for_broker
 from .postgres import (
     POSTGRES_READY_TIMEOUT,
@@ -74,10 +78,13 @@ from .topics import ensure_topics
 __all__ = [
     "ENV_DATABASE_URL",
     "ENV_KAFKA_BOOTSTRAP_SERVERS",
+    "Cluster",
     "Echo",
     "ScramUser",
     "StackError",
     "StackPaths",
+    "cluster_down",
+    "cluster_up",
     "down",
     "ensure_topics",
     "external_env",
@@ -90,8 +97,6 @@ __all__ = [
     "stop_postgres",
     "up",
 ]
-
-LOCK_TIMEOUT = 900.0
 
 
 def external_env() -> dict[str, str] | None:
@@ -308,30 +313,3 @@ async def _all_or_first_error(
         for extra in errors[1:]:
             echo(f"also failed: {extra}")
         raise errors[0]
-
-
-@contextlib.asynccontextmanager
-async def _stack_lock(paths: StackPaths, echo: Echo) -> AsyncIterator[None]:
-    """An exclusive flock on ``{stack_dir}/.lock`` (another ``up``/``down`` may be running)."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LOCK_TIMEOUT
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not told:
-                    echo(f"waiting for another `synclife stack` command ({paths.lock_file})...")
-                    told = True
-                if loop.time() >= deadline:
-                    raise StackError(
-                        f"{paths.lock_file} stayed locked for {LOCK_TIMEOUT:.0f}s"
-                    ) from None
-                await asyncio.sleep(0.25)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock

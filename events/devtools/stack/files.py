@@ -6,15 +6,21 @@ Also ``Echo``, the progress callback every step of the stack takes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from events.devtools.stack.errors import StackError
 from events.service.settings import Settings
 
 Echo = Callable[[str], None]
+
+LOCK_TIMEOUT = 900.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,8 @@ class StackPaths:
 
     root: Path
     kafka_version: str
+    # The broker's own directory under ``root``: one per broker of ``stack up --cluster``.
+    kafka_home_name: str = "kafka"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StackPaths:
@@ -39,7 +47,7 @@ class StackPaths:
 
     @property
     def kafka_home(self) -> Path:
-        return self.root / "kafka"
+        return self.root / self.kafka_home_name
 
     @property
     def kafka_data(self) -> Path:
@@ -125,3 +133,30 @@ def resource_text(name: str) -> str:
     """The text of ``resources/<name>``."""
     # Next to this module (package data: events/devtools/stack/resources/*), installed or not.
     return (Path(__file__).parent / "resources" / name).read_text(encoding="utf-8")
+
+
+@contextlib.asynccontextmanager
+async def stack_lock(paths: StackPaths, echo: Echo) -> AsyncIterator[None]:
+    """An exclusive flock on ``{stack_dir}/.lock`` (another ``up``/``down`` may be running)."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_TIMEOUT
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    echo(f"waiting for another `synclife stack` command ({paths.lock_file})...")
+                    told = True
+                if loop.time() >= deadline:
+                    raise StackError(
+                        f"{paths.lock_file} stayed locked for {LOCK_TIMEOUT:.0f}s"
+                    ) from None
+                await asyncio.sleep(0.25)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

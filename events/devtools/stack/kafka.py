@@ -48,9 +48,14 @@ MAVEN_TIMEOUT = 900.0
 KAFKA_STOP_TIMEOUT = 30.0
 
 
-async def ensure_broker(settings: Settings, paths: StackPaths, port: int, echo: Echo) -> None:
+async def ensure_broker(
+    settings: Settings, paths: StackPaths, port: int, echo: Echo, properties: str | None = None
+) -> None:
     """Start the broker (jars fetched, storage formatted if need be), or reuse one that runs
-    (ours is restarted if its server.properties changed); return once it answers."""
+    (ours is restarted if its server.properties changed); return once it answers.
+
+    ``properties``: the server.properties to run with (the cluster's brokers); by default the
+    single node's."""
     bootstrap = f"127.0.0.1:{port}"
     started = time.monotonic()
     pid = broker_pid(paths)
@@ -59,7 +64,8 @@ async def ensure_broker(settings: Settings, paths: StackPaths, port: int, echo: 
         await wait_for_broker(bootstrap, KAFKA_READY_TIMEOUT)
         echo(f"Kafka ready at {bootstrap}")
         return
-    properties = _kafka_properties(paths, port)
+    if properties is None:
+        properties = _kafka_properties(paths, port)
     if pid is not None:
         # Started with this very file (an older `up` may have rewritten it since: look too).
         on_disk = _read_text(paths.kafka_properties)
@@ -201,10 +207,11 @@ log.retention.check.interval.ms=300000
 """
 
 
-def _cluster_id(paths: StackPaths) -> str:
-    """The cluster id, generated once (Kafka's Uuid: 16 random bytes, base64url, no padding)."""
+def stored_cluster_id(path: Path) -> str:
+    """The cluster id in ``path``, generated once (Kafka's Uuid: 16 random bytes, base64url,
+    no padding)."""
     try:
-        stored = paths.kafka_cluster_id.read_text(encoding="utf-8").strip()
+        stored = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         stored = ""
     if stored:
@@ -213,14 +220,14 @@ def _cluster_id(paths: StackPaths) -> str:
         candidate = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
         if not candidate.startswith("-"):  # Kafka's own generator avoids these too
             break
-    paths.kafka_cluster_id.write_text(candidate + "\n", encoding="utf-8")
+    path.write_text(candidate + "\n", encoding="utf-8")
     return candidate
 
 
 async def _format_kafka_storage(paths: StackPaths, java: str, echo: Echo) -> None:
     if (paths.kafka_data / "meta.properties").is_file():
         return
-    cluster_id = _cluster_id(paths)
+    cluster_id = stored_cluster_id(paths.kafka_cluster_id)
     echo(f"formatting the Kafka log dir (once), cluster id {cluster_id}...")
     await run(
         [

@@ -63,12 +63,22 @@ class PgLayout:
         return self.base / "postgres.log"
 
 
-async def ensure_postmaster(paths: StackPaths, port: int, echo: Echo) -> None:
+async def ensure_postmaster(
+    paths: StackPaths,
+    port: int,
+    echo: Echo,
+    *,
+    layout: PgLayout | None = None,
+    extra_conf: str = "",
+) -> None:
     """Start Postgres (installed and initialised if need be), or reuse one that runs (ours has
-    its settings reloaded); return once it answers and the database ``synclife`` exists."""
+    its settings reloaded); return once it answers and the database ``synclife`` exists.
+
+    ``layout``: another server's directories than the stack's one (the cluster's standby, made
+    by pg_basebackup beforehand); ``extra_conf``: lines added to its synclife.conf."""
     started = time.monotonic()
     password = read_password(paths)
-    layout = known_pg_layout(paths)
+    layout = layout or known_pg_layout(paths)
     pid = postmaster_pid(layout.data) if layout is not None else None
     if pid is None and await port_open("127.0.0.1", port):
         if password is None:
@@ -87,7 +97,7 @@ async def ensure_postmaster(paths: StackPaths, port: int, echo: Echo) -> None:
         return
 
     bin_dir = await postgres_bin_dir(echo)
-    run_as = _postgres_run_as()
+    run_as = postgres_run_as()
     if layout is None:
         layout = await _choose_pg_layout(paths, run_as, echo)
     if password is None:
@@ -101,7 +111,7 @@ async def ensure_postmaster(paths: StackPaths, port: int, echo: Echo) -> None:
     _prepare_pg_dirs(layout, run_as)
     if not (layout.data / "PG_VERSION").is_file():
         await _initdb(bin_dir, layout, run_as, password, echo)
-    changed = _write_pg_config(layout, port, run_as)
+    changed = _write_pg_config(layout, port, run_as, extra_conf)
     if pid is not None:
         # Running already: the settings written take effect on a reload (a SIGHUP: cheap, and
         # done every time, in case an earlier run wrote them and stopped before reloading).
@@ -152,7 +162,7 @@ async def ensure_postmaster(paths: StackPaths, port: int, echo: Echo) -> None:
         echo(f"Postgres already up at 127.0.0.1:{port} (pid {pid})")
 
 
-def _postgres_run_as() -> RunAs | None:
+def postgres_run_as() -> RunAs | None:
     """``postgres`` when we are root (initdb and postgres refuse to run as root), else None."""
     if os.geteuid() != 0:
         return None
@@ -266,7 +276,9 @@ async def _initdb(
         pwfile.unlink(missing_ok=True)
 
 
-def _write_pg_config(layout: PgLayout, port: int, run_as: RunAs | None) -> bool:
+def _write_pg_config(
+    layout: PgLayout, port: int, run_as: RunAs | None, extra_conf: str = ""
+) -> bool:
     """Our settings live in synclife.conf, included once from postgresql.conf; True if they
     changed."""
     socket_dir = str(layout.socket_dir)
@@ -291,7 +303,7 @@ checkpoint_timeout = 15min
 wal_compression = lz4
 log_timezone = 'UTC'
 timezone = 'UTC'
-"""
+{extra_conf}"""
     target = layout.data / "synclife.conf"
     changed = write_if_changed(target, conf)
     main = layout.data / "postgresql.conf"
@@ -377,9 +389,10 @@ async def _ensure_database(port: int, password: str, echo: Echo) -> None:
         await conn.close()
 
 
-async def stop_postmaster(paths: StackPaths, echo: Echo) -> None:
-    """Stop the Postgres this stack started (``pg_ctl stop -m fast``)."""
-    layout = known_pg_layout(paths)
+async def stop_postmaster(paths: StackPaths, echo: Echo, layout: PgLayout | None = None) -> None:
+    """Stop the Postgres this stack started (``pg_ctl stop -m fast``), or the one of
+    ``layout``."""
+    layout = layout or known_pg_layout(paths)
     pid = postmaster_pid(layout.data) if layout is not None else None
     if layout is None or pid is None:
         echo("Postgres: not running (nothing this stack started)")
@@ -392,7 +405,7 @@ async def stop_postmaster(paths: StackPaths, echo: Echo) -> None:
         [str(bin_dir / "pg_ctl"), "stop", "-D", str(layout.data), "-m", "fast", "-w", "-t", "60"],
         what="pg_ctl stop",
         within=90,
-        run_as=_postgres_run_as(),
+        run_as=postgres_run_as(),
         cwd=layout.base,
     )
     echo("Postgres stopped")

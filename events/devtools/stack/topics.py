@@ -18,9 +18,16 @@ from .files import Echo
 
 
 async def ensure_topics(
-    settings: Settings, bootstrap_servers: str, echo: Echo, within: float = 60.0
+    settings: Settings,
+    bootstrap_servers: str,
+    echo: Echo,
+    within: float = 60.0,
+    *,
+    replicas: int = 1,
 ) -> None:
-    """Create the four synclife topics (``topic_partitions`` partitions, replication 1).
+    """Create the four synclife topics (``topic_partitions`` partitions, ``replicas`` copies
+    of each; with more than one, ``min.insync.replicas`` is one less: a write acknowledged
+    with acks=all is on at least two brokers, and one broker may be away).
 
     Existing topics are left as they are; a partition count that differs from the settings is
     reported, not changed.
@@ -39,6 +46,7 @@ async def ensure_topics(
     ]
     max_bytes = {name: 4 * settings.max_message_bytes for name in names}
     max_bytes[settings.commands_topic] = 2 * settings.max_message_bytes
+    replicated = {"min.insync.replicas": str(replicas - 1)} if replicas > 1 else {}
     wanted = settings.topic_partitions
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
@@ -61,7 +69,10 @@ async def ensure_topics(
             response = await admin.create_topics(
                 [
                     NewTopic(
-                        name, wanted, 1, topic_configs={"max.message.bytes": str(max_bytes[name])}
+                        name,
+                        wanted,
+                        replicas,
+                        topic_configs={"max.message.bytes": str(max_bytes[name]), **replicated},
                     )
                     for name in missing
                 ],
@@ -87,7 +98,7 @@ async def ensure_topics(
     finally:
         await admin.close()
     for name in created:
-        echo(f"created topic {name} ({wanted} partitions)")
+        echo(f"created topic {name} ({wanted} partitions, {replicas} replicas)")
     for name in names:
         if existing[name] != wanted:
             echo(
