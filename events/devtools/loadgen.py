@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +40,8 @@ __all__ = [
     "assign_all",
     "create_tenant",
     "delete_topics",
+    "due_count",
+    "due_time",
     "lock_holders",
     "log_tail",
     "own_topics",
@@ -194,11 +197,25 @@ class Sender:
 # --- publishing ----------------------------------------------------------------------------
 
 
+def due_time(start: float, index: int, rate: float) -> float:
+    """When command ``index`` (from 0) of commands paced at ``rate`` a second from ``start``
+    is scheduled: ``start + index / rate``, whenever the pacer actually gets to it. Latency
+    measured from here counts a late pacer or a send that blocks (coordinated omission)."""
+    return start + index / rate
+
+
+def due_count(start: float, rate: float, count: int, now: float) -> int:
+    """How many of ``count`` commands paced at ``rate`` from ``start`` are due at ``now``:
+    command ``i`` once ``now >= due_time(start, i, rate)``, the first one at ``start`` (a
+    nanosecond's slack: ``(10.1 - 10.0) * 200`` is 19.999...)."""
+    return max(0, min(count, math.floor((now - start) * rate + 1e-9) + 1))
+
+
 def pacing_delay(start: float, sent: int, rate: float, now: float) -> float:
     """Seconds until the next of commands paced at ``rate`` from ``start`` is due, ``sent``
     of them gone: at least 1 ms, so at most 1,000 wakeups a second, and at a lighter load only
     as many as it needs (each wakeup costs CPU that the processes measured share)."""
-    return max(0.001, start + sent / rate - now)
+    return max(0.001, due_time(start, sent, rate) - now)
 
 
 async def send_all(producer: AIOKafkaProducer, topic: str, commands: Sequence[Command]) -> None:
@@ -215,21 +232,24 @@ async def send_paced(
     topic: str,
     commands: Sequence[Command],
     rate: float,
-    on_send: Callable[[Command], None],
+    on_send: Callable[[Command, float], None],
 ) -> float:
-    """Publish ``commands`` at ``rate`` a second, calling ``on_send`` just before each send,
-    then wait for every acknowledgement. Returns the rate offered: the commands over the time
-    it took to hand them all to the producer."""
+    """Publish ``commands`` at ``rate`` a second, calling ``on_send(command, due)`` just
+    before each send, ``due`` its scheduled time on the wall clock (``time.time()``):
+    ``due_time`` from the moment pacing started, not when the pacer got to it. Then wait for
+    every acknowledgement. Returns the rate offered: the commands over the time it took to
+    hand them all to the producer."""
     futures = []
     count = len(commands)
     start = time.perf_counter()
+    wall_start = time.time()
     i = 0
     while i < count:
         # Every command due by now goes out at once: a late wakeup does not lower the rate.
-        due = min(count, int((time.perf_counter() - start) * rate) + 1)
+        due = due_count(start, rate, count, time.perf_counter())
         while i < due:
             command = commands[i]
-            on_send(command)
+            on_send(command, due_time(wall_start, i, rate))
             futures.append(
                 await producer.send(
                     topic, key=command.key, value=command.value, headers=command.headers

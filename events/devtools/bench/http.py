@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,16 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from events.devtools.bench.errors import BenchError, Echo
-from events.devtools.bench.observers import percentile
-from events.devtools.loadgen import Command, TopicReader, pacing_delay, send_paced, serve_env
+from events.devtools.bench.observers import latency_figures, wait_done
+from events.devtools.loadgen import (
+    Command,
+    TopicReader,
+    due_count,
+    due_time,
+    pacing_delay,
+    send_paced,
+    serve_env,
+)
 from events.devtools.procfs import cpu_seconds
 from events.kafka import kafka_options
 from events.service.settings import Settings
@@ -114,12 +121,14 @@ class GatewayProcess:
 
 
 class ResultTimes:
-    """Each paced command's round trip over Kafka: from its send to its result, read from the
-    results topic's end on the wall clock. ``done`` is set once ``count`` have been seen."""
+    """Each paced command's round trip over Kafka: from its scheduled send time (its slot at
+    the offered rate, as for HTTP) to its result, read from the results topic's end on the
+    wall clock. ``done`` is set once ``count`` have been seen."""
 
     def __init__(self, settings: Settings, count: int) -> None:
         self.count = count
-        self.sent_at: dict[str, float] = {}
+        self.due_at: dict[str, float] = {}
+        self.late: list[float] = []
         self.latency: list[float] = []
         self.done = asyncio.Event()
         self.reader = TopicReader(
@@ -133,37 +142,19 @@ class ResultTimes:
             clock=time.time,
         )
 
-    def sent(self, command: Command) -> None:
-        self.sent_at[command.command_id] = time.time()
+    def sent(self, command: Command, due: float) -> None:
+        self.due_at[command.command_id] = due
+        self.late.append((time.time() - due) * 1000)
 
     def _handle(self, records: list[Any], now: float) -> None:
         for r in records:
             if r.value is None:
                 continue
-            sent = self.sent_at.pop(json.loads(r.value).get("command_id"), None)
-            if sent is not None:
-                self.latency.append((now - sent) * 1000)
+            due = self.due_at.pop(json.loads(r.value).get("command_id"), None)
+            if due is not None:
+                self.latency.append((now - due) * 1000)
         if len(self.latency) >= self.count:
             self.done.set()
-
-
-def figures(latency: Sequence[float]) -> dict[str, float]:
-    return {
-        "p50_ms": percentile(latency, 50),
-        "p95_ms": percentile(latency, 95),
-        "p99_ms": percentile(latency, 99),
-        "max_ms": max(latency) if latency else float("nan"),
-    }
-
-
-async def _wait(done: asyncio.Event, count: int, status: Any, check: Any) -> None:
-    deadline = time.monotonic() + 60 + count / 100
-    while not done.is_set():
-        check()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), 1.0)
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out: {status()}")
 
 
 async def kafka_round_trips(
@@ -173,15 +164,16 @@ async def kafka_round_trips(
     rate: float,
     check: Any,
 ) -> dict[str, float]:
-    """Publish ``commands`` at ``rate``; each one's time to its result on the results topic."""
+    """Publish ``commands`` at ``rate``; each one's time from its scheduled send to its result
+    on the results topic."""
     times = ResultTimes(settings, len(commands))
     await times.reader.start()
     try:
         await send_paced(producer, settings.commands_topic, commands, rate, times.sent)
-        await _wait(times.done, len(commands), lambda: f"{len(times.latency)} results", check)
+        await wait_done(times.done, len(commands), lambda: f"{len(times.latency)} results", check)
     finally:
         await times.reader.stop()
-    return {"commands": len(commands), **figures(times.latency)}
+    return {"commands": len(commands), **latency_figures(times.latency, times.late)}
 
 
 async def http_round_trips(
@@ -221,9 +213,9 @@ async def http_round_trips(
         count = len(paths)
         i = 0
         while i < count:
-            due_now = min(count, int((time.perf_counter() - start) * rate) + 1)
+            due_now = due_count(start, rate, count, time.perf_counter())
             while i < due_now:
-                tasks.append(asyncio.create_task(one(paths[i], start + i / rate)))
+                tasks.append(asyncio.create_task(one(paths[i], due_time(start, i, rate))))
                 i += 1
             gateway.check()
             await asyncio.sleep(pacing_delay(start, i, rate, time.perf_counter()))
@@ -238,6 +230,6 @@ async def http_round_trips(
     return {
         "commands": count,
         "offered_rate": offered,
-        **figures(latency),
+        **latency_figures(latency),
         "gateway_cpu_us": cpu_used / count * 1e6,
     }

@@ -9,19 +9,20 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from events.devtools.bench.errors import BenchError
 from events.devtools.loadgen import Command, TopicReader, assign_all
 from events.envelope import header
 from events.kafka import kafka_options
 from events.service.settings import Settings
 
-__all__ = ["ResultCount", "StatusChanges", "percentile"]
+__all__ = ["ResultCount", "StatusChanges", "latency_figures", "percentile", "wait_done"]
 
 STATUS_CHANGED: Final = b"sync.status_changed"
 
@@ -33,6 +34,37 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+def latency_figures(latency: Sequence[float], late: Sequence[float] = ()) -> dict[str, float]:
+    """p50 / p95 / p99 / max of ``latency`` (ms, each from a command's scheduled time), and
+    when given, how late the pacer handed commands to the producer (``late``, ms after their
+    scheduled time: what latency measured from the send would have missed)."""
+    out = {
+        "p50_ms": percentile(latency, 50),
+        "p95_ms": percentile(latency, 95),
+        "p99_ms": percentile(latency, 99),
+        "max_ms": max(latency) if latency else math.nan,
+    }
+    if late:
+        out["send_late_p50_ms"] = percentile(late, 50)
+        out["send_late_p99_ms"] = percentile(late, 99)
+        out["send_late_max_ms"] = max(late)
+    return out
+
+
+async def wait_done(
+    done: asyncio.Event, count: int, status: Callable[[], str], check: Callable[[], None]
+) -> None:
+    """Wait for ``done`` (``count`` records expected: 60 s plus 10 ms each at most), calling
+    ``check`` (is the process under test alive?) every second; ``BenchError`` on timeout."""
+    deadline = time.monotonic() + 60 + count / 100
+    while not done.is_set():
+        check()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 1.0)
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out: {status()}")
 
 
 class ResultCount:
@@ -86,13 +118,16 @@ class ResultCount:
 
 
 class StatusChanges:
-    """Each paced command's latency: from its send to the ``sync.status_changed`` carrying its
-    id, observed on the lifecycle topic (read from its end, on the wall clock: compared with
-    Kafka's and the events' timestamps). ``done`` is set once ``count`` have been seen."""
+    """Each paced command's latency: from its scheduled send time (its slot at the offered
+    rate, so a late pacer or a blocking send counts: no coordinated omission) to the
+    ``sync.status_changed`` carrying its id, observed on the lifecycle topic (read from its
+    end, on the wall clock: compared with Kafka's and the events' timestamps). ``done`` is set
+    once ``count`` have been seen."""
 
     def __init__(self, settings: Settings, count: int) -> None:
         self.count = count
-        self.sent_at: dict[str, float] = {}
+        self.due_at: dict[str, float] = {}
+        self.late: list[float] = []
         self.latency: list[float] = []
         self.lags: list[float] = []
         self.to_decision: list[float] = []
@@ -110,37 +145,36 @@ class StatusChanges:
             clock=time.time,
         )
 
-    def sent(self, command: Command) -> None:
-        """Called just before ``command`` is handed to the producer."""
-        self.sent_at[command.command_id] = time.time()
+    def sent(self, command: Command, due: float) -> None:
+        """Called just before ``command`` is handed to the producer; ``due`` its scheduled
+        time (wall clock)."""
+        self.due_at[command.command_id] = due
+        self.late.append((time.time() - due) * 1000)
 
     def _handle(self, records: list[Any], now: float) -> None:
         for r in records:
             if header(r.headers, "ce_type") != STATUS_CHANGED or r.value is None:
                 continue
             data = json.loads(r.value)
-            sent = self.sent_at.pop(data.get("command_id"), None)
-            if sent is None:
+            due = self.due_at.pop(data.get("command_id"), None)
+            if due is None:
                 continue
-            self.latency.append((now - sent) * 1000)
+            self.latency.append((now - due) * 1000)
             occurred = datetime.fromisoformat(data["occurred_at"]).timestamp() * 1000
             # CreateTime: when the relay handed the record to its producer.
             self.lags.append(r.timestamp - occurred)
-            self.to_decision.append(occurred - sent * 1000)
+            self.to_decision.append(occurred - due * 1000)
             self.to_observed.append(now * 1000 - r.timestamp)
         if len(self.latency) >= self.count:
             self.done.set()
 
     def figures(self) -> dict[str, float]:
-        """Latency percentiles and relay lag, in ms."""
+        """Latency percentiles, how late the pacer was, and relay lag, in ms."""
         return {
-            "p50_ms": percentile(self.latency, 50),
-            "p95_ms": percentile(self.latency, 95),
-            "p99_ms": percentile(self.latency, 99),
-            "max_ms": max(self.latency),
+            **latency_figures(self.latency, self.late),
             "relay_lag_p50_ms": percentile(self.lags, 50),
             "relay_lag_p99_ms": percentile(self.lags, 99),
-            # Where the time goes (p50s): publish -> the batch's decision time, and the
+            # Where the time goes (p50s): scheduled send -> the batch's decision time, and the
             # relay's send -> observed by the bench's consumer.
             "to_decision_p50_ms": percentile(self.to_decision, 50),
             "to_observed_p50_ms": percentile(self.to_observed, 50),

@@ -10,15 +10,17 @@ __all__ = ["BenchOptions"]
 
 @dataclass(frozen=True, slots=True)
 class BenchOptions:
-    """Sync counts to measure, commands per max-throughput phase, repeats, the fixed rate and
-    how long each paced phase lasts, pgbench's duration, clients and path, a cProfile output
-    for serve, another checkout's serve, whether to keep what the run created, and whether to
-    compare round trips over the HTTP gateway with Kafka's (``--http``) and at which rate."""
+    """Sync counts to measure, commands per max-throughput phase, repeats, the fixed rate, the
+    low rate (latency against the bare Kafka baseline) and how long each paced phase lasts,
+    pgbench's duration, clients and path, a cProfile output for serve, another checkout's
+    serve, whether to keep what the run created, and whether to compare round trips over the
+    HTTP gateway with Kafka's (``--http``) and at which rate."""
 
     scales: tuple[int, ...] = (1000,)
     commands: int = 20_000
     repeats: int = 3
     rate: float = 1000.0
+    low_rate: float = 200.0
     latency_seconds: float = 10.0
     pgbench_seconds: float = 10.0
     pgbench_clients: int = 4

@@ -7,16 +7,20 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
 import secrets
+import subprocess
 import tempfile
 from dataclasses import asdict
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from events.devtools import stack
+from events.devtools.bench.baseline import create_scratch_topic, kafka_baseline, warm_up
 from events.devtools.bench.database import (
     not_applied,
     postgres_version,
@@ -26,11 +30,13 @@ from events.devtools.bench.database import (
 )
 from events.devtools.bench.errors import BenchError, Echo, retry
 from events.devtools.bench.http import GatewayProcess, http_round_trips, kafka_round_trips
+from events.devtools.bench.markdown import command_line
 from events.devtools.bench.options import BenchOptions
 from events.devtools.bench.pgbench import Pgbench
 from events.devtools.bench.phases import Phases
 from events.devtools.bench.report import (
     RepeatResult,
+    baseline_line,
     cpu_line,
     latency_line,
     round_trip_line,
@@ -72,6 +78,7 @@ class Bench:
             }
         )
         self.schema = f"synclife_bench_{run}"
+        self.baseline_topic = f"bench.{run}.baseline"
         self.org_id = ""
         self.pgbench = Pgbench(self.settings, options, self.schema, workdir)
         self.notes: list[str] = []
@@ -99,9 +106,20 @@ class Bench:
             await conn.close()
         self.workload = Workload(self.run_id, Sender(api_key, "bench", "synclife-bench"))
         self._fast = idempotent_producer(s, client_id=f"{s.client_id}-fast", linger_ms=20)
-        self._paced = idempotent_producer(s, client_id=f"{s.client_id}-paced", linger_ms=0)
-        for producer in (self._fast, self._paced):
+        self._paced = paced = idempotent_producer(s, client_id=f"{s.client_id}-paced", linger_ms=0)
+        for producer in (self._fast, paced):
             await retry("starting a producer", producer.start, self.echo)
+        await retry(
+            "creating the baseline's topic",
+            lambda: create_scratch_topic(s, self.baseline_topic),
+            self.echo,
+        )
+        probe = self.workload.sender.command(f"bench-{self.run_id}-warm-up", "probe", "probe", {})
+        await retry(
+            "warming up the baseline",
+            lambda: warm_up(paced, self.baseline_topic, probe),
+            self.echo,
+        )
 
     async def teardown(self) -> None:
         for producer in (self._fast, self._paced):
@@ -164,17 +182,25 @@ class Bench:
                 self.echo(f"{tag}   {tput:,.0f} commands/s (published at {pub:,.0f}/s)")
                 self.echo(f"{tag}   {cpu_line(cpu_max)}")
                 await quiesce(self.settings, self.org_id, serve.check, self.echo)
+                base_fixed = await self._baseline(serve, opts.rate, scale, tag)
                 self.echo(f"{tag} latency at {opts.rate:,.0f}/s for {opts.latency_seconds:g}s")
                 cpu_before = meter.read()
                 fixed = await self._latency(phases, opts.rate, scale)
                 cpu_fixed = meter.per_command(cpu_before, meter.read(), int(fixed["commands"]))
                 self.echo(f"{tag}   {latency_line(fixed)}")
+                self.echo(f"{tag}   {baseline_line(base_fixed, fixed)}")
                 self.echo(f"{tag}   {cpu_line(cpu_fixed)}")
                 await quiesce(self.settings, self.org_id, serve.check, self.echo)
                 half_rate = tput / 2
                 self.echo(f"{tag} latency at {half_rate:,.0f}/s (50% of max)")
                 half = await self._latency(phases, half_rate, scale)
                 self.echo(f"{tag}   {latency_line(half)}")
+                await quiesce(self.settings, self.org_id, serve.check, self.echo)
+                base_low = await self._baseline(serve, opts.low_rate, scale, tag)
+                self.echo(f"{tag} latency at {opts.low_rate:,.0f}/s")
+                low = await self._latency(phases, opts.low_rate, scale)
+                self.echo(f"{tag}   {latency_line(low)}")
+                self.echo(f"{tag}   {baseline_line(base_low, low)}")
                 await quiesce(self.settings, self.org_id, serve.check, self.echo)
                 round_trips = None
                 if gateway is not None:
@@ -199,6 +225,10 @@ class Bench:
                         cpu_max=cpu_max,
                         cpu_fixed=cpu_fixed,
                         round_trips=round_trips,
+                        low_rate=opts.low_rate,
+                        low=low,
+                        baseline_low=base_low,
+                        baseline_fixed=base_fixed,
                     )
                 )
             peak = serve.peak_rss_mb()
@@ -237,16 +267,59 @@ class Bench:
         self.echo(f"{tag}   {round_trip_line(out)}")
         return out
 
+    async def _baseline(
+        self, serve: ServeProcess, rate: float, scale: int, tag: str
+    ) -> dict[str, float]:
+        """The bare Kafka round trip at ``rate`` for ``--seconds``, serve idle meanwhile."""
+        assert self._paced is not None  # noqa: S101 - set up
+        self.echo(f"{tag} baseline: bare Kafka round trip at {rate:,.0f}/s")
+        count = max(1, round(rate * self.options.latency_seconds))
+        records = self.workload.baseline(count, scale)
+        base = await kafka_baseline(
+            self.settings, self._paced, self.baseline_topic, records, rate, serve.check
+        )
+        self.echo(f"{tag}   {baseline_line(base)}")
+        return base
+
     async def _latency(self, phases: Phases, rate: float, scale: int) -> dict[str, float]:
         """A latency phase at ``rate`` for ``--seconds``: pause/resume over ``scale`` syncs."""
         count = max(1, round(rate * self.options.latency_seconds))
         return await phases.latency(self.workload.pause_resume(count, scale), rate)
 
 
-async def _versions(settings: Settings) -> dict[str, str]:
+def _git_commit(path: Path) -> str | None:
+    """The checkout's commit (short), with ``+changes`` if its files differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+changes" if dirty else head
+
+
+async def _versions(settings: Settings, options: BenchOptions) -> dict[str, str]:
     out = {"kafka": f"{settings.kafka_version} (SYNCLIFE_KAFKA_VERSION of the local stack)"}
     with contextlib.suppress(Exception):
         out["postgres"] = await postgres_version(settings)
+    for package in ("synclife", "aiokafka", "asyncpg", "pydantic"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[package] = metadata.version(package)
+    checkout = Path(options.serve_path) if options.serve_path else Path(__file__).parents[3]
+    commit = _git_commit(checkout)
+    if commit is not None:
+        out["commit"] = commit
     return out
 
 
@@ -273,8 +346,9 @@ async def run_bench(settings: Settings, options: BenchOptions, echo: Echo) -> di
             await bench.teardown()
         return {
             "date": started.isoformat(timespec="seconds"),
-            "machine": machine_info(),
-            "versions": await _versions(settings),
+            "command": command_line(asdict(options)),
+            "machine": {**machine_info(), "kernel": platform.release()},
+            "versions": await _versions(settings, options),
             "options": {**asdict(options), "scales": list(options.scales)},
             "settings": {
                 "max_batch_records": settings.max_batch_records,

@@ -26,6 +26,7 @@ class Workload:
         self.buckets: dict[str, str] = {}
         self.cursor = 0
         self.phase = 0
+        self.baselines = 0
 
     def creates(self, count: int) -> list[Command]:
         """``count`` new syncs' creates (``created`` adds them once they are applied)."""
@@ -73,6 +74,22 @@ class Workload:
             self.paused[sync_id] = not self.paused[sync_id]
             out.append(self.sender.command(self._command_id(i), kind, sync_id, data))
         return out
+
+    def baseline(self, count: int, scale: int) -> list[Command]:
+        """``count`` records shaped like ``pause_resume``'s (a pause's key, body and headers)
+        for the latency baseline's scratch topic: never applied, so they change nothing here;
+        ids ``bench-<run>-baseline-<n>-<i>``, outside every phase's pattern."""
+        self.baselines += 1
+        data = {"paused_by_user_id": "user_bench", "reason": "bench"}
+        return [
+            self.sender.command(
+                f"bench-{self.run_id}-baseline-{self.baselines}-{i}",
+                "sync.pause",
+                self.syncs[i % scale],
+                data,
+            )
+            for i in range(count)
+        ]
 
     def id_patterns(self, phases: range) -> list[str]:
         """``LIKE`` patterns of the command ids of these phases."""
