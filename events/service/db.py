@@ -46,6 +46,9 @@ _TRANSIENT: Final = (
     asyncpg.exceptions.LockNotAvailableError,
     asyncpg.exceptions.UniqueViolationError,  # a concurrent writer won: re-read and retry
     asyncpg.exceptions.InterfaceError,
+    # Several hosts in the URL with target_session_attrs=read-write, and none of them writable
+    # yet: the primary died and the standby is not promoted yet. A failover takes seconds.
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
     # Postgres ended a session that went quiet (see SESSION_SETTINGS) or cancelled a statement
     # that ran too long: the work was rolled back and can be done again.
     asyncpg.exceptions.IdleInTransactionSessionTimeoutError,

@@ -1,4 +1,5 @@
-"""The fault suite's stack (its own Kafka and Postgres), tenant and summary table.
+"""The fault suite's stack (its own Kafka and Postgres), tenant and summary table; the
+cluster scenarios' cluster (three brokers, a Postgres primary and standby) and theirs.
 
 The suite never touches the shared stack (127.0.0.1:19092 and :15432) that other test runs use:
 it starts a stack of its own on other ports and in ``.cache/faultstack`` (``stack.up`` with
@@ -21,6 +22,12 @@ from events.devtools import stack
 from events.service.db import connect, migrate
 from events.service.settings import Settings
 from events.service.tenancy import create_key, create_namespace, create_org
+from tests.faults.cluster import (
+    CLUSTER_ROWS,
+    CLUSTER_SUMMARY_FILE,
+    cluster_layout,
+    write_cluster_summary,
+)
 from tests.faults.harness import (
     POSTGRES_PORT,
     SUMMARY_FILE,
@@ -38,6 +45,11 @@ _NOTES: list[str] = []
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The per-scenario table, whatever ``-s`` says (also in .cache/faults/summary.md)."""
+    if CLUSTER_ROWS:
+        text = write_cluster_summary(CLUSTER_ROWS)
+        terminalreporter.section("cluster fault suite")
+        terminalreporter.write(text)
+        terminalreporter.write_line(f"(written to {CLUSTER_SUMMARY_FILE})")
     if not _ROWS and not _NOTES:
         return
     text = write_summary(_ROWS, _NOTES)
@@ -70,6 +82,36 @@ async def fx(
     fault_stack: tuple[Settings, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Fixture:
     settings, database_url = fault_stack
+    return await tenant(settings, database_url, tmp_path_factory, _ROWS)
+
+
+@pytest.fixture(scope="session")
+async def cluster() -> AsyncIterator[stack.Cluster]:
+    """The cluster suite's own three brokers and Postgres pair (tests/faults/cluster.py);
+    stopped at the end (their data stays)."""
+    running = cluster_layout()
+    await stack.cluster_up(running, echo_nothing)
+    await delete_topics(running.bootstrap, "faults.")  # an interrupted run's
+    yield running
+    if os.environ.get("SYNCLIFE_FAULTS_KEEP_STACK") != "1":
+        await stack.cluster_down(running, echo_nothing)
+
+
+@pytest.fixture(scope="session")
+async def cfx(cluster: stack.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Fixture:
+    """The fixture of the cluster scenarios: all three brokers and both Postgres servers."""
+    return await tenant(
+        cluster.client_settings(), cluster.postgres.url(), tmp_path_factory, CLUSTER_ROWS
+    )
+
+
+async def tenant(
+    settings: Settings,
+    database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[Row],
+) -> Fixture:
+    """A migrated, emptied database with a tenant of the suite's own."""
     with_url = settings.model_copy(update={"database_url": SecretStr(database_url)})
     conn = await connect(with_url)
     try:
@@ -94,7 +136,7 @@ async def fx(
         org_id=org["id"],
         namespace="production",
         log_root=log_root,
-        rows=_ROWS,
+        rows=rows,
         run=secrets.token_hex(3),
     )
 

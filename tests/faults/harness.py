@@ -542,6 +542,7 @@ class Row:
     events_missing: int = 0
     version_gaps: int = 0
     redelivered: int = 0  # duplicate copies on the topics (same ids): at-least-once at work
+    conflicting: int = 0  # ids (events, results) seen with different contents: never allowed
     faults: int = 0
     recover_seconds: float | None = None
     seconds: float = 0.0
@@ -604,8 +605,10 @@ class Scenario:
         crash_points: str | None = None,
         settings: dict[str, Any] | None = None,
         hostile: bool = True,
+        replicas: int = 1,
     ) -> None:
         self.fx = fx
+        self.replicas = replicas  # of each topic (3 on the cluster)
         self.name = name
         self.slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         slug = f"{fx.run}.{self.slug}"
@@ -790,7 +793,10 @@ class Scenario:
     async def open(self) -> None:
         """The scenario's topics, its readers of them, and the readiness prober."""
         await stack.ensure_topics(
-            self.settings, self.settings.kafka_bootstrap_servers, echo_nothing
+            self.settings,
+            self.settings.kafka_bootstrap_servers,
+            echo_nothing,
+            replicas=self.replicas,
         )
         await self.results.start()
         await self.lifecycle.start()
@@ -971,6 +977,7 @@ class Scenario:
             if cid not in sent:
                 problems.append(f"a result for a command never sent: {cid}")
             elif any(c != copies[0] for c in copies[1:]):
+                row.conflicting += 1
                 problems.append(f"command {cid} has {len(copies)} differing results")
         row.applied = sum(1 for c in results.values() if c[0]["outcome"] == "applied")
 
@@ -982,6 +989,7 @@ class Scenario:
             if m.id in first:
                 row.redelivered += 1
                 if m.value != first[m.id].value:
+                    row.conflicting += 1
                     problems.append(f"event {m.id} delivered with differing contents")
                 continue
             first[m.id] = m

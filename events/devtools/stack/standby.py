@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
@@ -265,18 +266,36 @@ async def walsender_pid(pair: PgPair) -> int:
 
 
 async def kill_primary(pair: PgPair) -> None:
-    """SIGKILL the primary's postmaster and every process of it at once (its process group:
-    pg_ctl starts the postmaster as a group leader), as if its machine died."""
+    """SIGKILL the primary's postmaster and every process of it, as if its machine died.
+
+    Each backend is a process group of its own (Postgres makes them group leaders), so: stop
+    the postmaster (it forks nothing more), SIGKILL each of its children, then it. A backend
+    left to notice its postmaster's death could still finish a commit and answer it.
+    """
     pid = primary_pid(pair)
     if pid is None:
         raise StackError("the primary does not run")
-    group = os.getpgid(pid)
-    if group == os.getpgrp() or group <= 1:
-        raise StackError(f"the primary (pid {pid}) shares our process group: not killing it")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
-    if not await wait_until(lambda: not pid_alive(pid), 15.0):
-        raise StackError(f"the primary (pid {pid}) survived SIGKILL")
+    os.kill(pid, signal.SIGSTOP)
+    victims = [*children(pid), pid]
+    for victim in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+    if not await wait_until(lambda: not any(pid_alive(v) for v in victims), 15.0):
+        raise StackError(f"the primary (pid {pid}) or one of its processes survived SIGKILL")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        fields = text.rpartition(")")[2].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(stat.parent.name))
+    return found
 
 
 async def promote(pair: PgPair) -> None:
