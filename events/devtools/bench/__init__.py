@@ -11,15 +11,20 @@ repeat:
 1. **max throughput**: publishes ``--commands`` pause/resume commands at once (alternating per
    sync, so each one is applied), and measures commands / (last result observed - first
    publish);
-2. **latency** at a fixed offered load (``--rate``, 1,000/s) and at 50% of that repeat's
-   maximum: paced publishing, latency = publish (``send()`` called) -> the
-   ``sync.status_changed`` event carrying that command id observed by a lifecycle consumer;
-   **relay lag** is read from the same events: the Kafka record timestamp (CreateTime: when the
-   relay handed the record to its producer) minus the event's ``occurred_at`` (the batch's
-   decision time, taken just before its transaction), an upper bound of commit -> publish;
-3. **baseline**: ``pgbench`` on the same Postgres, 4 clients, each transaction one command done
-   one at a time (insert the command id, select the sync row for update, update it, insert an
-   outbox row), in a scratch schema with as many rows as syncs, each as large as a real sync.
+2. **latency** at a fixed offered load (``--rate``, 1,000/s), at 50% of that repeat's
+   maximum and at a low load (``--low-rate``, 200/s): paced publishing, latency = the
+   command's scheduled send time (start + i / rate, whenever the pacer got to it: no
+   coordinated omission) -> the ``sync.status_changed`` event carrying that command id
+   observed by a lifecycle consumer; **relay lag** is read from the same events: the Kafka
+   record timestamp (CreateTime: when the relay handed the record to its producer) minus the
+   event's ``occurred_at`` (the batch's decision time, taken just before its transaction), an
+   upper bound of commit -> publish. Just before the fixed and the low load's phases, the
+   **latency baseline** at the same rate: a bare aiokafka produce-then-consume round trip on
+   the same broker (``baseline``); the report gives synclife's latency over it;
+3. **throughput baseline**: ``pgbench`` on the same Postgres, 4 clients, each transaction one
+   command done one at a time (insert the command id, select the sync row for update, update
+   it, insert an outbox row), in a scratch schema with as many rows as syncs, each as large as
+   a real sync.
 
 Figures are medians over ``--repeats``. Everything the bench creates (topics, tenant, syncs,
 their history and processed commands, the scratch schema) is removed at the end unless
@@ -28,9 +33,11 @@ their history and processed commands, the scratch schema) is removed at the end 
 Its modules: ``run`` (a run from start to end), ``phases`` (max throughput, paced latency),
 ``observers`` (what the bench reads back from Kafka), ``workload`` (the commands), ``serve``
 (the process under test), ``database`` (settling, vacuuming, checking, cleaning up),
-``pgbench`` (the baseline), ``report`` (the figures and the table), ``options`` and
-``errors``. It drives ``serve`` with ``events.devtools.loadgen``, which the fault suite
-shares, and samples ``/proc`` with ``events.devtools.procfs``.
+``pgbench`` (the throughput baseline), ``baseline`` (the latency baseline), ``http``
+(``--http``'s round trips), ``report`` (the figures and the table), ``markdown``
+(``--markdown``, ``--update``, ``--json``), ``options`` and ``errors``. It drives ``serve``
+with ``events.devtools.loadgen``, which the fault suite shares, and samples ``/proc`` with
+``events.devtools.procfs``.
 """
 
 from events.devtools.bench.errors import BenchError
