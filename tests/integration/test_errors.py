@@ -69,10 +69,12 @@ async def test_validation_error_names_each_field(client: SynclifeClient) -> None
     fields = {e["field"] for e in result.error.details["errors"]}
     assert {"provider", "bogus"} <= fields
     tells_nothing(result)
-    # A pause needs who paused it.
+    # A pause's user, when given, must be an id (without one it is the caller: v1.1).
     sync_id = new_sync_id()
     await client.create(sync_id, **CREATE)
-    no_user = rejected(await client.pause(sync_id), ErrorCode.VALIDATION_ERROR)
+    no_user = rejected(
+        await client.pause(sync_id, paused_by_user_id=""), ErrorCode.VALIDATION_ERROR
+    )
     assert no_user.error is not None
     assert [e["field"] for e in no_user.error.details["errors"]] == ["paused_by_user_id"]
     # The caller owns this sync: a rejection of its own command shows where the sync is.
