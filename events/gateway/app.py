@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
@@ -21,7 +22,8 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
-from events.gateway.errors import Handler, error_middleware
+from events.gateway.errors import ApiError, Handler, error_middleware
+from events.gateway.protocol import GatewayRunner
 from events.gateway.waiter import Waiter
 from events.kafka import started_producer, stop_producer
 from events.service.db import acquire, create_pool
@@ -67,6 +69,7 @@ class Gateway:
         self.waiter: Waiter | None = None
         self.port = settings.gateway_port
         self.stop = asyncio.Event()
+        self.openapi: bytes | None = None  # the document, built on first request
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -92,7 +95,7 @@ class Gateway:
             self.producer = await started_producer(
                 self.settings, client_id=f"{self.settings.client_id}-gateway"
             )
-            self._runner = web.AppRunner(create_app(self), access_log=None)
+            self._runner = GatewayRunner(create_app(self), access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.gateway_host, self.port)
             await site.start()
@@ -193,6 +196,28 @@ async def _measure(request: web.Request, handler: Handler) -> web.StreamResponse
         REQUEST_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
 
 
+#: The longest id a path may carry (the contract's ``MAX_ID_CHARS``).
+MAX_PATH_ID_CHARS: Final = 256
+
+
+@web.middleware
+async def _path_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An id in the path that no sync, job or operation can have (too long, U+0000, an
+    unpaired surrogate): 404, before any statement is built with it."""
+    for value in request.match_info.values():
+        if len(value) > MAX_PATH_ID_CHARS or "\x00" in value or not _encodable(value):
+            raise ApiError(404, "not_found", "not found", code="not_found")
+    return await handler(request)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 async def _healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -206,6 +231,16 @@ async def _readyz(request: web.Request) -> web.Response:
     )
 
 
+async def _openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of these routes (the one in docs/openapi.json)."""
+    gateway = request.app[GATEWAY]
+    if gateway.openapi is None:
+        from events.contract.openapi import openapi_document
+
+        gateway.openapi = json.dumps(openapi_document(), indent=2).encode()
+    return web.Response(body=gateway.openapi, content_type="application/json")
+
+
 async def _metrics(_: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -216,12 +251,13 @@ def create_app(gateway: Gateway) -> web.Application:
     from events.gateway import reads, writes
 
     app = web.Application(
-        client_max_size=gateway.body_limit, middlewares=[_measure, error_middleware]
+        client_max_size=gateway.body_limit, middlewares=[_measure, error_middleware, _path_ids]
     )
     app[GATEWAY] = gateway
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/openapi.json", _openapi)
     writes.add_routes(app)
     reads.add_routes(app)
     return app

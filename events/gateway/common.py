@@ -9,13 +9,16 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from events.contract.http import request_error_details
+from events.envelope import MAX_JSON_DEPTH
 from events.gateway.app import GATEWAY, Gateway
 from events.gateway.errors import ApiError, invalid_body
 from events.service.access import Access, authorize
 from statemachine.errors import ErrorCode, bounded
 
 __all__ = [
+    "MAX_HEADER_CHARS",
     "body_model",
+    "clean_header",
     "etag",
     "expected_version",
     "gateway_of",
@@ -36,14 +39,43 @@ def gateway_of(request: web.Request) -> Gateway:
     return request.app[GATEWAY]
 
 
+#: The longest value of a header the gateway reads (X-Namespace, Idempotency-Key).
+MAX_HEADER_CHARS: Final = 256
+
+
+def clean_header(request: web.Request, name: str) -> str | None:
+    """A header's value if it is printable UTF-8 text of at most ``MAX_HEADER_CHARS``
+    characters; absent: None; anything else: 400 (its value never echoed)."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")  # aiohttp keeps bytes that are not UTF-8 as surrogates
+    except UnicodeEncodeError:
+        value = "\x00"
+    if not value.isprintable() or len(value) > MAX_HEADER_CHARS:
+        raise ApiError(
+            400,
+            "invalid_header",
+            f"the {name} header must be printable UTF-8 text of at most "
+            f"{MAX_HEADER_CHARS} characters",
+            code="invalid_header",
+            details={"header": name},
+        )
+    return value
+
+
 async def who(request: web.Request, scope: str) -> Access:
     """The caller's access for ``scope``: 401, 400 (no X-Namespace) or 403 otherwise."""
     gateway = gateway_of(request)
     assert gateway.pool is not None  # noqa: S101 - routes run only while started
+    authorization = request.headers.get("Authorization")
+    if authorization is not None and not (authorization.isascii() and authorization.isprintable()):
+        authorization = ""  # not a key: 401, like a missing one
     return await authorize(
         gateway.pool,
-        request.headers.get("Authorization"),
-        request.headers.get("X-Namespace"),
+        authorization,
+        clean_header(request, "X-Namespace"),
         scope,
         gateway.clock_offset,
     )
@@ -67,16 +99,38 @@ async def json_object(request: web.Request) -> tuple[dict[str, Any], bytes]:
     if not raw.strip():
         return {}, raw
     try:
-        value = json.loads(raw)
+        # Strict: UTF-8 only (no byte order mark), no NaN or Infinity (not JSON).
+        value = json.loads(raw.decode("utf-8"), parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(
             400, "invalid_json", "the request body is not valid JSON", code="invalid_json"
         ) from exc
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or _deeper_than(value, MAX_JSON_DEPTH):
         raise ApiError(
-            400, "invalid_json", "the request body must be a JSON object", code="invalid_json"
+            400,
+            "invalid_json",
+            f"the request body must be a JSON object nested at most {MAX_JSON_DEPTH} deep",
+            code="invalid_json",
         )
     return value, raw
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Is ``value`` (parsed JSON) nested deeper than ``limit`` (the service's own bound)?"""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def body_model(model: type[M], data: dict[str, Any], where: str = "body") -> M:
@@ -123,7 +177,7 @@ def expected_version(request: web.Request) -> int | None:
     if text.startswith("W/"):
         text = text[2:]
     inner = text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else ""
-    if not inner.isdigit() or len(inner) > 18:
+    if not (inner.isascii() and inner.isdigit()) or len(inner) > 18:
         raise ApiError(
             400,
             "invalid_if_match",

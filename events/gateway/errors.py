@@ -160,10 +160,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         details: dict[str, Any] = {}
         if exc.status == 404:
             message = f"no route {request.method} {bounded(request.path)}"
-        elif exc.status == 405:
-            details = {"allowed": sorted(getattr(exc, "allowed_methods", ()))}
+        headers: dict[str, str] = {}
+        if exc.status == 405:
+            allowed = sorted(getattr(exc, "allowed_methods", ()))
+            details = {"allowed": allowed}
+            headers["Allow"] = ", ".join(allowed)
         return _answer(
-            ApiError(exc.status, kind, bounded(message or kind), details=details), request_id
+            ApiError(exc.status, kind, bounded(message or kind), details=details, headers=headers),
+            request_id,
         )
     except Exception:
         log.exception(

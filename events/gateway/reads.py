@@ -110,6 +110,8 @@ def page_of(request: web.Request) -> Page:
     offset = _int(request, ("offset",), 0, MAX_OFFSET)
     if offset is None:
         offset = (page - 1) * limit if page is not None else 0
+        if offset > MAX_OFFSET:
+            raise _bad_query("page", f"page x limit may reach at most {MAX_OFFSET} rows in")
     after = None
     for name in ("cursor", "next_cursor", "after"):
         text = request.query.get(name)

@@ -37,6 +37,7 @@ from events.errors import TransientError
 from events.gateway.app import ASYNC_ANSWERS
 from events.gateway.common import (
     body_model,
+    clean_header,
     expected_version,
     gateway_of,
     json_answer,
@@ -99,7 +100,7 @@ class _Write:
 
 
 def _command_id(access: Access, request: web.Request) -> str:
-    key = request.headers.get("Idempotency-Key")
+    key = clean_header(request, "Idempotency-Key")
     if key is None:
         return f"http_{ULID()}"
     text = "\x00".join((access.key_id, request.method, request.path, key))
@@ -108,7 +109,8 @@ def _command_id(access: Access, request: web.Request) -> str:
 
 def _fingerprint(request: web.Request, raw: bytes) -> bytes:
     """What makes two requests the same: the query, the If-Match and the body."""
-    head = f"{request.path_qs}\x00{request.headers.get('If-Match', '')}\x00".encode()
+    if_match = request.headers.get("If-Match", "")
+    head = f"{request.path_qs}\x00{if_match}\x00".encode("utf-8", "surrogateescape")
     return hashlib.sha256(head + raw).digest()
 
 
@@ -200,7 +202,7 @@ def _message(
         command_type=kind.value,
         sync_config_id=sync_id,
         api_key=token,
-        namespace=request.headers.get("X-Namespace", access.namespace_id),
+        namespace=clean_header(request, "X-Namespace") or access.namespace_id,
         source=SOURCE,
         expected_version=expected,
     )

@@ -187,6 +187,9 @@ async def test_errors_in_the_vendors_body(api: Api, settings: Settings, tenant: 
     assert chunked.status == 413
     assert (await chunked.json())["error"]["type"] == "too_large"
     chunked.release()
+    # A body passed on as the command's data: the service names the unknown key.
+    extra = await api.call("POST", path(sync, "/pause"), {"colour": "red"})
+    assert extra.status == 422 and "colour" in extra.text, extra.body
     # Valid JSON that no text column can store: refused here, never left to time out.
     nul = await api.call("PATCH", path(sync), raw=b'{"description": "a\\u0000b"}')
     assert nul.status == 400 and nul.error_type == "invalid_json", nul.body

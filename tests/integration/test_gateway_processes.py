@@ -61,6 +61,9 @@ async def test_the_gateway_as_a_process(
         bucket = f"bkt_{secrets.token_hex(4)}"
         made = await api.call("POST", f"/v1/buckets/{bucket}/syncs", create_body())
         assert made.status == 200, made.body
+        document = await api.call("GET", "/openapi.json")
+        assert document.status == 200 and document.body["openapi"].startswith("3.1")
+        assert "/v1/buckets/{bucket_id}/syncs/{sync_config_id}/resume" in document.body["paths"]
         metrics = await api.call("GET", "/metrics")
         assert metrics.status == 200
         created = (
