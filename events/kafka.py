@@ -68,14 +68,16 @@ class KafkaOptions(dict[str, Any]):
 def kafka_options(settings: KafkaSettings, **overrides: Any) -> KafkaOptions:
     """Where Kafka is and how to reach it: what every aiokafka client of synclife is given.
 
-    Bootstrap servers, client id, security protocol, the SASL mechanism and credentials (for
-    ``SASL_*``) and an ``ssl.SSLContext`` (for ``SSL``/``SASL_SSL``), then ``overrides``.
+    Bootstrap servers, client id, request timeout, security protocol, the SASL mechanism and
+    credentials (for ``SASL_*``) and an ``ssl.SSLContext`` (for ``SSL``/``SASL_SSL``), then
+    ``overrides``.
     """
     protocol = settings.kafka_security_protocol
     options = KafkaOptions(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=settings.client_id,
         security_protocol=protocol,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
     )
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         password = settings.kafka_sasl_password

@@ -29,6 +29,11 @@ class KafkaSettings(BaseSettings):
     # Where Kafka is. When it and the database URL are set in the environment,
     # `synclife stack up` starts nothing and synclife uses them as they are.
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    # How long a client waits for a broker's answer (aiokafka's default is 40 s). A broker that
+    # is frozen (paused VM, GC, partition) holds every request sent to it that long, and only
+    # then does the client look for the partitions' new leaders; above the consumer session
+    # timeout (10 s), which a JoinGroup may wait at the broker.
+    kafka_request_timeout_ms: int = Field(default=15_000, ge=12_000, le=300_000)
 
     # Transport security of every Kafka client (events/kafka.py: kafka_options). SASL_* needs
     # a mechanism, a username and a password; SSL/SASL_SSL verify the broker against the CA

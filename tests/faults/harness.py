@@ -490,6 +490,7 @@ class TopicReader:
             self._keep,
             {
                 "bootstrap_servers": settings.kafka_bootstrap_servers,
+                "request_timeout_ms": settings.kafka_request_timeout_ms,
                 "auto_offset_reset": "earliest",
                 # The dead letters keep an oversized command as it came.
                 "max_partition_fetch_bytes": 4 * settings.max_message_bytes,
