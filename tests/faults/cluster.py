@@ -12,13 +12,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections import Counter
 from datetime import UTC, datetime
 
 import asyncpg
 
 from events.devtools import stack
-from events.devtools.stack.cluster import kill_broker, partition_leaders, signal_broker
+from events.devtools.stack.cluster import (
+    kill_broker,
+    partition_leaders,
+    signal_broker,
+    start_broker,
+    wait_in_sync,
+)
 from events.devtools.stack.standby import ensure_pair, kill_primary, promote, walsender_pid
 from events.service.settings import Settings
 from tests.faults.harness import ROOT, Row, Scenario, machine
@@ -32,6 +39,7 @@ KAFKA_PORT = int(os.environ.get("SYNCLIFE_FAULTS_CLUSTER_KAFKA_PORT", "27092"))
 POSTGRES_PORT = int(os.environ.get("SYNCLIFE_FAULTS_CLUSTER_POSTGRES_PORT", "27432"))
 
 CLUSTER_ROWS: list[Row] = []
+CLUSTER_NOTES: list[str] = []  # lines under the table: brokers back in sync, the control
 
 
 def cluster_layout() -> stack.Cluster:
@@ -99,6 +107,17 @@ async def fail_over(sc: Scenario, cluster: stack.Cluster, *, lag_seconds: float)
     return at
 
 
+async def back_in_sync(sc: Scenario, cluster: stack.Cluster, node: int) -> None:
+    """Start a killed broker again and wait until every replica is in sync (noted)."""
+    started = time.monotonic()
+    await start_broker(cluster, node, lambda _: None)
+    await wait_in_sync(cluster)
+    CLUSTER_NOTES.append(
+        f"{sc.name}: broker {node} started again and every replica in sync after "
+        f"{time.monotonic() - started:.1f} s."
+    )
+
+
 async def restore_postgres(cluster: stack.Cluster, *, synchronous: bool = True) -> None:
     """After a failover: the old primary back as the primary, the standby made again from it
     (what the promoted one took is dropped with it), the outbox emptied (rows for the failed
@@ -138,9 +157,11 @@ def line(row: Row) -> str:
     )
 
 
-def write_cluster_summary(rows: list[Row]) -> str:
+def write_cluster_summary(rows: list[Row], notes: list[str]) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Cluster fault suite, {when}, on {machine()}.", "", HEADER, *map(line, rows)]
+    if notes:
+        lines += ["", *notes]
     text = "\n".join(lines) + "\n"
     CLUSTER_SUMMARY_FILE.parent.mkdir(parents=True, exist_ok=True)
     CLUSTER_SUMMARY_FILE.write_text(text, encoding="utf-8")

@@ -23,6 +23,7 @@ from events.service.db import connect, migrate
 from events.service.settings import Settings
 from events.service.tenancy import create_key, create_namespace, create_org
 from tests.faults.cluster import (
+    CLUSTER_NOTES,
     CLUSTER_ROWS,
     CLUSTER_SUMMARY_FILE,
     cluster_layout,
@@ -46,7 +47,7 @@ _NOTES: list[str] = []
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The per-scenario table, whatever ``-s`` says (also in .cache/faults/summary.md)."""
     if CLUSTER_ROWS:
-        text = write_cluster_summary(CLUSTER_ROWS)
+        text = write_cluster_summary(CLUSTER_ROWS, CLUSTER_NOTES)
         terminalreporter.section("cluster fault suite")
         terminalreporter.write(text)
         terminalreporter.write_line(f"(written to {CLUSTER_SUMMARY_FILE})")
