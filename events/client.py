@@ -22,11 +22,11 @@ from ulid import ULID
 
 from events.envelope import DERIVED_PREFIX, command_headers, derived_id, header
 from events.kafka import idempotent_producer, kafka_options, start_client
-from events.messages import CommandResult, LifecycleEvent
+from events.messages import CommandResult, LifecycleEvent, is_bulk_event
 from events.settings import KafkaSettings
 from statemachine.commands import CommandType
 
-__all__ = ["Event", "SynclifeClient", "lifecycle_events", "new_sync_id"]
+__all__ = ["Event", "SynclifeClient", "lifecycle_events", "new_operation_id", "new_sync_id"]
 
 #: How many rejections under derived ids the client keeps while nobody waits for them yet (one
 #: may be read before ``send_and_wait`` has told the client where its command went).
@@ -36,6 +36,11 @@ _EARLY_RESULTS = 1024
 def new_sync_id() -> str:
     """``sync_`` + a ULID: sortable by creation time, unique without coordination."""
     return f"sync_{ULID()}"
+
+
+def new_operation_id() -> str:
+    """A bulk operation's id: ``bulk_`` + a ULID."""
+    return f"bulk_{ULID()}"
 
 
 class SynclifeClient:
@@ -234,8 +239,46 @@ class SynclifeClient:
     async def run_fail(self, sync_config_id: str, **data: Any) -> CommandResult:
         return await self._must(CommandType.RUN_FAIL, sync_config_id, data)
 
-    async def _must(self, kind: CommandType, sync_id: str, data: dict[str, Any]) -> CommandResult:
-        result = await self.send(kind, sync_id, data)
+    # Bulk operations: every sync of the namespace the selector matches (``bucket_id``,
+    # ``connection_id``, ``provider``, ``status``, ``metadata``), each changed as its own
+    # version; the result carries ``operation_id`` and ``counts``. The result comes once
+    # every matched sync is done: ``timeout`` is long by default.
+    async def bulk_pause(
+        self,
+        selector: dict[str, Any],
+        *,
+        operation_id: str | None = None,
+        timeout: float = 300.0,
+        **data: Any,
+    ) -> CommandResult:
+        """Pause every matched sync with the hold ``bulk:<operation id>``."""
+        op = operation_id or new_operation_id()
+        return await self._must(CommandType.BULK_PAUSE, op, {"selector": selector, **data}, timeout)
+
+    async def bulk_resume(
+        self,
+        selector: dict[str, Any],
+        *,
+        operation_id: str | None = None,
+        timeout: float = 300.0,
+        **data: Any,
+    ) -> CommandResult:
+        """Resume every matched sync (the resume fields as ``sync.resume``'s)."""
+        op = operation_id or new_operation_id()
+        return await self._must(
+            CommandType.BULK_RESUME, op, {"selector": selector, **data}, timeout
+        )
+
+    async def bulk_undo(
+        self, operation_id: str, *, timeout: float = 300.0, **data: Any
+    ) -> CommandResult:
+        """Release exactly the holds the bulk pause ``operation_id`` placed."""
+        return await self._must(CommandType.BULK_UNDO, operation_id, data, timeout)
+
+    async def _must(
+        self, kind: CommandType, sync_id: str, data: dict[str, Any], timeout: float = 30.0
+    ) -> CommandResult:
+        result = await self.send(kind, sync_id, data, timeout=timeout)
         assert result is not None  # noqa: S101 - wait=True
         return result
 
@@ -261,7 +304,9 @@ async def lifecycle_events(
     namespace_ids: Iterable[str] | None = None,
     dedupe_window: int = 100_000,
 ) -> AsyncIterator[Event]:
-    """Lifecycle events as they arrive, each id once (a redelivered event is skipped).
+    """Lifecycle events of syncs as they arrive, each id once (a redelivered event is
+    skipped). A bulk operation's own events (``sync.bulk_*``, ``BulkEvent`` data keyed by the
+    operation id) are left out; each sync it changed has its own event here.
 
     With ``group_id`` offsets are committed after each event is yielded and the caller
     returns to the loop; without one the stream starts at the end (or the beginning).
@@ -289,8 +334,8 @@ async def lifecycle_events(
             seen[event_id] = None
             if len(seen) > dedupe_window:
                 seen.popitem(last=False)
-            if type_set and event_type not in type_set:
-                continue
+            if (type_set and event_type not in type_set) or is_bulk_event(event_type):
+                continue  # a bulk operation's own events are keyed by it, not by a sync
             data = LifecycleEvent.model_validate_json(message.value)
             if sync_set and data.sync_config_id not in sync_set:
                 continue

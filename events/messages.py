@@ -15,9 +15,32 @@ from statemachine.errors import CommandError
 from statemachine.model import SyncConfiguration
 from statemachine.status import SyncStatus
 
-__all__ = ["RESULT_TYPE", "Checkpoint", "CommandResult", "LifecycleEvent"]
+__all__ = [
+    "BULK_EVENT_TYPES",
+    "RESULT_TYPE",
+    "BulkCounts",
+    "BulkEvent",
+    "Checkpoint",
+    "CommandResult",
+    "LifecycleEvent",
+    "is_bulk_event",
+]
 
 RESULT_TYPE = "sync.command_result"
+
+#: ``ce_type`` of a bulk operation's own events on ``sync.lifecycle`` and their versions.
+BULK_EVENT_TYPES: dict[str, int] = {
+    "sync.bulk_started": 1,
+    "sync.bulk_completed": 2,
+    "sync.bulk_undone": 3,
+}
+
+
+def is_bulk_event(event_type: str) -> bool:
+    """Is a ``ce_type`` of ``sync.lifecycle`` a bulk operation's event (``BulkEvent`` data,
+    keyed by the operation id), not a sync's (``LifecycleEvent``)?"""
+    return event_type in BULK_EVENT_TYPES
+
 
 
 class Checkpoint(BaseModel):
@@ -70,6 +93,36 @@ class LifecycleEvent(BaseModel):
     full_sync: bool | None = None
 
 
+class BulkCounts(BaseModel):
+    """What a bulk operation (or its undo) did: syncs matched, and each one's outcome."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    matched: int = 0
+    applied: int = 0
+    noop: int = 0
+    rejected: int = 0
+
+
+class BulkEvent(BaseModel):
+    """Data of a bulk operation's events on ``sync.lifecycle`` (``sync.bulk_started`` version 1,
+    ``sync.bulk_completed`` version 2, ``sync.bulk_undone`` version 3), keyed by the operation
+    id (``ce_subject`` too). Each matched sync's own change is a ``LifecycleEvent`` of its own
+    (actor ``bulk:<operation id>``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    operation_id: str
+    kind: str
+    namespace_id: str
+    internal_id: str
+    version: int
+    occurred_at: datetime
+    command_id: str
+    selector: dict[str, Any]
+    counts: BulkCounts
+
+
 class CommandResult(BaseModel):
     """Data of ``sync.command_result``: exactly one per command id.
 
@@ -92,6 +145,10 @@ class CommandResult(BaseModel):
     #: The job of the run this command requested (``sync.trigger``, ``sync.resume``, an
     #: update that resumed, ...); null when it requested none.
     sync_job_id: str | None = None
+    #: A bulk command's operation (its Kafka key; ``sync_config_id`` is the same key) and what
+    #: it did (no per-sync list); null for other commands.
+    operation_id: str | None = None
+    counts: BulkCounts | None = None
 
     def summary(self) -> dict[str, Any]:
         """A one-line view for people (the CLI)."""
@@ -102,4 +159,6 @@ class CommandResult(BaseModel):
         if self.error is not None:
             out["error"] = self.error.code.value
             out["message"] = self.error.message
+        if self.counts is not None:
+            out["counts"] = self.counts.model_dump()
         return out

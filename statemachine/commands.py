@@ -34,6 +34,10 @@ from statemachine.status import SyncStatus
 __all__ = [
     "SUPPORTED_TYPES",
     "ArchiveData",
+    "BulkPauseData",
+    "BulkResumeData",
+    "BulkSelector",
+    "BulkUndoData",
     "CancelData",
     "Command",
     "CommandType",
@@ -75,11 +79,19 @@ class CommandType(StrEnum):
     RUN_CHECKPOINT = "sync.run.checkpoint"
     RUN_COMPLETE = "sync.run.complete"
     RUN_FAIL = "sync.run.fail"
+    BULK_PAUSE = "sync.bulk.pause"
+    BULK_RESUME = "sync.bulk.resume"
+    BULK_UNDO = "sync.bulk.undo"
 
     @property
     def is_run(self) -> bool:
         """Worker commands (``sync.run.*``) need the ``syncs:run`` scope."""
         return self.value.startswith("sync.run.")
+
+    @property
+    def is_bulk(self) -> bool:
+        """Bulk operations (``sync.bulk.*``): keyed by the operation id, never ``decide``d."""
+        return self.value.startswith("sync.bulk.")
 
 
 class _Data(BaseModel):
@@ -257,6 +269,43 @@ class RunFailData(_RunData):
     error: Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
 
 
+MetadataValue = str | int | float | bool
+
+
+class BulkSelector(_Data):
+    """Which syncs of the caller's namespace a bulk operation changes: every field given must
+    match (``metadata``: each pair). Archived syncs are never matched. Empty: rejected."""
+
+    bucket_id: UserId | None = None
+    connection_id: UserId | None = None
+    provider: Provider | None = None
+    status: SyncStatus | None = None
+    metadata: Annotated[dict[str, MetadataValue], Field(max_length=20)] | None = None
+
+    def is_empty(self) -> bool:
+        return not any(v not in (None, {}) for v in self.model_dump().values())
+
+
+class BulkPauseData(PauseData):
+    """``sync.bulk.pause``: the selector and the fields of the pause each sync gets (its hold
+    is the operation's, ``bulk:<operation id>``, never one given)."""
+
+    selector: BulkSelector
+
+
+class BulkResumeData(ResumeData):
+    """``sync.bulk.resume``: the selector and the fields of the resume each sync gets."""
+
+    selector: BulkSelector
+
+
+class BulkUndoData(_Data):
+    """``sync.bulk.undo`` (keyed by the operation it undoes): release that operation's holds."""
+
+    undone_by_user_id: UserId | None = None
+    reason: Reason | None = None
+
+
 class SystemTrigger(StrEnum):
     """Changes the service makes itself (never accepted from the commands topic)."""
 
@@ -284,6 +333,7 @@ CommandData = (
     | RunCompleteData
     | RunFailData
     | SystemData
+    | BulkUndoData
 )
 
 _DATA_MODELS: Final[dict[CommandType, type[CommandData]]] = {
@@ -301,6 +351,9 @@ _DATA_MODELS: Final[dict[CommandType, type[CommandData]]] = {
     CommandType.RUN_CHECKPOINT: RunCheckpointData,
     CommandType.RUN_COMPLETE: RunCompleteData,
     CommandType.RUN_FAIL: RunFailData,
+    CommandType.BULK_PAUSE: BulkPauseData,
+    CommandType.BULK_RESUME: BulkResumeData,
+    CommandType.BULK_UNDO: BulkUndoData,
 }
 
 #: Command types this version of the machine applies; the others are ``unsupported_type``.
@@ -367,6 +420,10 @@ def parse_data(
         problems.append(
             {"field": "status", "problem": f"contradicts is_active={str(parsed.is_active).lower()}"}
         )
+    if isinstance(parsed, BulkPauseData | BulkResumeData) and parsed.selector.is_empty():
+        problems.append({"field": "selector", "problem": "an empty selector matches nothing"})
+    if isinstance(parsed, BulkPauseData) and getattr(parsed, "hold", None) is not None:
+        problems.append({"field": "hold", "problem": "a bulk pause's hold is bulk:<operation id>"})
     if problems or parsed is None:
         return CommandError(
             code=ErrorCode.VALIDATION_ERROR,

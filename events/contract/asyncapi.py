@@ -25,6 +25,7 @@ from events.contract.messages import (
     DEAD_LETTER_MESSAGE,
     KAFKA_BINDING_VERSION,
     RESULT_MESSAGE,
+    bulk_event_messages,
     command_messages,
     dead_letter_message,
     event_messages,
@@ -109,7 +110,7 @@ def asyncapi_document(settings: KafkaSettings | None = None) -> dict[str, Any]:
     command_types = [t.value for t in CommandType]
     schemas.update(header_schemas(command_types))
     commands = command_messages(by_model)
-    events = event_messages(by_model, schemas)
+    events = {**event_messages(by_model, schemas), **bulk_event_messages(by_model)}
     messages = {
         **commands,
         **events,

@@ -14,7 +14,13 @@ from events.auth import SCOPE_RUN, SCOPE_WRITE
 from events.contract.headers import message_headers
 from events.contract.schemas import non_null, ref, ref_name
 from events.envelope import CONTENT_TYPE
-from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
+from events.messages import (
+    BULK_EVENT_TYPES,
+    RESULT_TYPE,
+    BulkEvent,
+    CommandResult,
+    LifecycleEvent,
+)
 from statemachine.commands import CommandType, data_model
 from statemachine.decision import EventType
 
@@ -22,6 +28,7 @@ __all__ = [
     "DEAD_LETTER_MESSAGE",
     "KAFKA_BINDING_VERSION",
     "RESULT_MESSAGE",
+    "bulk_event_messages",
     "command_message_id",
     "command_messages",
     "dead_letter_message",
@@ -92,6 +99,22 @@ _COMMAND_DOCS: Final[dict[CommandType, str]] = {
     "objects processed) and the metric deltas since the last report.",
     CommandType.RUN_COMPLETE: "The run finished: its totals, and the batches and tasks it "
     "created. Releases the lock; an `initial_only` sync becomes COMPLETED.",
+    CommandType.BULK_PAUSE: "Pause every sync of the caller's namespace that `selector` "
+    "matches (`bucket_id`, `connection_id`, `provider`, `status`, `metadata` pairs; empty: "
+    "`validation_error`) with the hold `bulk:<operation id>`, each as its own versioned change "
+    "(actor `bulk:<operation id>`), exactly once even across crashes; the other fields are the "
+    "pause's. The key and `ce_subject` are the operation id (`bulk_` + ULID, chosen by the "
+    "caller). More than `SYNCLIFE_MAX_BULK_SYNCS` matched (10,000): `validation_error`, "
+    "nothing changed. The result (once every sync is done) carries `operation_id` and "
+    "`counts` {matched, applied, noop, rejected}; events `sync.bulk_started` and "
+    "`sync.bulk_completed` are keyed by the operation id.",
+    CommandType.BULK_RESUME: "Resume every matched sync (the selector as `sync.bulk.pause`'s; "
+    "the other fields are the resume's), each as its own versioned change; result and events "
+    "as `sync.bulk.pause`'s.",
+    CommandType.BULK_UNDO: "Release exactly the holds the bulk pause named by the key placed "
+    "(each as its own versioned change; a sync held otherwise stays SUSPENDED). Once: a later "
+    "undo is a noop with the same counts. Unknown operation: `not_found`. Event "
+    "`sync.bulk_undone` (version 3).",
     CommandType.RUN_FAIL: "The run stopped on `error`. Releases the lock and retries with "
     "backoff; after too many consecutive failures a continuous sync is auto-suspended and an "
     "`initial_only` sync becomes FAILED.",
@@ -184,7 +207,11 @@ def command_messages(by_model: dict[type[BaseModel], dict[str, Any]]) -> dict[st
                 "description": "The command id; its result carries it as `command_id`.",
                 "location": "$message.header#/ce_id",
             },
-            "bindings": _kafka_key("The `sync_config_id` (equal to `ce_subject`)."),
+            "bindings": _kafka_key(
+                "The operation id (equal to `ce_subject`)."
+                if command_type.is_bulk
+                else "The `sync_config_id` (equal to `ce_subject`)."
+            ),
         }
     return out
 
@@ -225,6 +252,36 @@ def event_messages(by_model: dict[type[BaseModel], Any], schemas: dict[str, Any]
             "headers": message_headers("SynclifeHeaders", event_type.value),
             "payload": _event_payload(event_type, schemas, base),
             "bindings": _kafka_key("The `sync_config_id`."),
+        }
+    return out
+
+
+_BULK_EVENT_DOCS: Final[dict[str, str]] = {
+    "sync.bulk_started": "A bulk operation matched its syncs (`counts.matched`); each one's "
+    "change follows as that sync's own event (actor `bulk:<operation id>`).",
+    "sync.bulk_completed": "Every matched sync of the bulk operation is done: the final "
+    "`counts`.",
+    "sync.bulk_undone": "The bulk pause's undo is done: `counts` of the undo (syncs whose "
+    "hold it released).",
+}
+
+
+def bulk_event_messages(by_model: dict[type[BaseModel], Any]) -> dict[str, Any]:
+    """A bulk operation's own events, keyed by its id, versions 1, 2 and 3."""
+    out: dict[str, Any] = {}
+    for event_type, version in BULK_EVENT_TYPES.items():
+        doc = _BULK_EVENT_DOCS[event_type]
+        out[f"event.{event_type}"] = {
+            "name": event_type,
+            "title": f"{event_type} event",
+            "summary": doc.split(". ")[0].split(": ")[0].rstrip(".") + ".",
+            "description": f"{doc}\n\nVersion {version} of the operation, keyed by its "
+            "`operation_id` (also `ce_subject`); the event id is `<operation id>:v"
+            f"{version}`. Not a sync's event: its data is a `BulkEvent`.",
+            "contentType": CONTENT_TYPE,
+            "headers": message_headers("SynclifeHeaders", event_type),
+            "payload": by_model[BulkEvent],
+            "bindings": _kafka_key("The bulk operation's id."),
         }
     return out
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from events.messages import CommandResult, LifecycleEvent
+from events.messages import BulkEvent, CommandResult, LifecycleEvent
 from statemachine.commands import CommandType, CreateData, UpdateData, data_model
 from statemachine.model import SyncSettings, source_path_rules
 
@@ -76,6 +76,7 @@ def component_schemas() -> tuple[dict[type[BaseModel], dict[str, Any]], dict[str
     outputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
         (LifecycleEvent, "serialization"),
         (CommandResult, "serialization"),
+        (BulkEvent, "serialization"),
     ]
     refs, top = models_json_schema([*inputs, *outputs], ref_template=_REF_TEMPLATE)
     schemas: dict[str, Any] = top.get("$defs", {})

@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from events.errors import TransientError
 from events.kafka import start_client
+from events.service.bulk.worker import BulkWorker
 from events.service.consumer import FetchHold, command_consumer
 from events.service.db import acquire, create_pool, is_conflict, is_transient
 from events.service.lanes import FINAL_COMMIT_SECONDS, Lanes, Rebalance
@@ -96,6 +97,7 @@ class Service(Lanes):
         self.totals = BatchStats()
         self.relay = OutboxRelay(settings)
         self.scheduler: Scheduler | None = None
+        self.bulk: BulkWorker | None = None
         self.retention = Retention(settings, clock)
         self.health: HealthServer | None = None
         self._http = http
@@ -345,8 +347,10 @@ class Service(Lanes):
             asyncio.create_task(self.retention.run(background), name="retention"),
         ]
         self.scheduler = Scheduler(self.settings, pool, self.clock)
+        self.bulk = BulkWorker(self.settings, pool, self.clock)
         if self._schedule:
             tasks.append(asyncio.create_task(self.scheduler.run(background), name="scheduler"))
+            tasks.append(asyncio.create_task(self.bulk.run(background), name="bulk"))
         log.info(
             "serving %s as group %s", self.settings.commands_topic, self.settings.consumer_group
         )

@@ -61,6 +61,12 @@ class Settings(KafkaSettings):
     scheduler_interval_seconds: float = Field(default=1.0, gt=0)
     scheduler_batch_size: int = Field(default=500, ge=1, le=100_000)
 
+    # Bulk operations (sync.bulk.*, events/service/bulk/): the most syncs one may match (more
+    # is a validation_error before anything changes), and how often the bulk worker (one
+    # leader) looks for bulk commands to answer when it has none.
+    max_bulk_syncs: int = Field(default=10_000, ge=1, le=1_000_000)
+    bulk_poll_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+
     # Time is the database's clock (every process agrees on it) plus this many seconds: a test
     # knob, to make time pass without waiting. Leave it at 0 in production.
     clock_offset_seconds: float = Field(default=0.0, ge=-315_360_000, le=315_360_000)

@@ -33,6 +33,8 @@ async def settings() -> Settings:
         relay_poll_interval_seconds=0.2,
         scheduler_interval_seconds=0.1,
         http_port=0,
+        # test_bulk.py matches exactly this many syncs, then one more (refused).
+        max_bulk_syncs=1000,
     )
     await stack.ensure_topics(s, s.kafka_bootstrap_servers, lambda line: None)
     conn = await connect(s)

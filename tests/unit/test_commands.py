@@ -11,6 +11,9 @@ from statemachine.commands import (
     SUPPORTED_TYPES,
     ActivateData,
     ArchiveData,
+    BulkPauseData,
+    BulkResumeData,
+    BulkUndoData,
     CancelData,
     CommandType,
     CreateData,
@@ -65,6 +68,9 @@ VALID: dict[CommandType, tuple[dict[str, Any], type]] = {
         RunCompleteData,
     ),
     C.RUN_FAIL: ({"run_id": RUN_ID, "lock_token": 1, "error": "boom"}, RunFailData),
+    C.BULK_PAUSE: ({"selector": {"bucket_id": "bkt_1"}, "reason": "audit"}, BulkPauseData),
+    C.BULK_RESUME: ({"selector": {"metadata": {"team": "a"}}}, BulkResumeData),
+    C.BULK_UNDO: ({}, BulkUndoData),
 }
 
 

@@ -98,6 +98,12 @@ VALID: dict[CommandType, list[dict[str, Any]]] = {
     ],
     C.RUN_COMPLETE: [{"run_id": RUN_ID, "lock_token": 1, "files_synced": 10, "batch_ids": ["b1"]}],
     C.RUN_FAIL: [{"run_id": RUN_ID, "lock_token": 1, "error": "boom"}],
+    C.BULK_PAUSE: [
+        {"selector": {"bucket_id": "bkt_1", "metadata": {"team": "a", "tier": 2}}},
+        {"selector": {"provider": "s3", "status": "ACTIVE"}, "reason": "audit"},
+    ],
+    C.BULK_RESUME: [{"selector": {"connection_id": "conn_1"}}],
+    C.BULK_UNDO: [{}, {"undone_by_user_id": "user_1", "reason": "done"}],
 }
 
 #: Data that ``parse_data`` (or the configuration built from it) rejects: so must the schema.
@@ -118,6 +124,10 @@ INVALID: list[tuple[CommandType, dict[str, Any]]] = [
     (C.RUN_START, {"worker_id": "worker_1", "lease_seconds": 1}),
     (C.RUN_HEARTBEAT, {"run_id": "", "lock_token": 1}),
     (C.RUN_FAIL, {"run_id": RUN_ID, "lock_token": 1}),
+    (C.BULK_PAUSE, {}),
+    (C.BULK_PAUSE, {"selector": {"status": "PAUSED"}}),
+    (C.BULK_RESUME, {"selector": {"metadata": {"k": [1]}}}),
+    (C.BULK_UNDO, {"selector": {"bucket_id": "b"}}),
     (C.RUN_COMPLETE, {"run_id": RUN_ID, "lock_token": 0}),
     (C.UNLOCK, {"lock_token": 1}),
 ]

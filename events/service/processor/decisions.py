@@ -14,6 +14,7 @@ from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
 from events.envelope import REDACTED, SOURCE, RawCommand, Undecodable, ce_headers, derived_id
 from events.messages import CommandResult, LifecycleEvent
 from events.service.access import caller_of, check
+from events.service.bulk.requests import bulk_problem, record_request
 from events.service.processor.rows import (
     EVENT_PARTS,
     EXTRAS,
@@ -340,6 +341,15 @@ class Batch:
             self._rejected(raw, raw.type.value, error, key_id, visible)
             return
         data = parse_data(raw.type, raw.sync_config_id, raw.data)
+        if raw.type.is_bulk and not isinstance(data, CommandError):
+            # Recorded for the bulk worker, which answers it (events/service/bulk/).
+            data = bulk_problem(raw) or data
+            if not isinstance(data, CommandError):
+                caller = caller_of(key.key_id, key.user_id)
+                record_request(
+                    self.writes, raw, data, key.internal_id, namespace_id, key.key_id, caller
+                )
+                return
         if isinstance(data, CommandError):
             self._rejected(raw, raw.type.value, data, key_id, visible)
             return

@@ -53,6 +53,9 @@ class Writes:
     #: job id -> its ``sync_jobs`` row after the batch (``JOB_COLUMNS``), every effect of the
     #: batch on it merged: one row per job, as one statement may change a row only once.
     jobs: dict[str, list[Any]] = field(default_factory=dict)
+    #: Accepted bulk commands (``BULK_REQUEST_COLUMNS`` of events/service/bulk/requests.py),
+    #: recorded for the bulk worker, which answers them.
+    bulk_requests: list[tuple[Any, ...]] = field(default_factory=list)
 
     def job(self, sync: SyncConfiguration, effect: JobEffect) -> None:
         """Merge ``effect`` (declared by a change of ``sync``, at its ``updated_at``) into

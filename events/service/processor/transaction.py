@@ -24,6 +24,7 @@ from typing import Final
 import asyncpg
 
 from events.envelope import RawCommand, Undecodable, decode_command
+from events.service.bulk.requests import write_requests
 from events.service.faults import crash_point
 from events.service.observability import log_context
 from events.service.processor.decisions import Batch, BatchStats, Record
@@ -132,7 +133,13 @@ async def _decide_and_write(
             else:
                 batch.command(record, item)
     crash_point("apply.before_commit")  # decided, nothing committed
+    if batch.writes.bulk_requests and not conn.is_in_transaction():
+        async with conn.transaction():  # the bulk requests commit with the batch
+            await write(conn, batch.writes)
+            await write_requests(conn, batch.writes)
+        return
     await write(conn, batch.writes)
+    await write_requests(conn, batch.writes)
 
 
 async def apply_system(
