@@ -1,9 +1,9 @@
 """The ``synclife`` command line: run the service, manage tenants, send commands, watch events.
 
 The group is here; its commands are in modules by area: ``admin`` (migrate, orgs, namespaces,
-keys), ``commands`` (send, tail, show), ``docs`` (diagram, asyncapi, schemas, openapi), ``dev``
-(stack, demo, bench) and ``serve``. Each command imports what it needs when it runs, so that
-``synclife --help`` stays fast.
+keys), ``commands`` (send, tail, show), ``bulk`` (bulk operations), ``docs`` (diagram,
+asyncapi, schemas, openapi), ``dev`` (stack, demo, bench) and ``serve``. Each command
+imports what it needs when it runs, so that ``synclife --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from events.cli import admin, commands, dev, docs, gateway, outbox, serve
+from events.cli import admin, bulk, commands, dev, docs, gateway, outbox, serve
 
 __all__ = ["main"]
 
@@ -41,6 +41,7 @@ for _command in (
     commands.send,
     commands.tail,
     commands.show,
+    bulk.bulk,
     docs.diagram,
     docs.asyncapi,
     docs.schemas,

@@ -4,6 +4,8 @@ redelivery, its undo next to a separate manual pause, and a selector over the ma
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
 from typing import Any
 
@@ -16,7 +18,7 @@ from events.service.db import connect
 from events.service.settings import Settings
 from statemachine import ErrorCode, Outcome, SyncConfiguration, SyncStatus
 from statemachine.commands import CommandType
-from tests.helpers.live import Seen, Tenant
+from tests.helpers.live import Seen, Tenant, run_cli
 from tests.helpers.messages import CREATE
 
 pytestmark = pytest.mark.stack
@@ -49,8 +51,7 @@ async def history_by(conn: asyncpg.Connection, actor: str) -> list[tuple[str, in
 
 def bulk_events(seen: Seen, op: str) -> list[tuple[str, BulkEvent]]:
     return [
-        (h["ce_type"].decode(), BulkEvent.model_validate_json(v or b""))
-        for h, v in seen.by_key[op]
+        (h["ce_type"].decode(), BulkEvent.model_validate_json(v or b"")) for h, v in seen.by_key[op]
     ]
 
 
@@ -206,3 +207,45 @@ async def test_bulk_resume_and_an_operation_id_used_twice(
     finally:
         await conn.close()
     assert [final[i][0] for i in ids] == ["ACTIVE", "ACTIVE", "CANCELED"]
+
+
+async def test_bulk_from_the_command_line(
+    settings: Settings, client: SynclifeClient, tenant: Tenant
+) -> None:
+    bucket = f"bkt_{secrets.token_hex(6)}"
+    ids = [new_sync_id() for _ in range(3)]
+    for sid in ids:
+        await client.create(sid, **{**CREATE, "bucket_id": bucket, "metadata": {"team": "a"}})
+    env = {
+        **os.environ,
+        "SYNCLIFE_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "SYNCLIFE_DATABASE_URL": settings.database_url.get_secret_value(),
+        "SYNCLIFE_COMMANDS_TOPIC": settings.commands_topic,
+        "SYNCLIFE_RESULTS_TOPIC": settings.results_topic,
+        "SYNCLIFE_LIFECYCLE_TOPIC": settings.lifecycle_topic,
+        "SYNCLIFE_API_KEY": tenant.write_key,
+        "SYNCLIFE_NAMESPACE": tenant.namespace,
+    }
+    op = new_operation_id()
+    code, out, err = await run_cli(
+        "bulk", "pause", "--bucket", bucket, "--metadata", "team=a", "--reason", "audit",
+        "--operation-id", op, env=env,
+    )  # fmt: skip
+    assert code == 0, err
+    paused = CommandResult.model_validate_json(out)
+    assert paused.counts is not None and paused.counts.applied == 3
+    code, out, err = await run_cli("bulk", "show", op, "--json", env=env)
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["status"] == "completed" and shown["kind"] == "pause"
+    assert shown["counts"] == {"matched": 3, "applied": 3, "noop": 0, "rejected": 0}
+    assert shown["progress"]["apply"]["pending"] == 0
+    assert shown["selector"] == {"bucket_id": bucket, "metadata": {"team": "a"}}
+    code, out, err = await run_cli("bulk", "undo", op, env=env)
+    assert code == 0, err
+    code, out, err = await run_cli("bulk", "show", op, env=env)
+    assert code == 0 and "undone" in out, (out, err)
+    # No selector: refused before anything is sent.
+    code, _, err = await run_cli("bulk", "pause", env=env)
+    assert code == 2 and "selector" in err
+    assert tenant.write_key not in out + err
