@@ -107,6 +107,13 @@ class Settings(KafkaSettings):
     gateway_result_wait_seconds: float = Field(default=10.0, gt=0, le=300)
     gateway_max_body_bytes: int = Field(default=0, ge=0)
     gateway_poll_interval_ms: float = Field(default=100, gt=0, le=10_000)
+    # The web console at /console (events/gateway/console/): the secret that encrypts its
+    # session cookie (at least 32 characters; every gateway of a deployment needs the same one;
+    # unset: a random one per process, so a session holds on that process only), how long a
+    # session lasts, and whether its cookie is sent over HTTPS only (set it behind TLS).
+    console_secret: SecretStr | None = None
+    console_session_seconds: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    console_cookie_secure: bool = False
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -1,0 +1,194 @@
+"""Live updates for the console: lifecycle events from Kafka, pushed as server-sent events.
+
+Why Kafka and not Postgres: the lifecycle topic is already the ordered record of every change
+(per sync, by version), written once by the relay and meant to be read by many; brokers serve
+any number of readers from their page cache. Each gateway process runs one consumer (no group:
+every partition, from the end, started when its first browser connects) and fans the events
+out in memory to its browsers, by organization and namespace. Adding gateways or browsers adds
+no load on Postgres, the one writer whose capacity bounds the service; polling
+``sync_history`` instead would cost every gateway a statement per interval, and rows read by
+commit time are not in ``occurred_at`` order, so a poll by time could miss one.
+
+An event is reduced to what a row of the console shows (status, holds, version); a browser
+whose queue is full gets ``reset`` (reload) rather than blocking the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer
+
+from events.kafka import kafka_options, start_client
+from events.service.settings import Settings
+
+__all__ = ["RESET", "Hub", "summary"]
+
+log = logging.getLogger("synclife.gateway.console")
+
+#: What a subscriber's queue gets when it fell behind: the page should reload.
+RESET: Final[dict[str, Any]] = {"type": "reset"}
+_QUEUE: Final = 256
+_FETCH_MS: Final = 500
+
+Tenant = tuple[str, str]
+
+
+def summary(event_type: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """What the console shows of a lifecycle event: None for one it does not show."""
+    sync = data.get("sync")
+    if not isinstance(sync, dict) or not isinstance(data.get("sync_config_id"), str):
+        return None
+    holds = sync.get("pause_holds") or []
+    if not holds and sync.get("paused"):
+        holds = [
+            {
+                "hold": "pause",
+                "reason": sync.get("pause_reason"),
+                "paused_by_user_id": sync.get("paused_by_user_id"),
+                "until": None,
+            }
+        ]
+    return {
+        "type": event_type,
+        "sync_config_id": data["sync_config_id"],
+        "bucket_id": data.get("bucket_id"),
+        "version": data.get("version"),
+        "status": sync.get("status"),
+        "paused": bool(sync.get("paused")),
+        "locked": sync.get("locked_by_worker_id") is not None,
+        "holds": [
+            {
+                "hold": h.get("hold"),
+                "reason": h.get("reason"),
+                "by": h.get("paused_by_user_id"),
+                "until": h.get("until"),
+            }
+            for h in holds
+            if isinstance(h, dict)
+        ],
+        "actor": data.get("actor"),
+        "reason": data.get("reason"),
+    }
+
+
+class Hub:
+    """One lifecycle consumer per gateway process, fanning events out to its browsers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._subscribers: dict[Tenant, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+        self.closed = False
+
+    async def subscribe(self, tenant: Tenant) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of ``tenant``'s events from now on (the consumer positioned first)."""
+        await self._start()
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_QUEUE)
+        self._subscribers.setdefault(tenant, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, tenant: Tenant, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        queues = self._subscribers.get(tenant)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self._subscribers[tenant]
+
+    async def _start(self) -> None:
+        async with self._starting:
+            if self._consumer is not None:
+                return
+            if self.closed:
+                raise RuntimeError("the gateway is stopping")
+            topic = self.settings.lifecycle_topic
+            consumer = AIOKafkaConsumer(
+                topic,  # every partition (no group: the consumer assigns them all itself)
+                **kafka_options(self.settings, client_id=f"{self.settings.client_id}-console"),
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="latest",
+            )
+            try:
+                await start_client(consumer, self.settings)  # returns once assigned
+                assigned = sorted(consumer.assignment())
+                await consumer.seek_to_end(*assigned)
+                for tp in assigned:  # resolve each position now: events from here on
+                    await consumer.position(tp)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise
+            self._consumer = consumer
+            self._task = asyncio.create_task(self._pump(consumer), name="console-lifecycle")
+
+    async def _pump(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=_FETCH_MS)
+                for records in batches.values():
+                    for record in records:
+                        self._deliver(record.headers, record.value)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the pages reload; the next one restarts it
+            log.warning("console lifecycle consumer stopped: %s", type(exc).__name__)
+            self._consumer = None
+            for queues in self._subscribers.values():
+                for queue in queues:
+                    with contextlib.suppress(asyncio.QueueFull):
+                        queue.put_nowait(RESET)
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    def _deliver(self, headers: Any, value: bytes | None) -> None:
+        if value is None or not self._subscribers:
+            return
+        names = {k: v for k, v in headers or ()}
+        try:
+            event_type = names.get("ce_type", b"").decode()
+            data = json.loads(value)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(data, dict):
+            return
+        tenant = (data.get("internal_id"), data.get("namespace_id"))
+        queues = self._subscribers.get(tenant)  # type: ignore[arg-type]
+        if not queues:
+            return
+        shown = summary(event_type, data)
+        if shown is None:
+            return
+        for queue in list(queues):
+            try:
+                queue.put_nowait(shown)
+            except asyncio.QueueFull:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                queue.put_nowait(RESET)
+
+    def wake_all(self) -> None:
+        """Ends every stream: each subscriber gets None (the gateway stops)."""
+        self.closed = True
+        for queues in self._subscribers.values():
+            for queue in queues:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(RESET | {"type": "closing"})
+
+    async def close(self) -> None:
+        self.wake_all()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._consumer.stop(), 10)
+            self._consumer = None
