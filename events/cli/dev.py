@@ -72,6 +72,18 @@ async def stack_status() -> None:
         click.echo(f"{name}: {state}")
 
 
+@stack.command("browser")
+@run
+async def stack_browser() -> None:
+    """Install Debian's chromium and chromium-driver if missing (the console's browser tests
+    and `make screenshots`); print their paths."""
+    from events.devtools.stack.install import browser
+
+    chromium, driver = await browser(echo_err)
+    click.echo(f"chromium: {chromium}")
+    click.echo(f"chromedriver: {driver}")
+
+
 @click.command()
 @run
 async def demo() -> None:

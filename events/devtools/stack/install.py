@@ -106,3 +106,29 @@ def _disable_main_cluster() -> Path | None:
     )
     conf.write_text(new if n else text + "\ncreate_main_cluster = false\n", encoding="utf-8")
     return conf
+
+
+#: Debian's packages of the browser the console's tests and screenshots drive.
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
+
+
+async def browser(echo: Echo) -> tuple[str, str]:
+    """The paths of Debian's ``chromium`` and its ``chromedriver`` (the console's browser tests
+    and ``make screenshots``), installing both packages with apt-get first if either is
+    missing. Nothing is downloaded from anywhere else (no driver manager)."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is not None and driver is not None:
+        return chromium, driver
+    packages = " ".join(BROWSER_PACKAGES)
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise StackError(
+            f"chromium and chromedriver are not installed and cannot be installed here "
+            f"(not root, or no apt-get): run `sudo apt-get install -y {packages}`"
+        )
+    echo(f"chromium or chromedriver is missing: installing {packages} with apt-get (once)...")
+    await _apt_get(["update"])
+    await _apt_get(["install", "-y", "--no-install-recommends", *BROWSER_PACKAGES])
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        raise StackError(f"installed {packages} but chromium or chromedriver is not on PATH")
+    return chromium, driver
