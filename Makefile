@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint unit faults stack-up stack-down bench constraints clean
+.PHONY: demo test test-cluster lint unit faults stack-up stack-down bench constraints clean
 
 # The service, its tooling and the test tools, at the versions of constraints.txt.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -17,10 +17,18 @@ demo: $(BIN)/.installed
 	$(BIN)/synclife demo
 
 ## Lint, type-check, check the import contracts, then every test on the real stack (started or
-## reused by the suite): unit and integration tests, then the fault suite.
+## reused by the suite): unit and integration tests, then the fault suite, then one failover
+## on a cluster of the suite's own (the Postgres primary killed, its synchronous standby
+## promoted; about a minute with the cluster's start).
 test: lint
 	$(BIN)/pytest
 	$(BIN)/pytest -m faults
+	$(BIN)/pytest -m cluster tests/faults/test_cluster.py::test_postgres_failover
+
+## Every failover scenario on three Kafka brokers and a Postgres primary and standby
+## (docs/faults.md#the-cluster).
+test-cluster: $(BIN)/.installed
+	$(BIN)/pytest -m cluster
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
