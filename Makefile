@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-cluster lint unit faults stack-up stack-down bench constraints clean
+.PHONY: demo test test-cluster lint unit faults stack-up stack-down bench constraints screenshots clean
 
 # The service, its tooling and the test tools, at the versions of constraints.txt.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -45,6 +45,12 @@ faults: $(BIN)/.installed
 ## Throughput, latency and RSS of serve on the real stack, against a pgbench baseline.
 bench: $(BIN)/.installed
 	$(BIN)/synclife bench
+
+## Screenshots of the web console in docs/ (the local stack, a seeded namespace, headless
+## Chromium from Debian's packages, installed if missing).
+screenshots: $(BIN)/.installed
+	$(BIN)/synclife stack browser
+	$(BIN)/python -m tests.helpers.screenshots docs
 
 stack-up: $(BIN)/.installed
 	$(BIN)/synclife stack up
