@@ -80,11 +80,13 @@ _PAGING_DESCRIPTION: Final = (
 
 
 def _schema_refs() -> tuple[dict[type[BaseModel], dict[str, Any]], dict[str, Any]]:
+    from events.contract.http_bulk import BULK_REQUEST_MODELS, BULK_RESPONSE_MODELS
+
     inputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        (model, "validation") for model in REQUEST_MODELS
+        (model, "validation") for model in (*REQUEST_MODELS, *BULK_REQUEST_MODELS)
     ]
     outputs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        (model, "serialization") for model in RESPONSE_MODELS
+        (model, "serialization") for model in (*RESPONSE_MODELS, *BULK_RESPONSE_MODELS)
     ]
     refs, top = models_json_schema([*inputs, *outputs], ref_template=_REF_TEMPLATE)
     by_model = {model: refs[(model, mode)] for model, mode in [*inputs, *outputs]}
@@ -411,6 +413,9 @@ def openapi_document() -> dict[str, Any]:
     builder = _Builder(refs)
     _vendor_routes(builder)
     _own_routes(builder)
+    from events.contract.openapi_bulk import bulk_routes
+
+    bulk_routes(builder)
     return {
         "openapi": OPENAPI_VERSION,
         "info": {

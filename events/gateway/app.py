@@ -248,7 +248,7 @@ async def _metrics(_: web.Request) -> web.Response:
 def create_app(gateway: Gateway) -> web.Application:
     """The application: the error middleware outermost (every failure in one body), request
     metrics inside it, bodies limited to ``gateway.body_limit`` before they are read."""
-    from events.gateway import console, reads, writes
+    from events.gateway import bulk, console, reads, writes
 
     app = web.Application(
         client_max_size=gateway.body_limit, middlewares=[_measure, error_middleware, _path_ids]
@@ -260,6 +260,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/openapi.json", _openapi)
     writes.add_routes(app)
     reads.add_routes(app)
+    bulk.add_routes(app)  # /v1/sync-bulk/...
     console.setup(app, gateway)  # the web console at /console
     return app
 

@@ -7,7 +7,9 @@ probability, or (``@N``) the Nth time it passes it. Unset (always, outside the f
 
 Points: ``apply.before_commit`` (a batch written, its transaction not committed),
 ``apply.after_commit`` (committed in Postgres, offsets not committed to Kafka),
-``relay.after_send`` (published and acknowledged, outbox rows not deleted).
+``relay.after_send`` (published and acknowledged, outbox rows not deleted),
+``bulk.before_commit`` (a bulk operation's chunk of syncs written, not committed),
+``bulk.after_commit`` (a step of a bulk operation committed).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import asyncpg
 from events.envelope import SOURCE, ce_headers
 from events.messages import BULK_EVENT_TYPES, BulkCounts, BulkEvent, CommandResult
 from events.service.bulk.selector import match
+from events.service.faults import crash_point
 from events.service.processor.decisions import Batch
 from events.service.processor.rows import event_id, outbox_row, result_row, timer_of
 from events.service.processor.sql import write
@@ -127,8 +128,11 @@ async def advance(
             return Step(done=True)
         work = _Work(conn, settings, Batch(settings, now), request)
         if request.command_type is CommandType.BULK_UNDO:
-            return await work.undo()
-        return await work.operation()
+            step = await work.undo()
+        else:
+            step = await work.operation()
+    crash_point("bulk.after_commit")  # a step committed, the next not begun
+    return step
 
 
 async def _done(conn: asyncpg.Connection, request: Request, now: datetime) -> None:
@@ -312,6 +316,7 @@ class _Work:
             [o[2] for o in outcomes],
             phase,
         )
+        crash_point("bulk.before_commit")  # a chunk written, its transaction not committed
         return Step(events=self.batch.stats.events)
 
     def _decide(
