@@ -120,7 +120,8 @@ async def tenant(
         # This database is the suite's own (never the shared one): start from empty, so an
         # interrupted earlier run leaves no outbox rows or due syncs behind.
         await conn.execute(
-            "TRUNCATE syncs, sync_timers, sync_history, processed_commands, outbox, dead_letters"
+            "TRUNCATE syncs, sync_timers, sync_history, processed_commands, outbox, dead_letters,"
+            " bulk_requests, bulk_operations, bulk_items"
         )
         org = await create_org(conn, f"faults-{secrets.token_hex(4)}")
         await create_namespace(conn, org["id"], "production")
