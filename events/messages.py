@@ -42,7 +42,6 @@ def is_bulk_event(event_type: str) -> bool:
     return event_type in BULK_EVENT_TYPES
 
 
-
 class Checkpoint(BaseModel):
     """Where the next run resumes (``resume_enabled``), as carried by run events."""
 
@@ -64,7 +63,8 @@ class LifecycleEvent(BaseModel):
     ``sync.run_failed`` and ``sync.lock_expired``, ``run_totals`` on ``sync.run_completed``,
     ``sync_job_id`` and ``full_sync`` on ``sync.run_requested`` and ``sync.run_started`` (the
     run's job; the ``trigger`` of a ``sync.run_requested`` is the job's: ``scheduled``,
-    ``manual`` or ``resume``).
+    ``manual`` or ``resume``); ``runs_skipped_while_paused`` on the change that resumes a
+    paused sync (``sync.status_changed`` to ACTIVE by a resume or an expired hold).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -91,6 +91,9 @@ class LifecycleEvent(BaseModel):
     run_totals: dict[str, int] | None = None
     sync_job_id: str | None = None
     full_sync: bool | None = None
+    #: On the change that resumes a paused sync (its last hold released): how many times it
+    #: fell due while paused (0 if never; else 1 + whole intervals from its first due time).
+    runs_skipped_while_paused: int | None = None
 
 
 class BulkCounts(BaseModel):
@@ -145,6 +148,9 @@ class CommandResult(BaseModel):
     #: The job of the run this command requested (``sync.trigger``, ``sync.resume``, an
     #: update that resumed, ...); null when it requested none.
     sync_job_id: str | None = None
+    #: Of ``sync.pause`` and ``sync.resume`` (v1.1): the labels of the pause holds the sync
+    #: has after the command (empty: it is not paused); null for other commands.
+    holds: list[str] | None = None
     #: A bulk command's operation (its Kafka key; ``sync_config_id`` is the same key) and what
     #: it did (no per-sync list); null for other commands.
     operation_id: str | None = None

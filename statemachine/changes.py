@@ -37,6 +37,7 @@ PAUSE_CLEARED: Final[dict[str, Any]] = {
     "pause_reason": None,
     "paused_at": None,
     "paused_by_user_id": None,
+    "pause_holds": [],
 }
 LOCK_RELEASED: Final[dict[str, Any]] = {
     "locked_by_worker_id": None,
@@ -61,7 +62,10 @@ def reject(
 
 
 def actor(command: Command, user_id: str | None) -> str:
-    """Who made a change: the data's user, else the command's caller, else its key."""
+    """Who made a change: the command's own actor (a bulk operation's), the data's user, else
+    the command's caller, else its key; ``system`` for a change the service makes itself."""
+    if command.actor is not None:
+        return command.actor
     if command.command_id is None:
         return SYSTEM_ACTOR
     if user_id:

@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
 )
 
+from statemachine.durations import Until
 from statemachine.errors import CommandError, ErrorCode, reported, validation_details
 from statemachine.filters import FileFilters, SchemaMapping
 from statemachine.model import (
@@ -153,14 +154,29 @@ class UpdateData(_SettingsFields):
     updated_by_user_id: UserId | None = None
 
 
+HoldLabel = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+
 class PauseData(_Data):
+    """``sync.pause``: place a hold: ``hold`` (a named one) or the caller's plain hold
+    (``user:<caller>``); ``until``: it ends by itself then (see ``statemachine.holds``)."""
+
     #: Optional (v1.1): the command's caller when not given.
     paused_by_user_id: UserId | None = None
     reason: Reason | None = None
+    hold: HoldLabel | None = None
+    until: Until | None = None
 
 
 class ResumeData(_Data):
+    """``sync.resume``: release the plain holds and ``system:failures``, or ``hold``, or all
+    (``force``); ``mode`` of the next run, ``run``: ``due`` or ``next_interval``."""
+
     resumed_by_user_id: UserId | None = None
+    hold: HoldLabel | None = None
+    force: bool = False
+    mode: Literal["incremental", "full"] = "incremental"
+    run: Literal["due", "next_interval"] = "due"
 
 
 class ActivateData(_Data):
@@ -311,6 +327,8 @@ class SystemTrigger(StrEnum):
 
     REQUEST_RUN = "system.request_run"
     LOCK_EXPIRED = "system.lock_expired"
+    #: A hold's ``until`` passed: the service releases it (trigger ``pause_expired``).
+    PAUSE_EXPIRED = "system.pause_expired"
 
 
 class SystemData(_Data):
@@ -457,3 +475,12 @@ class Command(BaseModel):
     #: Who sent it, for the user fields its data leaves out: the key's owner user id, else
     #: ``key:<key id>`` (None: a change the service makes itself).
     caller: str | None = None
+    #: The key grants ``syncs:admin``: ``force`` and releasing another owner's named hold.
+    admin: bool = False
+    #: A command the service builds itself (a bulk operation's change of one sync): its pause
+    #: may place, and its resume release, the service's own labels (``system:``, ``bulk:``)
+    #: whoever owns them. Never set for a command read from the commands topic.
+    system_labels_allowed: bool = False
+    #: Who the changes are recorded as (e.g. ``bulk:<operation id>``); None: from the data's
+    #: user, the caller or the key (``changes.actor``).
+    actor: str | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from statemachine import holds
 from statemachine.changes import (
     LOCK_RELEASED,
     PAUSE_CLEARED,
@@ -31,13 +32,15 @@ from statemachine.commands import (
     CreateData,
     PauseData,
     ResumeData,
+    SystemData,
+    SystemTrigger,
     TriggerData,
     UpdateData,
 )
 from statemachine.decision import Change, Decision, EventType, JobTrigger, Outcome
 from statemachine.errors import CommandError, ErrorCode, bounded
-from statemachine.jobs import interrupted, request_run
-from statemachine.model import SyncConfiguration
+from statemachine.jobs import interrupted
+from statemachine.model import PauseHold, SyncConfiguration
 from statemachine.runs import DEFAULT_POLICY, Policy, apply_run, retry_failed
 from statemachine.status import SyncStatus
 from statemachine.table import NOOPS, allowed_commands, fire
@@ -81,7 +84,11 @@ def decide(
     if sync is None:
         return reject(ErrorCode.NOT_FOUND, f"sync {bounded(command.sync_config_id)} not found")
 
-    dest = fire(sync, command.type.value, policy)
+    plan = _release_plan(sync, command, now)
+    if isinstance(plan, CommandError):
+        return Decision(outcome=Outcome.REJECTED, sync=sync, error=plan)
+    left = None if plan is None else len(plan.kept)
+    dest = fire(sync, command.type.value, policy, left)
     if dest is None:
         allowed = allowed_commands(sync.status, locked=sync.lock_token is not None)
         return reject(
@@ -93,7 +100,27 @@ def decide(
     if (command.type.value, sync.status) in NOOPS:
         return Decision(outcome=Outcome.NOOP, sync=sync)
 
-    return _apply(Changes(sync, command, now), command, data, dest, policy)
+    decision = _apply(Changes(sync, command, now), command, data, dest, policy, plan)
+    if decision.outcome is Outcome.APPLIED and not decision.changes:
+        # A pause that changed no hold, a resume that released none: nothing to persist.
+        return Decision(outcome=Outcome.NOOP, sync=sync)
+    return decision
+
+
+def _release_plan(
+    sync: SyncConfiguration, command: Command, now: datetime
+) -> holds.Release | CommandError | None:
+    """What a resume (or an expiry, or an update's resume) of a SUSPENDED sync releases."""
+    if sync.status is not S.SUSPENDED:
+        return None
+    if command.type is SystemTrigger.PAUSE_EXPIRED:
+        return holds.expired(sync, now)
+    data = command.data
+    if isinstance(data, UpdateData) and (data.is_active or data.status is S.ACTIVE):
+        data = ResumeData(resumed_by_user_id=data.updated_by_user_id)
+    if isinstance(data, ResumeData):
+        return holds.released(sync, command, data)
+    return None
 
 
 def _create(command: Command, data: CreateData, now: datetime) -> Decision:
@@ -117,11 +144,13 @@ def _create(command: Command, data: CreateData, now: datetime) -> Decision:
         **status_fields(status),
     )
     if status is S.SUSPENDED:
-        fields.update(
-            pause_reason=data.reason or "created suspended",
+        hold = PauseHold(
+            hold=holds.plain_label(creator),
+            reason=data.reason or "created suspended",
             paused_at=now,
             paused_by_user_id=creator,
         )
+        fields.update(holds.hold_fields([hold]))
     built = build(fields, {})
     if not isinstance(built, CommandError):
         built = within_size(built)
@@ -139,8 +168,16 @@ def _create(command: Command, data: CreateData, now: datetime) -> Decision:
     return Decision(outcome=Outcome.APPLIED, sync=None, changes=(change,))
 
 
-def _apply(ch: Changes, command: Command, data: Any, dest: SyncStatus, policy: Policy) -> Decision:
-    """What a command the table allowed does: lifecycle commands here, runs in ``runs``."""
+def _apply(
+    ch: Changes,
+    command: Command,
+    data: Any,
+    dest: SyncStatus,
+    policy: Policy,
+    plan: holds.Release | None,
+) -> Decision:
+    """What a command the table allowed does: lifecycle commands here, holds in ``holds``,
+    runs in ``runs``."""
     now = ch.now
     problem: CommandError | None = None
     if ch.sync.status is S.FAILED and isinstance(data, TriggerData):
@@ -148,12 +185,16 @@ def _apply(ch: Changes, command: Command, data: Any, dest: SyncStatus, policy: P
         return ch.result(retry_failed(ch, by, JobTrigger.MANUAL, full=full))
     if ch.sync.status is S.FAILED and isinstance(data, ResumeData):
         by = actor(command, data.resumed_by_user_id)
-        return ch.result(retry_failed(ch, by, JobTrigger.RESUME))
+        return ch.result(retry_failed(ch, by, JobTrigger.RESUME, full=data.mode == "full"))
     match data:
         case PauseData():
-            problem = _pause(ch, command, dest, data.paused_by_user_id, data.reason)
+            problem = holds.pause(ch, command, data, dest)
         case ResumeData():
-            problem = _resume(ch, command, dest, data.resumed_by_user_id)
+            if plan is not None:
+                problem = holds.resume(ch, command, data, plan, dest)
+        case SystemData() if command.type is SystemTrigger.PAUSE_EXPIRED:
+            if plan is not None:
+                problem = holds.expire(ch, command, dest)
         case ActivateData():
             problem = ch.add(
                 EventType.UPDATED,
@@ -188,51 +229,19 @@ def _apply(ch: Changes, command: Command, data: Any, dest: SyncStatus, policy: P
                 ),
             )
         case UpdateData():
-            return _update(ch, command, data, policy)
+            return _update(ch, command, data, policy, plan)
         case _:
             return apply_run(ch, command, data, dest, policy)
     return ch.result(problem)
 
 
-def _pause(
-    ch: Changes, command: Command, dest: SyncStatus, user: str | None, reason: str | None
-) -> CommandError | None:
-    """A plain pause (``sync.pause``, or an update's ``is_active`` false)."""
-    by_user = user_of(command, user, "paused_by_user_id")
-    if isinstance(by_user, CommandError):
-        return by_user
-    return ch.add(
-        EventType.UPDATED,
-        {
-            **status_fields(dest),
-            # Always set while paused, so a list of paused syncs says why.
-            "pause_reason": reason or f"paused by {by_user}",
-            "paused_at": ch.now,
-            "paused_by_user_id": by_user,
-        },
-        actor=actor(command, user),
-        reason=reason,
-    )
-
-
-def _resume(
-    ch: Changes, command: Command, dest: SyncStatus, user: str | None
-) -> CommandError | None:
-    """A plain resume (``sync.resume``, or an update's ``is_active`` true); a run is
-    requested if one is due and none holds the lock."""
-    by = actor(command, user)
-    problem = ch.add(
-        EventType.UPDATED,
-        {**status_fields(dest), **PAUSE_CLEARED, "consecutive_failures": 0},
-        actor=by,
-    )
-    due = ch.sync.next_sync_at is None or ch.sync.next_sync_at <= ch.now
-    if problem is None and due and ch.sync.lock_token is None:
-        problem = request_run(ch, by, JobTrigger.RESUME)
-    return problem
-
-
-def _update(ch: Changes, command: Command, data: UpdateData, policy: Policy) -> Decision:
+def _update(
+    ch: Changes,
+    command: Command,
+    data: UpdateData,
+    policy: Policy,
+    plan: holds.Release | None,
+) -> Decision:
     """``sync.update``: the configuration fields as one version, then (``is_active`` or
     ``status``) a plain pause or resume as the next, in the one command. Nothing changed
     (only a pause of a paused sync, or a resume of a running one): ``noop``."""
@@ -257,7 +266,8 @@ def _update(ch: Changes, command: Command, data: UpdateData, policy: Policy) -> 
     status_command = None if wanted is None else CommandType.RESUME if wanted else CommandType.PAUSE
     status_dest = None
     if status_command is not None:
-        status_dest = fire(sync, status_command.value, policy)
+        left = None if plan is None else len(plan.kept)
+        status_dest = fire(sync, status_command.value, policy, left)
         if status_dest is None:
             return reject(
                 ErrorCode.INVALID_TRANSITION,
@@ -269,7 +279,10 @@ def _update(ch: Changes, command: Command, data: UpdateData, policy: Policy) -> 
                     "allowed_commands": allowed_commands(sync.status, sync.lock_token is not None),
                 },
             )
-        if (status_command.value, sync.status) in NOOPS:
+        # A status the sync already has is no change (an update pausing a paused sync
+        # places no hold: it states the status, it is not a pause of its own).
+        paused_already = status_command is CommandType.PAUSE and sync.status is S.SUSPENDED
+        if (status_command.value, sync.status) in NOOPS or paused_already:
             status_command = None
     problem: CommandError | None = None
     if config:
@@ -279,11 +292,13 @@ def _update(ch: Changes, command: Command, data: UpdateData, policy: Policy) -> 
             problem = sized if isinstance(sized, CommandError) else None
     if problem is None and status_command is not None and status_dest is not None:
         if status_command is CommandType.PAUSE:
-            problem = _pause(ch, command, status_dest, data.updated_by_user_id, None)
+            pause = PauseData(paused_by_user_id=data.updated_by_user_id)
+            problem = holds.pause(ch, command, pause, status_dest)
         elif sync.status is S.FAILED:
             problem = retry_failed(ch, actor(command, data.updated_by_user_id), JobTrigger.RESUME)
-        else:
-            problem = _resume(ch, command, status_dest, data.updated_by_user_id)
+        elif plan is not None:
+            resume = ResumeData(resumed_by_user_id=data.updated_by_user_id)
+            problem = holds.resume(ch, command, resume, plan, status_dest)
     if problem is None and not ch.items:
         return Decision(outcome=Outcome.NOOP, sync=sync)
     return ch.result(problem)

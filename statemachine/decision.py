@@ -47,6 +47,8 @@ class EventType(StrEnum):
     RUN_FAILED = "sync.run_failed"
     LOCK_EXPIRED = "sync.lock_expired"
     LOCK_RELEASED = "sync.lock_released"
+    #: A pause hold was placed, changed or released and the status did not change.
+    HOLDS_CHANGED = "sync.holds_changed"
 
 
 class JobTrigger(StrEnum):

@@ -28,11 +28,13 @@ from statemachine.status import RunStatus, SyncStatus
 __all__ = [
     "IMMUTABLE_FIELDS",
     "MAX_DESCRIPTION",
+    "MAX_HOLDS",
     "MAX_LAST_ERROR",
     "MAX_SYNC_JSON_BYTES",
     "MAX_TRACKED_IDS",
     "MUTABLE_FIELDS",
     "SET_ONCE_FIELDS",
+    "PauseHold",
     "Provider",
     "RunMetrics",
     "SyncConfiguration",
@@ -47,6 +49,8 @@ MAX_DESCRIPTION: Final = 500
 MAX_METADATA_KEYS: Final = 50
 #: A sync travels whole in every event and result: its JSON is kept well under Kafka's limits.
 MAX_SYNC_JSON_BYTES: Final = 256 * 1024
+#: Pause holds a sync may carry at once (a pause placing one more is refused).
+MAX_HOLDS: Final = 100
 #: Batch and task ids kept on the sync (the most recent); ``batches_created`` counts them all.
 MAX_TRACKED_IDS: Final = 1000
 
@@ -113,6 +117,21 @@ class RunMetrics(BaseModel):
     bytes_synced: NonNegative = 0
 
 
+class PauseHold(BaseModel):
+    """One reason a sync is paused (wire contract v1.1): the sync is SUSPENDED while it has
+    any. ``hold`` is its label: ``user:<caller>`` for a plain pause, a name for a named one
+    (``maintenance:INC-42``), ``system:failures`` for an auto-suspension, ``bulk:<operation
+    id>`` for a bulk pause. ``until``: when the service releases it itself (UTC)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hold: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    reason: str | None = Field(default=None, max_length=MAX_LAST_ERROR)
+    paused_at: datetime
+    paused_by_user_id: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    until: datetime | None = None
+
+
 class SyncSettings(BaseModel):
     """The configuration a user sets; every field has the seed's default and limits."""
 
@@ -174,6 +193,9 @@ class SyncConfiguration(SyncSettings):
     pause_reason: str | None = Field(default=None, max_length=MAX_LAST_ERROR)
     paused_at: datetime | None = None
     paused_by_user_id: str | None = None
+    #: The holds keeping the sync paused (v1.1), oldest first; the four fields above describe
+    #: the earliest. Not empty exactly while the sync is SUSPENDED.
+    pause_holds: list[PauseHold] = Field(default_factory=list, max_length=MAX_HOLDS)
 
     total_files_discovered: NonNegative = 0
     total_files_synced: NonNegative = 0
@@ -223,8 +245,12 @@ class SyncConfiguration(SyncSettings):
     def _derive_locked(cls, data: Any) -> Any:
         # ``locked`` is in every dump; whatever value a stored or received document carries,
         # it is derived again from the lock holder (so an old document without it loads too).
-        if isinstance(data, dict):
-            return {**data, "locked": data.get("locked_by_worker_id") is not None}
+        if not isinstance(data, dict):
+            return data
+        data = {**data, "locked": data.get("locked_by_worker_id") is not None}
+        if "pause_holds" not in data and data.get("status") == SyncStatus.SUSPENDED:
+            # A document from before holds: its pause is the one hold it has.
+            data["pause_holds"] = [_legacy_hold(data)]
         return data
 
     @field_validator("source_path")
@@ -242,7 +268,21 @@ class SyncConfiguration(SyncSettings):
             raise ValueError("is_active must be true exactly when status is ACTIVE")
         if self.paused != (self.status is SyncStatus.SUSPENDED):
             raise ValueError("paused must be true exactly when status is SUSPENDED")
+        if bool(self.pause_holds) != self.paused:
+            raise ValueError("pause_holds must be non-empty exactly when status is SUSPENDED")
         return self
+
+
+def _legacy_hold(data: dict[str, Any]) -> dict[str, Any]:
+    """The hold of a SUSPENDED document written before holds existed: the service's
+    auto-suspension (``system:failures``) or its pauser's plain hold."""
+    by = data.get("paused_by_user_id") or "unknown"
+    return {
+        "hold": "system:failures" if by == "system" else f"user:{by}",
+        "reason": data.get("pause_reason"),
+        "paused_at": data.get("paused_at") or data.get("updated_at") or data.get("created_at"),
+        "paused_by_user_id": by,
+    }
 
 
 #: Fields fixed at creation.

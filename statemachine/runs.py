@@ -33,6 +33,7 @@ from statemachine.commands import (
 )
 from statemachine.decision import Decision, EventType, JobStatus, JobTrigger, Outcome
 from statemachine.errors import CommandError, ErrorCode, bounded
+from statemachine.holds import FAILURES_HOLD, hold_fields
 from statemachine.jobs import (
     after_release,
     checkpoint_of,
@@ -41,7 +42,13 @@ from statemachine.jobs import (
     request_run,
     start_fields,
 )
-from statemachine.model import MAX_LAST_ERROR, MAX_TRACKED_IDS, RunMetrics, SyncConfiguration
+from statemachine.model import (
+    MAX_LAST_ERROR,
+    MAX_TRACKED_IDS,
+    PauseHold,
+    RunMetrics,
+    SyncConfiguration,
+)
 from statemachine.status import RunStatus, SyncStatus
 
 __all__ = [
@@ -185,14 +192,15 @@ def _failure(
             system=True,
         )
     suspend_reason = f"auto-suspended after {failures} consecutive failures: {last_error}"
+    hold = PauseHold(
+        hold=FAILURES_HOLD,
+        reason=suspend_reason[:MAX_LAST_ERROR],
+        paused_at=ch.now,
+        paused_by_user_id=SYSTEM_ACTOR,
+    )
     return ch.add(
         EventType.STATUS_CHANGED,
-        {
-            **status_fields(S.SUSPENDED),
-            "pause_reason": suspend_reason[:MAX_LAST_ERROR],
-            "paused_at": ch.now,
-            "paused_by_user_id": SYSTEM_ACTOR,
-        },
+        {**status_fields(S.SUSPENDED), **hold_fields([hold])},
         actor=SYSTEM_ACTOR,
         reason=suspend_reason[:MAX_LAST_ERROR],
         trigger="auto_suspend",

@@ -43,7 +43,8 @@ STATUS_ROLES: Final[dict[SyncStatus, str]] = {
     S.DRAFT: "sync status: created as a draft; never scheduled; sync.activate makes it PENDING",
     S.PENDING: "sync status: created, first run not started yet (it is due at once)",
     S.ACTIVE: "sync status: running or polling on its interval",
-    S.SUSPENDED: "sync status: paused by a user, or auto-suspended after repeated failures",
+    S.SUSPENDED: "sync status: paused: at least one pause hold is held (a user's, a named one, "
+    "a bulk operation's, or system:failures after repeated failures)",
     S.COMPLETED: "sync status: an initial_only sync whose run completed (terminal); "
     "also a run status",
     S.CANCELED: "sync status: cancelled by a user (terminal)",
@@ -63,9 +64,9 @@ STATUS_ROLES: Final[dict[SyncStatus, str]] = {
 class Rule:
     """``command`` is allowed from ``sources``; it moves to ``dest`` (None: status unchanged).
 
-    A ``noop`` rule accepts the command and does nothing (repeated pause, resume, ...). A rule
-    with a ``condition`` applies only when that check on the sync holds; the first rule of a
-    command that applies wins.
+    A ``noop`` rule accepts the command and does nothing (resume of a running sync, ...). A
+    rule with a ``condition`` applies only when that check on the sync (and, for the holds, on
+    what the command releases) holds; the first rule of a command that applies wins.
     """
 
     command: CommandType | SystemTrigger
@@ -81,8 +82,11 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule(C.ACTIVATE, SCHEDULABLE, noop=True),
     Rule(C.UPDATE, (*LIVE, S.FAILED)),
     Rule(C.PAUSE, SCHEDULABLE, S.SUSPENDED),
-    Rule(C.PAUSE, (S.SUSPENDED,), noop=True),
-    Rule(C.RESUME, (S.SUSPENDED,), S.ACTIVE),
+    # Another hold, or a held one changed (nothing changed: noop, said by the decider).
+    Rule(C.PAUSE, (S.SUSPENDED,)),
+    Rule(C.RESUME, (S.SUSPENDED,), S.ACTIVE, condition="no_hold_left"),
+    # Holds left: still SUSPENDED (nothing released: noop, said by the decider).
+    Rule(C.RESUME, (S.SUSPENDED,)),
     Rule(C.RESUME, SCHEDULABLE, noop=True),
     Rule(C.RESUME, (S.FAILED,), S.PENDING),
     Rule(C.TRIGGER, SCHEDULABLE),
@@ -102,6 +106,8 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule(C.RUN_FAIL, (S.ACTIVE,), S.SUSPENDED, condition="fails_out"),
     Rule(C.RUN_FAIL, REPORTING),
     Rule(T.REQUEST_RUN, SCHEDULABLE),
+    Rule(T.PAUSE_EXPIRED, (S.SUSPENDED,), S.ACTIVE, condition="no_hold_left"),
+    Rule(T.PAUSE_EXPIRED, (S.SUSPENDED,)),
     Rule(T.LOCK_EXPIRED, (S.ACTIVE,), S.FAILED, condition="fails_out_initial_only"),
     Rule(T.LOCK_EXPIRED, (S.ACTIVE,), S.SUSPENDED, condition="fails_out"),
     Rule(T.LOCK_EXPIRED, (*REPORTING, S.COMPLETED, S.ARCHIVED)),
@@ -137,6 +143,14 @@ class _Cursor:
     state: SyncStatus
     sync: SyncConfiguration | None = None
     policy: Policy = DEFAULT_POLICY
+    #: The holds a resume or an expiry leaves (given by the decider; None: not asked).
+    holds_left: int | None = None
+
+    def no_hold_left(self) -> bool:
+        """The resume (or the expiry) releases the last hold: the sync runs again."""
+        if self.holds_left is not None:
+            return self.holds_left == 0
+        return self.sync is not None and not self.sync.pause_holds
 
     def initial_only(self) -> bool:
         return self.sync is not None and self.sync.sync_mode is SyncMode.INITIAL_ONLY
@@ -170,8 +184,11 @@ _CONDITIONAL: Final[frozenset[tuple[str, SyncStatus]]] = frozenset(
 _ANSWERS: Final[dict[tuple[str, SyncStatus], SyncStatus | None]] = {}
 
 
-def fire(sync: SyncConfiguration, trigger: str, policy: Policy) -> SyncStatus | None:
+def fire(
+    sync: SyncConfiguration, trigger: str, policy: Policy, holds_left: int | None = None
+) -> SyncStatus | None:
     """Run ``trigger`` through the machine from the sync's status; the new status, or None.
+    ``holds_left``: how many holds the command (a resume, an expiry) leaves.
 
     Where no rule of ``trigger`` from this status has a condition, the machine's answer
     depends on the pair alone: it is asked once and remembered (the transitions library
@@ -179,21 +196,23 @@ def fire(sync: SyncConfiguration, trigger: str, policy: Policy) -> SyncStatus | 
     """
     pair = (trigger, sync.status)
     if pair in _CONDITIONAL:
-        return _run_machine(sync, trigger, policy)
+        return _run_machine(sync, trigger, policy, holds_left)
     if pair not in _ANSWERS:
-        _ANSWERS[pair] = _run_machine(sync, trigger, policy)
+        _ANSWERS[pair] = _run_machine(sync, trigger, policy, None)
     return _ANSWERS[pair]
 
 
-def _run_machine(sync: SyncConfiguration, trigger: str, policy: Policy) -> SyncStatus | None:
+def _run_machine(
+    sync: SyncConfiguration, trigger: str, policy: Policy, holds_left: int | None
+) -> SyncStatus | None:
     _MACHINE.set_state(sync.status, model=_CURSOR)
-    _CURSOR.sync, _CURSOR.policy = sync, policy
+    _CURSOR.sync, _CURSOR.policy, _CURSOR.holds_left = sync, policy, holds_left
     try:
         fired = _CURSOR.trigger(trigger)  # type: ignore[attr-defined]
     except MachineError:
         return None
     finally:
-        _CURSOR.sync = None
+        _CURSOR.sync, _CURSOR.holds_left = None, None
     return SyncStatus(_CURSOR.state) if fired else None
 
 

@@ -92,12 +92,16 @@ class Runs(RuleBasedStateMachine):
     def lifecycle(self, command: CommandType) -> None:
         data = {"paused_by_user_id": "u1"} if command is C.PAUSE else {}
         status = self.sync.status
+        held = {h.hold for h in self.sync.pause_holds}
         decision = self.apply(make_command(command, data))
         outcome, expected = reference(status, command)
+        if command is C.PAUSE and status is S.SUSPENDED and "user:u1" not in held:
+            outcome = Outcome.APPLIED  # u1's plain hold joins the auto-suspension's
         assert decision.outcome is outcome
         assert self.sync.status is expected
         if command is C.RESUME and outcome is Outcome.APPLIED:
-            assert self.sync.consecutive_failures == 0
+            # The plain resume releases u1's hold and system:failures: nothing is left.
+            assert self.sync.consecutive_failures == 0 and not self.sync.pause_holds
 
     @rule(worker=st.sampled_from(["w1", "w2"]), lease=st.integers(5, 120))
     def start(self, worker: str, lease: int) -> None:
@@ -173,6 +177,7 @@ class Runs(RuleBasedStateMachine):
         else:
             assert self.sync.status is S.SUSPENDED
             assert self.sync.paused_by_user_id == "system"
+            assert [h.hold for h in self.sync.pause_holds] == ["system:failures"]
 
     @rule(reason=st.none() | st.just("stuck worker"))
     def unlock(self, reason: str | None) -> None:
@@ -234,6 +239,10 @@ class Runs(RuleBasedStateMachine):
             idle = (S.SUSPENDED, S.CANCELED, S.COMPLETED, S.ARCHIVED, S.DRAFT, S.FAILED)
             if before.status in idle:
                 assert decision.changes == ()  # never a run for a paused or finished sync
+        elif trigger is SystemTrigger.PAUSE_EXPIRED:
+            # Only a timed pause ends by itself; these pauses have no until.
+            expected = Outcome.NOOP if before.status is S.SUSPENDED else Outcome.REJECTED
+            assert decision.outcome is expected
         else:
             expired = before.lock_expires_at is not None and before.lock_expires_at <= self.now
             if decision.outcome is Outcome.APPLIED:
@@ -250,6 +259,7 @@ class Runs(RuleBasedStateMachine):
         assert sync.status in SYNC_STATUSES
         assert sync.is_active == (sync.status is S.ACTIVE)
         assert sync.paused == (sync.status is S.SUSPENDED)
+        assert bool(sync.pause_holds) == (sync.status is S.SUSPENDED)
         assert (sync.locked_by_worker_id is None) == (sync.lock_token is None)
         assert sync.consecutive_failures <= MAX_FAILURES or sync.status is not S.ACTIVE
 

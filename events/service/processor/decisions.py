@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Protocol
 
-from events.auth import SCOPE_RUN, SCOPE_WRITE, parse_authorization
+from events.auth import SCOPE_ADMIN, SCOPE_RUN, SCOPE_WRITE, grants, parse_authorization
 from events.envelope import REDACTED, SOURCE, RawCommand, Undecodable, ce_headers, derived_id
 from events.messages import CommandResult, LifecycleEvent
 from events.service.access import caller_of, check
@@ -364,6 +364,7 @@ class Batch:
             key_id=key_id,
             issued_at=raw.time,
             caller=caller_of(key.key_id, key.user_id),
+            admin=grants(key.scopes, SCOPE_ADMIN),
         )
         decision = decide(sync, command, self.now, self.policy)
         for change in decision.changes:

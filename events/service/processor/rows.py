@@ -29,6 +29,7 @@ EXTRAS: Final = frozenset(
         "run_totals",
         "sync_job_id",
         "full_sync",
+        "runs_skipped_while_paused",
     }
 )
 
@@ -102,15 +103,21 @@ def event_id(sync_config_id: str, version: int) -> str:
 
 
 _SCHEDULED: Final = frozenset({SyncStatus.PENDING, SyncStatus.ACTIVE})
+#: Commands whose result names the holds left (``holds``).
+_HOLD_COMMANDS: Final = frozenset({"sync.pause", "sync.resume"})
 
 
 def timer_of(sync: SyncConfiguration) -> datetime | None:
-    """When the scheduler must next look at ``sync`` (its ``sync_timers.due_at``): when its
-    run's lease expires while a run holds one, else its next poll while it is PENDING or
-    ACTIVE, else never."""
-    if sync.lock_expires_at is not None:
-        return sync.lock_expires_at
-    return sync.next_sync_at if sync.status in _SCHEDULED else None
+    """When the scheduler must next look at ``sync`` (its ``sync_timers.due_at``): the
+    earliest of its holds' ``until`` (a timed pause ends) and when its run's lease expires
+    while a run holds one, else its next poll while it is PENDING or ACTIVE; else never."""
+    due = sync.lock_expires_at
+    if due is None and sync.status in _SCHEDULED:
+        due = sync.next_sync_at
+    for hold in sync.pause_holds:
+        if hold.until is not None and (due is None or hold.until < due):
+            due = hold.until
+    return due
 
 
 def outbox_row(
@@ -181,4 +188,9 @@ def command_result(
         events=[event_id(c.sync.sync_config_id, c.sync.version) for c in decision.changes],
         run=decision.run if final is not None else None,
         sync_job_id=decision.sync_job_id if final is not None else None,
+        holds=(
+            [h.hold for h in final.pause_holds]
+            if final is not None and command_type in _HOLD_COMMANDS
+            else None
+        ),
     )

@@ -195,17 +195,30 @@ def _system_decision(batch: Batch, sync: SyncConfiguration, now: datetime) -> No
         batch.writes.timers[sid] = due
         return
     batch.loaded_timers[sid] = due
-    trigger = (
-        SystemTrigger.LOCK_EXPIRED
-        if sync.lock_expires_at is not None
-        else SystemTrigger.REQUEST_RUN
-    )
     # A change committed after this statement began can be what the lock returned: never
     # stamp a change earlier than the one it follows.
     at = max(now, sync.updated_at)
-    decision = decide(sync, system_command(sync, trigger), at, batch.policy)
-    for change in decision.changes:
-        batch._persist(None, change)
+    # What is due, in order: holds whose pause ended (released as one change; the sync
+    # resumes when none is left), then an expired lease or a due run.
+    for _ in range(2):
+        if any(h.until is not None and h.until <= at for h in sync.pause_holds):
+            trigger = SystemTrigger.PAUSE_EXPIRED
+        elif sync.lock_expires_at is not None and sync.lock_expires_at <= at:
+            trigger = SystemTrigger.LOCK_EXPIRED
+        elif sync.lock_expires_at is None:
+            trigger = SystemTrigger.REQUEST_RUN
+        else:
+            break
+        decision = decide(sync, system_command(sync, trigger), at, batch.policy)
+        for change in decision.changes:
+            batch._persist(None, change)
+        final = decision.final
+        if trigger is not SystemTrigger.PAUSE_EXPIRED or final is None or final is sync:
+            break
+        sync = final
+        due = timer_of(sync)
+        if due is None or due > at:
+            break
 
 
 async def dead_letter_one(
