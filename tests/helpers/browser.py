@@ -14,7 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
@@ -74,7 +78,13 @@ class Browser:
 
     async def until(self, what: str, check: Callable[[webdriver.Chrome], Any]) -> Any:
         """Wait (at most ``WAIT_SECONDS``) until ``check`` gives something true."""
-        wait = WebDriverWait(self.driver, WAIT_SECONDS, poll_frequency=0.1)
+        wait = WebDriverWait(
+            self.driver,
+            WAIT_SECONDS,
+            poll_frequency=0.1,
+            # The page may be replaced between finding an element and reading it.
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        )
         return await self._do(lambda: wait.until(check, message=f"waited for {what}"))
 
     async def url(self) -> str:

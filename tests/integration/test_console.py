@@ -260,3 +260,32 @@ async def test_another_gateway_with_the_same_secret_serves_the_session(
         console.base = third.url
         page = await console.get("/console/")
         assert page.url.endswith("/console/signin")  # its cookie cannot be read there
+
+
+async def test_bulk_pause_with_a_preview_and_its_undo(console: Console, api: Api) -> None:
+    bucket = "bkt_console_bulk"
+    made = [await create(api, bucket=bucket) for _ in range(3)]
+    outside = await create(api, bucket="bkt_console_bulk_other")
+    listed = await console.get("/console/", bucket=bucket)
+    assert 'id="bulk_preview"' in listed.text
+    shown = await console.get("/console/bulk/preview", bucket=bucket)
+    assert shown.status == 200
+    assert '<b id="matched">3</b>' in shown.text
+    operation_id = shown.text.split('name="operation_id" value="')[1].split('"')[0]
+    form = {"csrf": shown.csrf, "operation_id": operation_id, "bucket": bucket}
+    done = await console.post("/console/bulk/pause", {**form, "reason": "quarter close"})
+    assert done.flash is not None, done.text[:2000]
+    assert done.flash.startswith(f"bulk pause {operation_id}: matched 3, applied 3"), done.flash
+    assert [await status_of(api, s) for s in made] == ["SUSPENDED"] * 3
+    assert await status_of(api, outside) == "PENDING"
+    assert "quarter close" in done.text  # the holds' reason, on the list
+    again = await console.post("/console/bulk/pause", {**form, "reason": "quarter close"})
+    assert again.flash is not None and "applied 3" in again.flash  # the same operation
+    assert f'action="/console/bulk/{operation_id}/undo"' in again.text
+    missing = await console.post(f"/console/bulk/{operation_id}/undo", {"csrf": "forged"})
+    assert missing.status == 403
+    undone = await console.post(f"/console/bulk/{operation_id}/undo", {"csrf": again.csrf})
+    assert undone.flash is not None and undone.flash.startswith(f"undo of {operation_id}")
+    assert [await status_of(api, s) for s in made] == ["ACTIVE"] * 3
+    empty = await console.get("/console/bulk/preview")
+    assert empty.status == 422 and "needs a bucket" in empty.text

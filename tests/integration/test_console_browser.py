@@ -137,3 +137,32 @@ async def test_an_action_with_a_read_only_key_is_refused(
     flash = await browser.text("#flash")
     assert flash.startswith("pause refused (403)") and "syncs:write" in flash
     assert await browser.text("#sync .badge") == "PENDING"
+
+
+async def test_bulk_pause_of_a_filtered_set_and_its_undo(
+    browser: Browser, api: Api, tenant: Tenant
+) -> None:
+    made = [await create(api, "bkt_browser_bulk") for _ in range(2)]
+    outside = await create(api, "bkt_browser_bulk_other")
+    await browser.sign_in(tenant.write_key, tenant.namespace)
+    await browser.open("/console/?bucket=bkt_browser_bulk")
+    await browser.click("bulk_preview")
+    await browser.until("the preview", lambda d: d.find_elements(By.ID, "matched"))
+    assert await browser.text("#matched") == "2"
+    await browser.fill("bulk_reason", "quarter close")
+    await browser.click("bulk_pause")
+    await browser.until("the confirmation", lambda d: d.switch_to.alert)
+    await browser._do(lambda: browser.driver.switch_to.alert.accept())
+    await browser.until("the bulk answer", lambda d: d.find_elements(By.ID, "flash"))
+    assert "matched 2, applied 2" in await browser.text("#flash")
+    for sync in made:
+        assert await browser.text(f"{row(sync)} .badge") == "SUSPENDED"
+    assert str(outside["sync_config_id"]) not in await browser.source()
+
+    await browser.click("bulk_undo")
+    await browser.until(
+        "the undo's answer", lambda d: "undo of" in d.find_element(By.ID, "flash").text
+    )
+    await browser.open("/console/?bucket=bkt_browser_bulk")
+    for sync in made:
+        assert await browser.text(f"{row(sync)} .badge") == "ACTIVE"

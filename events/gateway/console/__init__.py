@@ -101,7 +101,7 @@ def _error_page(request: web.Request, status: int, message: str) -> web.Response
 
 def setup(app: web.Application, gateway: Gateway) -> None:
     """Mount the console on ``app`` at ``/console``."""
-    from events.gateway.console import actions, pages
+    from events.gateway.console import actions, bulk, pages
 
     # aiohttp-session keeps its state under text keys (aiohttp warns once per key).
     warnings.filterwarnings("ignore", category=NotAppKeyWarning, module="aiohttp_session")
@@ -128,6 +128,7 @@ def setup(app: web.Application, gateway: Gateway) -> None:
     console.on_cleanup.append(stop_hub)
     pages.add_routes(console)
     actions.add_routes(console)
+    bulk.add_routes(console)
     static = console.router.add_static(
         "/static", HERE / "static", append_version=True, name="static"
     )

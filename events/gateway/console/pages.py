@@ -22,6 +22,7 @@ from events.contract.http import NamespaceListRequest, SyncConfigurationModel
 from events.gateway import metrics, queries
 from events.gateway.common import gateway_of, not_found
 from events.gateway.console import HUB, SECURITY_HEADERS, render
+from events.gateway.console.bulk import LAST_BULK, SELECTOR_FIELDS
 from events.gateway.console.chart import files_chart
 from events.gateway.console.live import RESET
 from events.gateway.console.session import (
@@ -163,6 +164,8 @@ async def syncs(request: web.Request) -> web.Response:
         statuses=[s.value for s in SyncStatus if s.value != "ARCHIVED"],
         providers=[p.value for p in Provider],
         can_write=op.access.allows(SCOPE_WRITE),
+        selector={k: v for k, v in given.items() if k in SELECTOR_FIELDS} if not problem else {},
+        last_bulk=op.session.get(LAST_BULK),
     )
 
 
