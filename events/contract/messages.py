@@ -68,14 +68,27 @@ _COMMAND_DOCS: Final[dict[CommandType, str]] = {
     "next version (`sync.updated` then `sync.status_changed`). Nothing changed: a noop.",
     CommandType.ACTIVATE: "Make a DRAFT sync PENDING (its first run is due at once). A noop from "
     "PENDING or ACTIVE.",
-    CommandType.PAUSE: "From PENDING or ACTIVE: status SUSPENDED, `paused` true, `is_active` "
-    "false, `pause_reason`, `paused_at` and `paused_by_user_id` (default: the caller) set. A "
-    "run in progress may finish; no new run is requested while paused. A noop from "
-    "SUSPENDED; `invalid_transition` from a terminal status.",
-    CommandType.RESUME: "From SUSPENDED: status ACTIVE, `paused` false, `is_active` true, pause "
-    "fields cleared; the next run is incremental (`modified_since` = `last_sync_at`). A noop "
-    "from PENDING or ACTIVE; `invalid_transition` from a terminal status. From FAILED: as "
-    "`sync.trigger`.",
+    CommandType.PAUSE: "Place a pause hold (v1.1). Without `hold`: the caller's plain hold "
+    "`user:<caller>`; with `hold`: a named hold (labels starting `system:` or `bulk:` are the "
+    "service's own: `validation_error` naming `hold`). `until` (an RFC 3339 time, or an ISO "
+    "8601 duration such as `PT2H` counted from the decision; future, at most 90 days; stored "
+    "as an absolute UTC time): the service releases the hold itself then. From PENDING or "
+    "ACTIVE: status SUSPENDED, `paused` true, `is_active` false. From SUSPENDED: the hold "
+    "joins the others (`sync.holds_changed`); a hold already held gets the fields given, keeps "
+    "those omitted; nothing changed: a noop. `pause_reason`, `paused_at` and "
+    "`paused_by_user_id` (default: the caller) describe the earliest hold. A run in progress "
+    "may finish; no new run is requested while paused. The result's `holds` lists the labels "
+    "held. `invalid_transition` from DRAFT, FAILED or a terminal status.",
+    CommandType.RESUME: "Release pause holds (v1.1). Without `hold`: every plain hold and "
+    "`system:failures` (named holds stay); with `hold`: that hold (another owner's named hold "
+    "needs `syncs:admin`: else `forbidden`); `force` (`syncs:admin`) releases all. No hold "
+    "left: status ACTIVE, `paused` false, `is_active` true, pause fields cleared, and the "
+    "change carries `runs_skipped_while_paused`; `mode` `incremental` (default, "
+    "`modified_since` = `last_sync_at`) or `full` (`modified_since` null); `run` `due` "
+    "(default: a run at once if one fell due while paused, else at the next interval) or "
+    "`next_interval`. Holds left: still SUSPENDED (`sync.holds_changed`). Nothing released: a "
+    "noop. The result's `holds` lists the labels left. A noop from PENDING or ACTIVE; "
+    "`invalid_transition` from a terminal status. From FAILED: as `sync.trigger`.",
     CommandType.TRIGGER: "Request a run now (a `sync.run_requested` event naming its job; the "
     "result's `sync_job_id`); a noop while a run holds the lock. `mode`: `incremental` "
     "(default) or `full` (`modified_since` null); a full trigger while a run holds the lock "
@@ -127,7 +140,11 @@ _EVENT_DOCS: Final[dict[EventType, str]] = {
     "command type, `schedule`, `auto_suspend`, ...). A change that would otherwise be one of "
     "the other types but moves the status is published as this type, and then also carries "
     "that type's fields (for example `run_id`, `worker_id`, `lock_token`, `modified_since` and "
-    "`checkpoint` when `sync.run.start` moves a PENDING sync to ACTIVE).",
+    "`checkpoint` when `sync.run.start` moves a PENDING sync to ACTIVE). The change that "
+    "resumes a paused sync (its last hold released by `sync.resume`, or by the service when a "
+    "timed pause ends: `trigger` `pause_expired`) adds `runs_skipped_while_paused`: how many "
+    "times it fell due while paused (0 if never; else 1 + whole intervals between its first "
+    "due time and the resume).",
     EventType.RUN_REQUESTED: "A run is due (schedule, trigger or resume): a job. Adds "
     "`sync_job_id` (`job_` + ULID; a run requested again before a worker started it names the "
     "same job), `full_sync`, `modified_since` (the last successful sync; null for a full sync) "
@@ -145,6 +162,9 @@ _EVENT_DOCS: Final[dict[EventType, str]] = {
     "run counts as failed). Adds `run_id`, `error` and `worker_id`.",
     EventType.LOCK_RELEASED: "`sync.unlock` released the run lock (the run is interrupted, "
     "not counted as failed). Adds `run_id` and `worker_id` (the worker that held it).",
+    EventType.HOLDS_CHANGED: "A pause hold was placed, changed or released and the status "
+    "did not change (the sync stays SUSPENDED); the sync's `pause_holds` lists the holds. "
+    "`trigger` `pause_expired` (actor `system`): a timed pause ended.",
 }
 
 # Fields beyond the common ones that an event of each type always carries, and whether each

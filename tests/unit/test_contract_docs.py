@@ -295,7 +295,10 @@ def scenario() -> Scenario:
     s.apply(system_command(s.sync, SystemTrigger.REQUEST_RUN))
     s.run(C.PAUSE, {"paused_by_user_id": "user_bob", "reason": "maintenance"})
     s.run(C.PAUSE, {"paused_by_user_id": "user_bob"})  # noop
-    s.run(C.RESUME, {"resumed_by_user_id": "user_bob"})
+    s.run(C.PAUSE, {"hold": "maint:INC-42", "until": "PT2H", "paused_by_user_id": "user_carol"})
+    s.run(C.RESUME, {"resumed_by_user_id": "user_bob"})  # the plain hold: still SUSPENDED
+    s.apply(system_command(s.sync, SystemTrigger.PAUSE_EXPIRED))  # not yet: a noop
+    s.run(C.RESUME, {"hold": "maint:INC-42", "resumed_by_user_id": "user_carol", "mode": "full"})
     s.run(C.RUN_START, {"worker_id": "worker_4", "lease_seconds": 60})
     s.run(C.UNLOCK, {"unlocked_by_user_id": "user_bob", "reason": "worker stuck"})
     s.run(C.UNLOCK, {})  # noop
