@@ -29,31 +29,24 @@ from typing import Any, Final
 
 import asyncpg
 
+from events.auth import SCOPE_ADMIN, grants
 from events.envelope import SOURCE, ce_headers
 from events.messages import BULK_EVENT_TYPES, BulkCounts, BulkEvent, CommandResult
+from events.service.bulk.commands import APPLY, UNDO, per_sync_command
 from events.service.bulk.selector import match
 from events.service.faults import crash_point
 from events.service.processor.decisions import Batch
 from events.service.processor.rows import event_id, outbox_row, result_row, timer_of
 from events.service.processor.sql import write
 from events.service.settings import Settings
-from statemachine import Command, CommandType, Outcome, SyncConfiguration, decide
-from statemachine.commands import (
-    BulkPauseData,
-    BulkResumeData,
-    BulkUndoData,
-    PauseData,
-    ResumeData,
-)
+from statemachine import CommandType, Outcome, SyncConfiguration, decide
+from statemachine.commands import BulkPauseData, BulkResumeData
 from statemachine.errors import CommandError, ErrorCode
 
 __all__ = ["CHUNK", "Request", "Step", "advance", "next_request"]
 
 #: Items applied per transaction.
 CHUNK: Final = 250
-
-APPLY: Final = "apply"
-UNDO: Final = "undo"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +151,7 @@ class _Work:
         self.settings = settings
         self.batch = batch
         self.request = request
+        self.admin = False  # the key's syncs:admin, read for each chunk
 
     # --- the steps ---------------------------------------------------------------------
 
@@ -302,6 +296,10 @@ class _Work:
             if pending:
                 return Step(busy=True)
             return await self._finish(op, phase)
+        scopes = await self.conn.fetchval(
+            "SELECT scopes FROM api_keys WHERE key_id = $1", req.key_id
+        )
+        self.admin = grants(scopes or (), SCOPE_ADMIN)
         outcomes: list[tuple[str, str, int | None]] = []
         for r in rows:
             outcomes.append(self._decide(op, phase, req, r["sync_config_id"], r["data"]))
@@ -331,15 +329,19 @@ class _Work:
         batch.syncs[sid] = sync
         batch.loaded_versions[sid] = sync.version
         batch.loaded_timers[sid] = timer_of(sync)
-        command = Command(
+        command = per_sync_command(
+            operation_id=op["operation_id"],
+            kind=op["kind"],
+            phase=phase,
+            op_data=op["data"],
+            request_data=req.data,
             command_id=req.command_id,
-            type=CommandType.PAUSE if _pauses(op, phase) else CommandType.RESUME,
             sync_config_id=sid,
             internal_id=op["internal_id"],
             namespace_id=op["namespace_id"],
-            data=_per_sync(op, phase, req),
             key_id=req.key_id,
             caller=req.caller,
+            admin=self.admin,
         )
         decision = decide(sync, command, max(batch.now, sync.updated_at), batch.policy)
         actor = f"bulk:{op['operation_id']}"
@@ -474,20 +476,3 @@ _KINDS: Final = {
     CommandType.BULK_RESUME: "resume",
     CommandType.BULK_UNDO: "undo",
 }
-
-
-def _pauses(op: asyncpg.Record, phase: str) -> bool:
-    """Does an item of ``phase`` pause its sync? (A pause's apply; never an undo.)"""
-    return bool(op["kind"] == "pause" and phase == APPLY)
-
-
-def _per_sync(op: asyncpg.Record, phase: str, req: Request) -> PauseData | ResumeData:
-    """The data of the command each sync gets: the operation's pause or resume fields, or
-    (undo) a resume by the undo's caller."""
-    if phase == UNDO:
-        undo = BulkUndoData.model_validate(req.data)
-        return ResumeData(resumed_by_user_id=undo.undone_by_user_id)
-    fields = {k: v for k, v in json.loads(op["data"]).items() if k != "selector"}
-    if op["kind"] == "pause":
-        return PauseData.model_validate(fields)
-    return ResumeData.model_validate(fields)
