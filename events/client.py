@@ -15,6 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -25,6 +26,7 @@ from events.kafka import idempotent_producer, kafka_options, start_client
 from events.messages import CommandResult, LifecycleEvent, is_bulk_event
 from events.settings import KafkaSettings
 from statemachine.commands import CommandType
+from statemachine.durations import until_text
 
 __all__ = ["Event", "SynclifeClient", "lifecycle_events", "new_operation_id", "new_sync_id"]
 
@@ -196,10 +198,38 @@ class SynclifeClient:
     async def update(self, sync_config_id: str, **data: Any) -> CommandResult:
         return await self._must(CommandType.UPDATE, sync_config_id, data)
 
-    async def pause(self, sync_config_id: str, **data: Any) -> CommandResult:
+    async def pause(
+        self,
+        sync_config_id: str,
+        *,
+        hold: str | None = None,
+        until: str | datetime | timedelta | None = None,
+        **data: Any,
+    ) -> CommandResult:
+        """Place a pause hold: the caller's plain hold, or ``hold`` (a named one). ``until``
+        (a ``timedelta``, an aware ``datetime``, ``"2h"``, ``"PT2H"`` or an RFC 3339 time):
+        the service releases the hold itself then. The result's ``holds`` lists the labels."""
+        if hold is not None:
+            data["hold"] = hold
+        if until is not None:
+            data["until"] = until_text(until)
         return await self._must(CommandType.PAUSE, sync_config_id, data)
 
-    async def resume(self, sync_config_id: str, **data: Any) -> CommandResult:
+    async def resume(
+        self,
+        sync_config_id: str,
+        *,
+        hold: str | None = None,
+        force: bool | None = None,
+        mode: str | None = None,
+        run: str | None = None,
+        **data: Any,
+    ) -> CommandResult:
+        """Release the plain holds and ``system:failures``, or ``hold``, or all (``force``:
+        scope ``syncs:admin``); ``mode`` ``incremental`` or ``full``, ``run`` ``due`` or
+        ``next_interval``. The result's ``holds`` lists the labels left."""
+        given = {"hold": hold, "force": force, "mode": mode, "run": run}
+        data.update({name: value for name, value in given.items() if value is not None})
         return await self._must(CommandType.RESUME, sync_config_id, data)
 
     async def activate(self, sync_config_id: str, **data: Any) -> CommandResult:

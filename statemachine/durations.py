@@ -15,7 +15,15 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Until", "friendly_duration", "parse_duration", "parse_time", "parse_until"]
+__all__ = [
+    "Until",
+    "friendly_duration",
+    "iso_duration",
+    "parse_duration",
+    "parse_time",
+    "parse_until",
+    "until_text",
+]
 
 _DURATION: Final = re.compile(
     r"P(?:(?P<weeks>\d{1,6})W"
@@ -91,6 +99,36 @@ def friendly_duration(text: str) -> str:
     days = units.get("d", 0) + 7 * units.get("w", 0)
     clock = "".join(f"{units[u]}{u.upper()}" for u in ("h", "m", "s") if units.get(u))
     return "P" + (f"{days}D" if days else "") + (f"T{clock}" if clock else "")
+
+
+def iso_duration(delta: timedelta) -> str:
+    """``timedelta(hours=2)`` -> ``PT2H`` (days, hours, minutes, seconds; positive only)."""
+    if delta <= timedelta(0):
+        raise ValueError("a pause's duration must be positive")
+    days, rest = delta.days, delta.seconds
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    second_text = f"{seconds}.{delta.microseconds:06d}".rstrip("0").rstrip(".")
+    if not delta.microseconds:
+        second_text = str(seconds) if seconds else ""
+    clock = (
+        (f"{hours}H" if hours else "")
+        + (f"{minutes}M" if minutes else "")
+        + (f"{second_text}S" if second_text else "")
+    )
+    return "P" + (f"{days}D" if days else "") + (f"T{clock}" if clock else "")
+
+
+def until_text(until: str | datetime | timedelta) -> str:
+    """``until`` as a command carries it: a duration as ISO 8601, a time (with its offset) as
+    RFC 3339, a text as it is (a friendly duration such as ``2h`` converted)."""
+    if isinstance(until, timedelta):
+        return iso_duration(until)
+    if isinstance(until, datetime):
+        if until.tzinfo is None:
+            raise ValueError("until must be a time with its offset (timezone-aware)")
+        return until.isoformat()
+    return friendly_duration(until)
 
 
 def _until_syntax(value: str) -> str:

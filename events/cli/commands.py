@@ -35,6 +35,24 @@ _SEND_TYPES = {
 @click.option("--command-id", default=None, help="Idempotency key (default: a new UUID).")
 @click.option("--expected-version", type=int, default=None)
 @click.option("--timeout", type=float, default=30.0, help="Seconds to wait for the result.")
+@click.option("--hold", default=None, help="pause/resume: the hold's label (a named hold).")
+@click.option(
+    "--until",
+    default=None,
+    help="pause: when the hold ends by itself: 2h, 90m, 1d12h, 2w, PT2H or an RFC 3339 time.",
+)
+@click.option("--reason", default=None, help="The command's reason.")
+@click.option("--force", is_flag=True, help="resume: release every hold (scope syncs:admin).")
+@click.option(
+    "--mode", type=click.Choice(["incremental", "full"]), default=None, help="resume, trigger."
+)
+@click.option(
+    "--run",
+    "run_when",
+    type=click.Choice(["due", "next_interval"]),
+    default=None,
+    help="resume: a due run at once (due) or one interval after the resume.",
+)
 @run
 async def send(
     verb: str,
@@ -46,9 +64,21 @@ async def send(
     command_id: str | None,
     expected_version: int | None,
     timeout: float,
+    hold: str | None,
+    until: str | None,
+    reason: str | None,
+    force: bool,
+    mode: str | None,
+    run_when: str | None,
 ) -> None:
-    """Publish a command and print its result as JSON (create makes a new id if none is given)."""
+    """Publish a command and print its result as JSON (create makes a new id if none is given).
+
+    \b
+    synclife send pause SYNC_ID --hold maintenance:INC-42 --until 2h --reason "db upgrade"
+    synclife send resume SYNC_ID --hold maintenance:INC-42 --mode full
+    """
     from events.client import SynclifeClient, new_sync_id
+    from statemachine.durations import friendly_duration
 
     if not api_key or not namespace:
         raise click.UsageError("an API key and a namespace are needed (flags or environment)")
@@ -56,12 +86,23 @@ async def send(
         data = json.loads(data_json)
     except ValueError as exc:
         raise click.BadParameter(f"--data is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise click.BadParameter("--data must be a JSON object")
     for pair in pairs:
         name, _, text = pair.partition("=")
         try:
             data[name] = json.loads(text)
         except ValueError:
             data[name] = text
+    options = _options(verb, hold=hold, until=until, force=force, mode=mode, run=run_when)
+    if until is not None:
+        try:
+            options["until"] = friendly_duration(until)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--until") from exc
+    if reason is not None:
+        options["reason"] = reason
+    data.update(options)
     if sync_id is None:
         if verb != "create":
             raise click.UsageError(f"{verb} needs a SYNC_ID")
@@ -79,6 +120,26 @@ async def send(
     click.echo(result.model_dump_json(exclude_none=True))
     if result.outcome.value == "rejected":
         sys.exit(2)
+
+
+#: The verbs each option of ``send`` applies to.
+_OPTION_VERBS: dict[str, frozenset[str]] = {
+    "hold": frozenset({"pause", "resume"}),
+    "until": frozenset({"pause"}),
+    "force": frozenset({"resume"}),
+    "mode": frozenset({"resume", "trigger"}),
+    "run": frozenset({"resume"}),
+}
+
+
+def _options(verb: str, **given: object) -> dict[str, object]:
+    """The options given (not None, not false), each checked to apply to ``verb``."""
+    chosen = {name: value for name, value in given.items() if value not in (None, False)}
+    for name in chosen:
+        if verb not in _OPTION_VERBS[name]:
+            verbs = " or ".join(sorted(_OPTION_VERBS[name]))
+            raise click.UsageError(f"--{name.replace('_', '-')} applies to {verbs}, not {verb}")
+    return chosen
 
 
 @click.command()

@@ -1,4 +1,10 @@
-"""The scheduler: requests runs that are due and takes back expired leases.
+"""The scheduler: requests runs that are due, takes back expired leases and ends timed
+pauses (the holds whose ``until`` passed, released as one versioned change per sync, actor
+``system``, trigger ``pause_expired``; the sync resumes when no hold is left).
+
+Each is a sync's timer (``processor.rows.timer_of``: the earliest of its holds' ``until``, its
+lease's expiry, its next poll): a pass decides every sync whose timer is due on its locked
+row, so a change is made once, and a pass after a restart finds it done.
 
 One scheduler is active across all ``serve`` processes: it holds a session advisory lock on a
 connection of its own. If its process dies the connection closes, the lock is released, and
