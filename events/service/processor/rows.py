@@ -15,7 +15,7 @@ from events.envelope import SOURCE, ce_headers, pack_headers
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
 from events.service.settings import Settings
 from statemachine import Decision, SyncConfiguration, SyncStatus
-from statemachine.decision import JobEffect
+from statemachine.decision import JobEffect, JobPhase
 
 #: The fields of a ``LifecycleEvent`` that only some event types carry (left out elsewhere).
 EXTRAS: Final = frozenset(
@@ -85,7 +85,8 @@ class Writes:
         if before is not None:
             if before[6] is None:  # finished earlier in this batch
                 return
-            row[4] = before[4] or row[4]  # the trigger it was created with
+            if effect.phase is not JobPhase.QUEUED:  # requested again: the newest trigger
+                row[4] = before[4] or row[4]  # else the one it was requested with
             row[7] = before[7] or row[7]  # once full, full
             row[12] = before[12]  # created_at
             row[13] = row[13] or before[13]  # started_at

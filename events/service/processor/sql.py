@@ -234,6 +234,10 @@ _WRITE: Final = """
                   started_at, completed_at, updated_at)
         ON CONFLICT (sync_job_id) DO UPDATE
         SET status = EXCLUDED.status, phase = EXCLUDED.phase,
+            -- a run requested again while queued (a manual trigger, a resume) names the
+            -- same job: its trigger is the newest request's; a start or progress keeps it
+            trigger = CASE WHEN EXCLUDED.phase = 'queued' THEN EXCLUDED.trigger
+                           ELSE j.trigger END,
             full_sync = j.full_sync OR EXCLUDED.full_sync,
             files_synced = EXCLUDED.files_synced, files_failed = EXCLUDED.files_failed,
             error = EXCLUDED.error, current_cursor = EXCLUDED.current_cursor,
