@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
+from events.contract.filters import FilterText, JobStatusFilter, TaskStatusFilter
 from events.messages import CommandResult
 from statemachine.commands import CreateData, UpdateData
 from statemachine.decision import JobPhase, JobStatus, JobTrigger, Outcome
@@ -32,6 +33,7 @@ from statemachine.model import Provider, SyncConfiguration, SyncSettings
 from statemachine.status import SyncStatus
 
 __all__ = [
+    "DEFAULT_LIMIT",
     "MAX_LIMIT",
     "MAX_OFFSET",
     "REQUEST_MODELS",
@@ -67,6 +69,8 @@ SECRET_FIELDS: Final[frozenset[str]] = frozenset({"lock_token"})
 #: 0..MAX_OFFSET.
 MAX_LIMIT: Final = 1000
 MAX_OFFSET: Final = 10_000
+#: Items per page when neither ``limit`` nor ``page_size`` is given (the vendor's default).
+DEFAULT_LIMIT: Final = 10
 
 # Fields a read may show as null although a write must set them (a sync created without a
 # provider has none until an update sets it).
@@ -206,27 +210,33 @@ class SyncUpdateRequest(_UpdateFields):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
-class ListSyncConfigurationsRequest(_Request):
-    """The filters of a bucket's list (all optional, combined with AND)."""
+_INCLUDE_TOTAL: Final = "Count every match (`pagination.total`); the same as ?include_total=true."
 
-    connection_id: str | None = None
-    status: SyncStatus | None = None
+
+class ListSyncConfigurationsRequest(_Request):
+    """The filters of a bucket's list (all optional, combined with AND), and
+    ``include_total`` (in the body, or as the query parameter)."""
+
+    connection_id: FilterText | None = None
+    status: TaskStatusFilter | None = None
     is_active: bool | None = None
+    include_total: bool | None = Field(default=None, description=_INCLUDE_TOTAL)
 
 
 class NamespaceListRequest(ListSyncConfigurationsRequest):
     """The filters of the namespace-wide list ``POST /v1/syncs/list`` (synclife's own)."""
 
-    bucket_id: str | None = None
+    bucket_id: FilterText | None = None
     provider: Provider | None = None
     paused: bool | None = None
     is_stale: bool | None = None
 
 
 class ListSyncJobsRequest(_Request):
-    """The filter of a sync's job list."""
+    """The filter of a sync's job list, and ``include_total``."""
 
-    status: JobStatus | None = None
+    status: JobStatusFilter | None = None
+    include_total: bool | None = Field(default=None, description=_INCLUDE_TOTAL)
 
 
 #: Every request body model, for the OpenAPI document and the tests.

@@ -22,6 +22,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from events.contract.filters import is_clean_id
 from events.gateway.errors import ApiError, Handler, error_middleware
 from events.gateway.protocol import GatewayRunner
 from events.gateway.waiter import Waiter
@@ -196,26 +197,15 @@ async def _measure(request: web.Request, handler: Handler) -> web.StreamResponse
         REQUEST_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
 
 
-#: The longest id a path may carry (the contract's ``MAX_ID_CHARS``).
-MAX_PATH_ID_CHARS: Final = 256
-
-
 @web.middleware
 async def _path_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """An id in the path that no sync, job or operation can have (too long, U+0000, an
-    unpaired surrogate): 404, before any statement is built with it."""
+    """An id in the path that no sync, job or operation can have (``is_clean_id``: too long,
+    U+0000, a control character, an unpaired surrogate): 404, before any statement is built
+    with it. The list filters and the cursor's id follow the same rule (422)."""
     for value in request.match_info.values():
-        if len(value) > MAX_PATH_ID_CHARS or "\x00" in value or not _encodable(value):
+        if not is_clean_id(value):
             raise ApiError(404, "not_found", "not found", code="not_found")
     return await handler(request)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 async def _healthz(_: web.Request) -> web.Response:

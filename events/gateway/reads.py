@@ -2,7 +2,7 @@
 namespace. Another tenant's sync, another bucket's, or an archived one, is 404 revealing
 nothing; lists leave them out. Paging: ``limit`` (alias ``page_size``, 1..1000, default 10),
 ``offset`` or ``page``, an opaque keyset ``cursor`` (aliases ``next_cursor``, ``after``), and
-``include_total``."""
+``include_total`` (in the query or the body)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from typing import Final
 from aiohttp import web
 
 from events.auth import SCOPE_READ
+from events.contract.filters import is_clean_id
 from events.contract.http import (
+    DEFAULT_LIMIT,
     MAX_LIMIT,
     MAX_OFFSET,
     ListSyncConfigurationsRequest,
@@ -47,7 +49,6 @@ from statemachine.errors import ErrorCode
 
 __all__ = ["Page", "add_routes", "page_of"]
 
-DEFAULT_LIMIT: Final = 10
 SYNC: Final = "/v1/buckets/{bucket_id}/syncs/{sync_config_id}"
 
 
@@ -99,12 +100,19 @@ def _decode_cursor(name: str, text: str) -> tuple[datetime, str]:
         moment = datetime.fromisoformat(created)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         moment, item_id = None, None
-    if moment is None or moment.tzinfo is None or not isinstance(item_id, str):
+    if (
+        moment is None
+        or moment.tzinfo is None
+        or not isinstance(item_id, str)
+        or not is_clean_id(item_id)  # the rule of path ids: no id a sync or job can have
+    ):
         raise _bad_query(name, "not a cursor this API gave")
     return moment, item_id
 
 
-def page_of(request: web.Request) -> Page:
+def page_of(request: web.Request, include_total: bool | None = None) -> Page:
+    """The paging of a list request; ``include_total`` as the body gave it (the query's
+    ``include_total`` counts too)."""
     limit = _int(request, ("limit", "page_size"), 1, MAX_LIMIT) or DEFAULT_LIMIT
     page = _int(request, ("page",), 1, MAX_OFFSET)
     offset = _int(request, ("offset",), 0, MAX_OFFSET)
@@ -123,7 +131,7 @@ def page_of(request: web.Request) -> Page:
         offset,
         page or offset // limit + 1,
         after,
-        bool(query_flag(request, "include_total")),
+        bool(query_flag(request, "include_total")) or bool(include_total),
     )
 
 
@@ -170,7 +178,7 @@ async def get_sync(request: web.Request) -> web.Response:
 async def _list(
     request: web.Request, access: Access, filters: NamespaceListRequest
 ) -> web.Response:
-    page = page_of(request)
+    page = page_of(request, filters.include_total)
     pool = gateway_of(request).pool
     assert pool is not None  # noqa: S101 - started
     args = (
@@ -224,7 +232,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     access = await who(request, SCOPE_READ)
     data, _ = await json_object(request)
     filters = body_model(ListSyncJobsRequest, data)
-    page = page_of(request)
+    page = page_of(request, filters.include_total)
     pool = gateway_of(request).pool
     assert pool is not None  # noqa: S101 - started
     status = filters.status.value if filters.status is not None else None

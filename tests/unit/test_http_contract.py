@@ -364,12 +364,53 @@ def test_list_filters_accept_the_sdks_bodies() -> None:
     body = SdkListRequest(
         connection_id="conn_abc123", status=TaskStatusEnum.SUSPENDED, is_active=False
     ).to_dict()
-    assert ListSyncConfigurationsRequest.model_validate(body).status is SyncStatus.SUSPENDED
+    assert ListSyncConfigurationsRequest.model_validate(body).status == "SUSPENDED"
     assert ListSyncConfigurationsRequest.model_validate(SdkListRequest().to_dict()) is not None
     jobs = SdkListJobsRequest(status=SdkJobStatus.FAILED).to_dict()
-    assert ListSyncJobsRequest.model_validate(jobs).status is JobStatus.FAILED
+    assert ListSyncJobsRequest.model_validate(jobs).status == "failed"
     mine = NamespaceListRequest.model_validate({"bucket_id": "bkt_a", "provider": "s3"})
     assert mine.is_stale is None and mine.provider is not None
+
+
+def test_status_filters_take_every_value_of_the_sdks_enums() -> None:
+    """A filter on a status no sync (or job) takes matches nothing; it is not a 422."""
+    for value in TaskStatusEnum:
+        for model in (ListSyncConfigurationsRequest, NamespaceListRequest):
+            assert model.model_validate({"status": value.value}).status == value.value
+    assert {s.value for s in SyncStatus} <= {s.value for s in TaskStatusEnum}
+    for job_status in SdkJobStatus:
+        assert ListSyncJobsRequest.model_validate({"status": job_status.value}).status == (
+            job_status.value
+        )
+    with pytest.raises(ValidationError):
+        ListSyncConfigurationsRequest.model_validate({"status": "active"})
+
+
+def test_include_total_in_the_list_bodies() -> None:
+    for model in (ListSyncConfigurationsRequest, NamespaceListRequest, ListSyncJobsRequest):
+        assert model.model_validate({"include_total": True}).include_total is True
+        assert model.model_validate({}).include_total is None
+
+
+@pytest.mark.parametrize(
+    "text", ["a\x00b", "\x00", "\ud800", "x\udfff", "\x1b[31m", "a\nb", "c" * 257]
+)
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        (ListSyncConfigurationsRequest, "connection_id"),
+        (NamespaceListRequest, "connection_id"),
+        (NamespaceListRequest, "bucket_id"),
+    ],
+)
+def test_a_filter_no_id_can_be_is_refused_naming_it(model: Any, name: str, text: str) -> None:
+    """The rule of path ids: printable, UTF-8 encodable, no U+0000, at most 256 characters
+    (Postgres stores no U+0000 and asyncpg encodes no surrogate: never sent to it)."""
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate({name: text})
+    assert [e["loc"] for e in caught.value.errors()] == [(name,)]
+    assert model.model_validate({name: "c" * 256}) is not None
+    assert model.model_validate({name: "conn \u00e9t\u00e9"}) is not None
 
 
 @pytest.mark.parametrize("model", REQUEST_MODELS, ids=lambda m: m.__name__)
