@@ -1,9 +1,11 @@
 """A sync's health and staleness, computed from what is stored (``GET .../metrics``).
 
 - ``stale_after_seconds`` = max(2 x polling interval, 120);
-- ``seconds_since_last_sync``: since the last successful sync (else the creation);
-- ``is_stale``: a continuous, active sync without progress for longer than that;
-- ``intervals_since_last_sync``: those seconds over the polling interval;
+- ``seconds_since_last_sync``: since the last successful sync; null if it never synced (the
+  vendor's "None if never synced");
+- ``is_stale``: a continuous, active sync without progress since its last sync for longer than
+  that; never for a sync that never synced (a first run has no last sync to be stale against);
+- ``intervals_since_last_sync``: those seconds over the polling interval (null likewise);
 - ``failure_rate``: files failed over files discovered (0 when none were);
 - ``healthy``: active, not paused, no consecutive failures, not stale;
 - ``dlq_total``: the files sent to the dead letters (``total_files_failed``);
@@ -29,7 +31,7 @@ def stale_after(polling_interval_seconds: int) -> int:
 def of(sync: dict[str, Any], now: datetime, last_job: str | None) -> SyncMetricsResponse:
     """The metrics of ``sync`` (its stored JSON) at ``now``; ``last_job`` its newest job's JSON."""
     interval = int(sync.get("polling_interval_seconds") or 300)
-    since_text = sync.get("last_sync_at") or sync.get("created_at")
+    since_text = sync.get("last_sync_at")
     seconds = None
     if since_text is not None:
         seconds = max(0, int((now - datetime.fromisoformat(since_text)).total_seconds()))

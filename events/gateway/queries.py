@@ -26,13 +26,14 @@ _MINE: Final = """
 
 ONE_SYNC: Final = f"SELECT data::text AS data FROM syncs WHERE {_MINE}"  # noqa: S608 - constant
 
-#: Whether the sync in ``data`` is stale at ``$now``: continuous, active, and no progress
-#: (its last sync, else its creation) for longer than max(2 x polling interval, 120 s).
+#: Whether the sync in ``data`` is stale at ``$now`` (``metrics.of``'s rule): continuous,
+#: active, and no progress since its last sync for longer than max(2 x polling interval,
+#: 120 s). A sync that never synced is not stale (no last sync to be stale against).
 STALE: Final = """(
     coalesce(data->>'sync_mode', 'continuous') = 'continuous'
     AND coalesce((data->>'is_active')::boolean, false)
-    AND extract(epoch FROM {now} - coalesce((data->>'last_sync_at')::timestamptz,
-                                            synclife_created_at(data)))
+    AND (data->>'last_sync_at') IS NOT NULL
+    AND extract(epoch FROM {now} - (data->>'last_sync_at')::timestamptz)
         > greatest(2 * coalesce((data->>'polling_interval_seconds')::int, 300), 120))"""
 
 # The filters of both lists (a null parameter filters nothing): $1 org, $2 namespace,
