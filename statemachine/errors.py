@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Final
 
@@ -86,7 +87,7 @@ def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ())
         # quote what it was given: both are bounded.
         entry: dict[str, Any] = {
             "field": bounded(".".join(bounded(str(p)) for p in loc)) or "(root)",
-            "problem": bounded(err["msg"]),
+            "problem": bounded(_plain(err["msg"])),
             "type": err["type"],
         }
         ctx = err.get("ctx") or {}
@@ -105,9 +106,19 @@ def reported(errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {"errors": errors[:MAX_REPORTED_ERRORS], "truncated": len(errors) - MAX_REPORTED_ERRORS}
 
 
+#: An enum member as pydantic prints it in a message (``<SyncStatus.ACTIVE: 'ACTIVE'>``).
+_ENUM_REPR: Final = re.compile(r"<[A-Za-z_][\w.]*: ('[^'<>]*'|-?\d+)>")
+
+
+def _plain(message: str) -> str:
+    """``message`` with each enum member printed as its value (``'ACTIVE'``), as the wire
+    carries it, not as Python's repr."""
+    return _ENUM_REPR.sub(r"\1", message)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, str):
-        return bounded(value)
+        return bounded(_plain(value))
     if isinstance(value, int | float | bool) or value is None:
         return value
     return bounded(str(value))

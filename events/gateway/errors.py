@@ -99,8 +99,9 @@ def from_command_error(error: CommandError) -> ApiError:
 
 
 def invalid_body(exc: ValidationError, where: str = "body") -> ApiError:
-    """A body (or query) that does not fit its model: 422, each bad field named."""
-    details = validation_details(exc, (where,))
+    """A body (or query) that does not fit its model: 422, each bad field named as the
+    processor names it: a body's field bare (``status``), a query parameter's ``query.<name>``."""
+    details = validation_details(exc, () if where == "body" else (where,))
     fields = [e["field"] for e in details["errors"]]
     shown = ", ".join(fields[:5]) + (", ..." if len(fields) > 5 else "")
     return ApiError(
