@@ -26,6 +26,7 @@ __all__ = [
     "json_object",
     "not_found",
     "query_flag",
+    "weak_if_match",
     "who",
 ]
 
@@ -169,7 +170,8 @@ def etag(version: int) -> str:
 
 def expected_version(request: web.Request) -> int | None:
     """``If-Match: "<version>"`` as the version the write expects (``*``: none); a header
-    that is not one quoted version: 400."""
+    that is not one quoted version: 400. A weak tag (``W/"<version>"``) parses, but never
+    matches (``weak_if_match``)."""
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None
@@ -186,6 +188,12 @@ def expected_version(request: web.Request) -> int | None:
             details={"header": "If-Match", "value": bounded(raw, _MAX_IF_MATCH_CHARS)},
         )
     return int(inner)
+
+
+def weak_if_match(request: web.Request) -> bool:
+    """Is ``If-Match`` a weak tag? If-Match compares strongly (RFC 9110, 13.1.1): a weak tag
+    matches no version, so the write is 412 (once the sync is known to be the caller's)."""
+    return request.headers.get("If-Match", "").strip().startswith("W/")
 
 
 def not_found(what: str = "sync configuration") -> ApiError:

@@ -44,9 +44,11 @@ from events.gateway.common import (
     json_object,
     not_found,
     query_flag,
+    weak_if_match,
     who,
 )
 from events.gateway.errors import ApiError, from_command_error
+from events.gateway.queries import ONE_SYNC
 from events.messages import CommandResult
 from events.service.access import Access
 from events.service.db import acquire
@@ -119,6 +121,8 @@ async def _command(request: web.Request, access: Access, write: _Write, raw: byt
     assert gateway.pool is not None and gateway.waiter is not None  # noqa: S101 - started
     expected = expected_version(request)
     bucket_id = request.match_info["bucket_id"]
+    if weak_if_match(request):
+        await _refuse_weak(request, access, write.sync_config_id)
     command_id = _command_id(access, request)
     fingerprint = _fingerprint(request, raw)
     creating = write.sync_config_id is None
@@ -174,6 +178,26 @@ async def _command(request: web.Request, access: Access, write: _Write, raw: byt
     if stored is None:
         return _unfinished(request, command_id)
     return _answer(request, write.kind, stored.result)
+
+
+async def _refuse_weak(request: web.Request, access: Access, sync_id: str | None) -> None:
+    """A weak If-Match never matches: 412, or 404 for a sync that is not the caller's (as
+    without the header). Nothing is recorded or published."""
+    pool = gateway_of(request).pool
+    assert pool is not None  # noqa: S101 - started
+    if sync_id is not None:
+        args = (sync_id, access.internal_id, access.namespace_id, request.match_info["bucket_id"])
+        async with acquire(pool) as conn:
+            if await conn.fetchval(ONE_SYNC, *args) is None:
+                raise not_found()
+    raise ApiError(
+        412,
+        ErrorCode.VERSION_CONFLICT.value,
+        'If-Match compares strongly: a weak tag (W/"...") matches no version; send the ETag '
+        'as GET gives it ("<version>")',
+        code=ErrorCode.VERSION_CONFLICT.value,
+        details={"header": "If-Match"},
+    )
 
 
 @dataclass(frozen=True, slots=True)
