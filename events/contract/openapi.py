@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from events.contract.http import (
+    DEFAULT_LIMIT,
     MAX_LIMIT,
     MAX_OFFSET,
     REQUEST_MODELS,
@@ -56,7 +57,8 @@ _ERRORS: Final[dict[int, str]] = {
     400: "Missing `X-Namespace`, malformed JSON or header.",
     401: "Missing, unknown, revoked or expired API key.",
     403: "The key may not use this namespace, or lacks the route's scope.",
-    404: "No such sync (or job, or operation) for the key's tenant, namespace and bucket.",
+    404: "No such sync (or job, or operation) for the key's tenant, namespace and bucket; or "
+    "an id in the path that nothing can have (over 256 characters, a control character).",
     409: "The command was refused: `invalid_transition`, `already_exists`, `lock_conflict`.",
     412: "`If-Match` names another version than the stored one (`version_conflict`).",
     413: "The request body is over the command size limit.",
@@ -64,6 +66,7 @@ _ERRORS: Final[dict[int, str]] = {
     "an unknown key is `extra_forbidden` (`details.accepted_fields` lists the accepted ones). "
     "Also a reused `Idempotency-Key` with another body.",
     500: "A bug: the body names only the request id.",
+    503: "`unavailable`: Postgres or Kafka did not answer in time; try again.",
     504: "No result within the wait and no `Prefer: respond-async`: `details.operation_url` "
     "names the operation to poll.",
 }
@@ -130,7 +133,7 @@ _OPERATION: Final = _path_param("operation_id", "The operation a 202 named in `L
 
 _LIMIT: Final = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
 _PAGING: Final = [
-    _query("limit", _LIMIT, "Items per page (default 50)."),
+    _query("limit", _LIMIT, f"Items per page (default {DEFAULT_LIMIT})."),
     _query("page_size", _LIMIT, "Alias of `limit`."),
     _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}, "Items skipped."),
     _query("page", {"type": "integer", "minimum": 1}, "Page number (from 1) of `limit` items."),
@@ -209,7 +212,10 @@ class _Builder:
                 },
                 "content": self._json(OperationResponse),
             }
-        responses.update(self._errors(errors))
+        # Every route may be 503 (``unavailable``), and one with an id in its path 404 (an
+        # id nothing can have is refused before a statement is built with it).
+        more = {503} | ({404} if any(p["in"] == "path" for p in params) else set())
+        responses.update(self._errors(tuple(sorted({*errors, *more}))))
         operation: dict[str, Any] = {
             "operationId": operation_id,
             "summary": summary,
@@ -252,7 +258,7 @@ def _vendor_routes(b: _Builder) -> None:
         params=[_BUCKET],
         body=SyncCreateRequest,
         response=SyncConfigurationModel,
-        errors=(400, 401, 403, 409, 413, 422, 500, 504),
+        errors=(400, 401, 403, 404, 409, 412, 413, 422, 500, 504),
         write=True,
     )
     b.route(

@@ -1,9 +1,11 @@
 """Property-based tests of the HTTP API (schemathesis) against the real gateway and stack.
 
 Requests are generated from the OpenAPI document the code generates (``openapi_document``):
-valid and invalid bodies, queries and headers, on random ids and on syncs that exist. Whatever
-is sent, the gateway never answers 5xx, and every answer conforms to the document's schema for
-its status. Bounded for CI: a fixed seed, ``EXAMPLES`` cases per operation, a short result wait.
+valid and invalid bodies, queries and headers (text with U+0000, control characters and
+characters from anywhere in Unicode included), on random ids and on syncs that exist. Whatever
+is sent, the gateway never answers 5xx, and every answer's status is one the document gives the
+route, with the content type and the schema it gives that status. Bounded for CI: a fixed
+seed, ``EXAMPLES`` cases per operation, a short result wait.
 
 schemathesis and its HTTP client are synchronous: they run in a thread, so that the service and
 the gateway keep running on the test's event loop meanwhile.
@@ -22,7 +24,11 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from events.contract.openapi import openapi_document
 from events.service.app import Service
@@ -44,6 +50,16 @@ BUCKET: Final = "bkt_properties"
 #: A write whose result has not come within this is answered 202 or 504 (both documented).
 RESULT_WAIT_SECONDS: Final = 2.0
 REQUEST_TIMEOUT_SECONDS: Final = 15.0
+
+
+#: What every answer must be: not a 5xx, a status the route documents, with its content type
+#: and its schema.
+CHECKS: Final = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @dataclass
@@ -109,9 +125,7 @@ def exercise(
                 headers=headers,
                 timeout=REQUEST_TIMEOUT_SECONDS,
             )
-            case.validate_response(
-                response, checks=[not_a_server_error, response_schema_conformance]
-            )
+            case.validate_response(response, checks=CHECKS)
 
         try:
             run()
