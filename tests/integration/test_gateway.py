@@ -3,7 +3,10 @@ results, errors in the vendor's body, and the seed's resume."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
@@ -311,3 +314,52 @@ async def test_no_result_in_time_answers_202_and_the_operation_later_shows_it(
         assert again.body["version"] == retried.body["version"] == 1
         if lost.status == 200:
             assert lost.body["sync_config_id"] == retried.body["sync_config_id"]
+
+
+async def test_recorded_requests_past_the_dedupe_window_are_deleted(settings: Settings) -> None:
+    """Each gateway deletes ``gateway_requests`` rows older than the dedupe window, a batch at
+    a time; a younger one is kept until the clock (here its offset) takes it past the window."""
+    window = timedelta(days=settings.dedupe_window_days)
+    ids = {
+        "old": f"http_test_old_{secrets.token_hex(6)}",
+        "young": f"http_test_young_{secrets.token_hex(6)}",
+    }
+    conn = await connect(settings)
+    try:
+        for name, age in (("old", timedelta(hours=1)), ("young", timedelta(hours=-1))):
+            await conn.execute(
+                """INSERT INTO gateway_requests (command_id, key_id, method, path, body_sha256,
+                                                 sync_config_id, created_at)
+                   VALUES ($1, 'key_test', 'POST', '/v1/x', '\\x00', 'sync_x',
+                           now() - $2::interval - $3::interval)""",
+                ids[name],
+                window,
+                age,
+            )
+
+        async def left() -> set[str]:
+            rows = await conn.fetch(
+                "SELECT command_id FROM gateway_requests WHERE command_id = ANY($1::text[])",
+                list(ids.values()),
+            )
+            return {r["command_id"] for r in rows}
+
+        async def until_gone(command_id: str) -> None:
+            async with asyncio.timeout(30):
+                while True:
+                    if command_id not in await left():
+                        return
+                    await asyncio.sleep(0.05)
+
+        async with running_gateway(settings, retention_batch_size=1):
+            await until_gone(ids["old"])
+            assert ids["young"] in await left()
+        # Two hours later (the clock offset), the young row is past the window too.
+        async with running_gateway(settings, clock_offset_seconds=7200, retention_batch_size=1):
+            await until_gone(ids["young"])
+        assert await left() == set()
+    finally:
+        await conn.execute(
+            "DELETE FROM gateway_requests WHERE command_id = ANY($1::text[])", list(ids.values())
+        )
+        await conn.close()

@@ -449,6 +449,35 @@ async def test_paging_out_of_range_is_a_validation_error(api: Api, query: dict[s
         assert len(answer.text) < 2000
 
 
+#: Filter text no id can be (the rule of path ids): Postgres refuses U+0000, asyncpg cannot
+#: encode an unpaired surrogate; neither may reach a statement.
+HOSTILE_FILTERS = ["a\x00b", "\x00", "\ud800", "x\udfff", "\x1b[31m", "c" * 257]
+
+
+@pytest.mark.parametrize("text", HOSTILE_FILTERS, ids=lambda t: repr(t)[:20])
+async def test_filter_text_no_id_can_be_is_a_validation_error_naming_it(
+    api: Api, text: str
+) -> None:
+    sync = await quiet(api)
+    for route, field in (
+        (f"/v1/buckets/{BUCKET}/syncs/list", "connection_id"),
+        ("/v1/syncs/list", "connection_id"),
+        ("/v1/syncs/list", "bucket_id"),
+    ):
+        answer = await api.call("POST", route, {field: text})
+        error = check_error(answer.status, answer.text, 422)
+        assert [e["field"] for e in error["details"]["errors"]] == [field], error
+        assert "\x00" not in answer.text and "\\u0000" not in answer.text
+    # A cursor of the right shape whose id no sync or job can have: not one this API gave.
+    cursor = _cursor(["2024-01-01T00:00:00+00:00", text])
+    for route in (f"/v1/buckets/{BUCKET}/syncs/list", "/v1/syncs/list", path(sync, "/jobs")):
+        answer = await api.call("POST", route, params={"cursor": cursor})
+        error = check_error(answer.status, answer.text, 422)
+        assert [e["field"] for e in error["details"]["errors"]] == ["query.cursor"], error
+        assert "not a cursor this API gave" in answer.text
+    await unchanged(api, sync)
+
+
 async def test_a_cursor_of_another_tenant_or_another_filter_shows_only_the_callers_syncs(
     gateway: Gateway, api: Api, settings: Settings
 ) -> None:
@@ -801,12 +830,25 @@ async def test_if_match_malformed_stale_and_weak(api: Api) -> None:
         answer = await api.call("PATCH", path(sync), {"batch_size": 7}, headers={"If-Match": value})
         assert check_error(answer.status, answer.text, 412)["type"] == "version_conflict", value
     await unchanged(api, sync)
-    # A weak tag of the current version is taken as that version (the gateway's tags are strong;
-    # a proxy may have weakened one).
-    weak = await api.call(
-        "PATCH", path(sync), {"batch_size": 7}, headers={"If-Match": f'W/"{sync["version"]}"'}
+    # If-Match compares strongly (RFC 9110): a weak tag, even of the current version, matches
+    # none, on every write and on a create; a sync that is not the caller's is still 404.
+    weak = {"If-Match": f'W/"{sync["version"]}"'}
+    for method, tail, body in (("PATCH", "", {"batch_size": 7}), ("POST", "/resume", None)):
+        answer = await api.call(method, path(sync, tail), body, headers=weak)
+        assert check_error(answer.status, answer.text, 412)["type"] == "version_conflict"
+    before = await count(api)
+    made = await api.call("POST", f"/v1/buckets/{BUCKET}/syncs", create_body(), headers=weak)
+    assert check_error(made.status, made.text, 412)["type"] == "version_conflict"
+    assert await count(api) == before
+    await unchanged(api, sync)
+    elsewhere = await api.call(
+        "PATCH", f"/v1/buckets/{BUCKET}/syncs/sync_missing", {"batch_size": 7}, headers=weak
     )
-    assert weak.status == 200, weak.text
+    assert elsewhere.status == 404, elsewhere.text
+    strong = await api.call(
+        "PATCH", path(sync), {"batch_size": 7}, headers={"If-Match": f'"{sync["version"]}"'}
+    )
+    assert strong.status == 200, strong.text
     gone = await api.call(
         "PATCH",
         f"/v1/buckets/{BUCKET}/syncs/sync_missing",

@@ -3,6 +3,7 @@ metrics, history, the namespace-wide list; all from Postgres, scoped to the call
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ from events.client import SynclifeClient
 from events.gateway import Gateway
 from events.service.app import Service
 from events.service.settings import Settings
+from statemachine import CommandType, Outcome
 from tests.helpers.gateway import Api, api_for, create_body, running_gateway
 from tests.helpers.live import Tenant, new_tenant
 
@@ -161,6 +163,8 @@ async def test_jobs_metrics_and_history(api: Api, client: SynclifeClient) -> Non
     assert one.status == 200, one.body
     assert one.body["sync_config_id"] == sync["sync_config_id"]
     assert one.body["internal_id"] == sync["internal_id"]
+    # The trigger's job is labelled by it, whether the scheduler had queued it first (the
+    # same job, re-labelled) or not; its timeline row says the same.
     assert one.body["trigger"] == "manual"
     assert jobs.body["total"] == jobs.body["pagination"]["total"] == len(listed) >= 1
     running = await api.call("POST", path(sync, "/jobs"), {"status": "running"})
@@ -174,7 +178,8 @@ async def test_jobs_metrics_and_history(api: Api, client: SynclifeClient) -> Non
     assert m["sync_config_id"] == sync["sync_config_id"]
     assert m["stale_after_seconds"] == 600  # 2 x the default 300 s
     assert m["is_stale"] is False and m["failure_rate"] == 0.0
-    assert m["seconds_since_last_sync"] >= 0
+    assert m["last_sync_at"] is None  # never synced: no age, not stale
+    assert m["seconds_since_last_sync"] is None and m["intervals_since_last_sync"] is None
     assert m["last_job"] is not None and m["last_job"]["sync_config_id"] == sync["sync_config_id"]
 
     history = await api.call("GET", path(sync, "/history"))
@@ -182,5 +187,117 @@ async def test_jobs_metrics_and_history(api: Api, client: SynclifeClient) -> Non
     versions = [h["version"] for h in history.body["results"]]
     assert versions == sorted(versions) and versions[0] == 1
     assert history.body["results"][0]["event_type"] == "sync.created"
+    requested = [h for h in history.body["results"] if h["event_type"] == "sync.run_requested"]
+    assert requested[-1]["trigger"] == "manual"
     wrong = await api.call("GET", f"/v1/buckets/bkt_else/syncs/{sync['sync_config_id']}/history")
     assert wrong.status == 404
+
+
+async def queued_job(api: Api, sync: dict[str, Any]) -> dict[str, Any]:
+    """The job the scheduler queued for a new sync (due at once), once it is there."""
+    async with asyncio.timeout(30):
+        while True:
+            jobs = await api.call("POST", path(sync, "/jobs"))
+            assert jobs.status == 200, jobs.body
+            if jobs.body["results"]:
+                (job,) = jobs.body["results"]
+                return dict(job)
+            await asyncio.sleep(0.05)
+
+
+async def test_a_manual_trigger_relabels_the_queued_scheduled_job(api: Api) -> None:
+    """A new sync is due at once, so the scheduler queues a ``scheduled`` job; a trigger
+    before a worker starts it names the same job, which then says ``manual``, as the event
+    and the timeline do."""
+    sync = await create(api, bucket())
+    job = await queued_job(api, sync)
+    assert (job["trigger"], job["phase"]) == ("scheduled", "queued")
+    triggered = await api.call("POST", path(sync, "/trigger"))
+    assert triggered.status == 200, triggered.body
+    assert triggered.body["sync_job_id"] == job["sync_job_id"]
+    one = await api.call("GET", path(sync, f"/jobs/{job['sync_job_id']}"))
+    assert one.status == 200, one.body
+    assert (one.body["trigger"], one.body["phase"]) == ("manual", "queued")
+    assert one.body["full_sync"] is True  # the first run lists every file, still
+    jobs = await api.call("POST", path(sync, "/jobs"), {"include_total": True})
+    assert jobs.body["pagination"]["total"] == 1
+    history = await api.call("GET", path(sync, "/history"))
+    requested = [h for h in history.body["results"] if h["event_type"] == "sync.run_requested"]
+    assert [h["trigger"] for h in requested] == ["scheduled", "manual"]
+
+
+async def test_status_filters_of_the_sdk_match_nothing_rather_than_refuse(api: Api) -> None:
+    here = bucket()
+    sync = await create(api, here)
+    for status in ("QUEUED", "INTERRUPTED", "DEACTIVATED"):
+        for route in (f"/v1/buckets/{here}/syncs/list", "/v1/syncs/list"):
+            listed = await api.call("POST", route, {"status": status, "include_total": True})
+            assert listed.status == 200, listed.body
+            assert listed.body["results"] == [] and listed.body["pagination"]["total"] == 0
+    skipped = await api.call("POST", path(sync, "/jobs"), {"status": "skipped"})
+    assert skipped.status == 200 and skipped.body["results"] == [], skipped.body
+
+
+async def test_include_total_in_the_body_as_well_as_the_query(api: Api) -> None:
+    here = bucket()
+    for _ in range(3):
+        await create(api, here)
+    route = f"/v1/buckets/{here}/syncs/list"
+    for body, params in (({"include_total": True}, None), ({}, {"include_total": "true"})):
+        listed = await api.call("POST", route, body, params={"limit": "1", **(params or {})})
+        assert listed.status == 200, listed.body
+        assert listed.body["pagination"]["total"] == 3 == listed.body["total"]
+        assert listed.body["pagination"]["total_pages"] == 3
+    uncounted = await api.call("POST", route, {"include_total": False}, params={"limit": "1"})
+    assert uncounted.body["pagination"]["total"] is None and uncounted.body["total"] == 1
+    wide = await api.call("POST", "/v1/syncs/list", {"bucket_id": here, "include_total": True})
+    assert wide.body["pagination"]["total"] == 3
+
+
+async def test_a_sync_never_synced_is_not_stale_however_late(
+    settings: Settings, service: Service, tenant: Tenant, worker: SynclifeClient
+) -> None:
+    """Seen by a gateway whose clock is two hours ahead: an active sync whose first run has
+    not finished has no age and is not stale (metrics and the is_stale filter agree); once a
+    run completed, the same two hours make it stale."""
+    async with running_gateway(settings, clock_offset_seconds=7200) as late:
+        async with api_for(late, tenant) as api:
+            here = bucket()
+            sync = await create(api, here)
+            triggered = await api.call("POST", path(sync, "/trigger"))
+            assert triggered.status == 200, triggered.body
+            job = triggered.body["sync_job_id"]
+            started = await worker.send(
+                CommandType.RUN_START,
+                sync["sync_config_id"],
+                {"worker_id": "w1", "sync_job_id": job},
+            )
+            assert started is not None and started.outcome is Outcome.APPLIED, started
+            assert started.run is not None
+            got = await api.call("GET", path(sync))
+            assert got.body["is_active"] is True and got.body["last_sync_at"] is None, got.body
+
+            async def stale_listed() -> tuple[bool, bool]:
+                listed = []
+                for wanted in (True, False):
+                    answer = await api.call(
+                        "POST", "/v1/syncs/list", {"bucket_id": here, "is_stale": wanted}
+                    )
+                    assert answer.status == 200, answer.body
+                    listed.append(len(answer.body["results"]) == 1)
+                return listed[0], listed[1]
+
+            m = (await api.call("GET", path(sync, "/metrics"))).body
+            assert m["seconds_since_last_sync"] is None and m["intervals_since_last_sync"] is None
+            assert m["is_stale"] is False and m["healthy"] is True and m["running_job"] is True
+            assert await stale_listed() == (False, True)
+
+            done = await worker.run_complete(
+                sync["sync_config_id"], run_id=job, lock_token=started.run["lock_token"]
+            )
+            assert done.outcome is Outcome.APPLIED, done
+            m = (await api.call("GET", path(sync, "/metrics"))).body
+            assert m["last_sync_at"] is not None and m["seconds_since_last_sync"] >= 7200
+            assert m["intervals_since_last_sync"] >= 7200 / 300
+            assert m["is_stale"] is True and m["healthy"] is False
+            assert await stale_listed() == (True, False)
