@@ -26,8 +26,9 @@ from pydantic.fields import FieldInfo
 
 from events.contract.filters import FilterText, JobStatusFilter, TaskStatusFilter
 from events.messages import CommandResult
-from statemachine.commands import CreateData, UpdateData
+from statemachine.commands import CreateData, HoldLabel, Reason, UpdateData, UserId
 from statemachine.decision import JobPhase, JobStatus, JobTrigger, Outcome
+from statemachine.durations import Until
 from statemachine.errors import ErrorCode
 from statemachine.model import Provider, SyncConfiguration, SyncSettings
 from statemachine.status import SyncStatus
@@ -49,6 +50,8 @@ __all__ = [
     "NamespaceListRequest",
     "OperationResponse",
     "PaginationResponse",
+    "PauseRequest",
+    "ResumeRequest",
     "SyncConfigurationModel",
     "SyncCreateRequest",
     "SyncHistoryEntry",
@@ -239,6 +242,48 @@ class ListSyncJobsRequest(_Request):
     include_total: bool | None = Field(default=None, description=_INCLUDE_TOTAL)
 
 
+class _HoldRequest(_Request):
+    hold: HoldLabel | None = Field(
+        default=None,
+        description="A named hold (`maintenance:INC-42`); without it the caller's plain hold "
+        "`user:<caller>`. Labels starting `system:` or `bulk:` are the service's own.",
+    )
+
+    def command_data(self) -> dict[str, Any]:
+        """The command's data: the fields given (none: the seed's plain pause or resume)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class PauseRequest(_HoldRequest):
+    """``POST .../pause``, optional (the vendor's SDK sends none): place a pause hold
+    (CONTRACT.md v1.1); the answer's ``pause_holds`` lists the holds."""
+
+    until: Until | None = Field(
+        default=None,
+        description="The hold ends by itself then: an RFC 3339 time or an ISO 8601 duration "
+        "(`PT2H`, `P1D`), in the future, at most 90 days away.",
+    )
+    reason: Reason | None = None
+    paused_by_user_id: UserId | None = None
+
+
+class ResumeRequest(_HoldRequest):
+    """``POST .../resume``, optional (the seed's resume sends none): without ``hold``, the
+    plain holds and ``system:failures`` are released (named holds stay, and so does SUSPENDED
+    while one is left); with it, that hold (another owner's needs ``syncs:admin``)."""
+
+    force: bool | None = Field(default=None, description="Release every hold (`syncs:admin`).")
+    mode: Literal["incremental", "full"] | None = Field(
+        default=None, description="`full`: the next run lists every file (`modified_since` null)."
+    )
+    run: Literal["due", "next_interval"] | None = Field(
+        default=None,
+        description="`due` (default): a run at once if one fell due while paused; "
+        "`next_interval`: one polling interval after the resume.",
+    )
+    resumed_by_user_id: UserId | None = None
+
+
 #: Every request body model, for the OpenAPI document and the tests.
 REQUEST_MODELS: Final[tuple[type[BaseModel], ...]] = (
     SyncCreateRequest,
@@ -246,6 +291,8 @@ REQUEST_MODELS: Final[tuple[type[BaseModel], ...]] = (
     ListSyncConfigurationsRequest,
     NamespaceListRequest,
     ListSyncJobsRequest,
+    PauseRequest,
+    ResumeRequest,
 )
 
 

@@ -31,6 +31,8 @@ from events.contract.http import (
     ListSyncJobsRequest,
     NamespaceListRequest,
     OperationResponse,
+    PauseRequest,
+    ResumeRequest,
     SyncConfigurationModel,
     SyncCreateRequest,
     SyncHistoryResponse,
@@ -308,10 +310,11 @@ def _vendor_routes(b: _Builder) -> None:
         errors=_LIST_ERRORS,
         description=_PAGING_DESCRIPTION,
     )
-    for action, operation_id, summary in (
-        ("pause", "pause_sync_configuration", "Pause a sync configuration"),
-        ("resume", "resume_sync_configuration", "Resume a paused sync configuration"),
-        ("unlock", "force_unlock_sync_configuration", "Force-release a stuck run lock"),
+    resume = "Resume a paused sync configuration"
+    for action, operation_id, summary, body in (
+        ("pause", "pause_sync_configuration", "Pause a sync configuration", PauseRequest),
+        ("resume", "resume_sync_configuration", resume, ResumeRequest),
+        ("unlock", "force_unlock_sync_configuration", "Force-release a stuck run lock", None),
     ):
         b.route(
             "post",
@@ -320,6 +323,8 @@ def _vendor_routes(b: _Builder) -> None:
             summary,
             tag=tag,
             params=[_BUCKET, _SYNC],
+            body=body,
+            body_required=False,
             response=SyncConfigurationModel,
             errors=_WRITE_ERRORS,
             write=True,

@@ -27,6 +27,8 @@ from events.contract.http import (
     CommandResultModel,
     DeleteResponse,
     OperationResponse,
+    PauseRequest,
+    ResumeRequest,
     SyncConfigurationModel,
     SyncCreateRequest,
     SyncUpdateRequest,
@@ -329,13 +331,28 @@ async def update(request: web.Request) -> web.Response:
 
 
 def _simple(kind: CommandType) -> Any:
-    """A route whose optional body is the command's data as it is (pause, resume, unlock,
-    delete): the processor validates it (unknown keys: 422, named)."""
+    """A route whose optional body is the command's data as it is (unlock, delete): the
+    processor validates it (unknown keys: 422, named)."""
 
     async def route(request: web.Request) -> web.Response:
         access = await who(request, SCOPE_WRITE)
         data, raw = await json_object(request)
         write = _Write(kind, request.match_info["sync_config_id"], data)
+        return await _command(request, access, write, raw)
+
+    return route
+
+
+def _holding(kind: CommandType, model: type[PauseRequest] | type[ResumeRequest]) -> Any:
+    """Pause and resume: the optional body (``hold``, ``until``, ``reason``, ``force``,
+    ``mode``, ``run``; CONTRACT.md v1.1) checked here (422, each field named), then the
+    command's data."""
+
+    async def route(request: web.Request) -> web.Response:
+        access = await who(request, SCOPE_WRITE)
+        data, raw = await json_object(request)
+        body = body_model(model, data)
+        write = _Write(kind, request.match_info["sync_config_id"], body.command_data())
         return await _command(request, access, write, raw)
 
     return route
@@ -374,8 +391,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/buckets/{bucket_id}/syncs", create)
     app.router.add_patch(SYNC, update)
     app.router.add_delete(SYNC, _simple(CommandType.ARCHIVE))
-    app.router.add_post(f"{SYNC}/pause", _simple(CommandType.PAUSE))
-    app.router.add_post(f"{SYNC}/resume", _simple(CommandType.RESUME))
+    app.router.add_post(f"{SYNC}/pause", _holding(CommandType.PAUSE, PauseRequest))
+    app.router.add_post(f"{SYNC}/resume", _holding(CommandType.RESUME, ResumeRequest))
     app.router.add_post(f"{SYNC}/unlock", _simple(CommandType.UNLOCK))
     app.router.add_post(f"{SYNC}/trigger", trigger)
     app.router.add_get("/v1/operations/{operation_id}", operation)
