@@ -479,7 +479,8 @@ class Command(BaseModel):
     admin: bool = False
     #: A command the service builds itself (a bulk operation's change of one sync): its pause
     #: may place, and its resume release, the service's own labels (``system:``, ``bulk:``)
-    #: whoever owns them. Never set for a command read from the commands topic.
+    #: whoever placed them; ``force`` and other named holds still need ``admin``. Never set
+    #: for a command read from the commands topic.
     system_labels_allowed: bool = False
     #: Who the changes are recorded as (e.g. ``bulk:<operation id>``); None: from the data's
     #: user, the caller or the key (``changes.actor``).

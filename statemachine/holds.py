@@ -10,11 +10,13 @@ without a command id (a system change) may.
 
 Releasing: a plain resume releases every plain hold and ``system:failures``; a resume naming a
 hold releases that one (a named hold whose ``paused_by_user_id`` is not the caller's needs
-``Command.admin``, unless ``system_labels_allowed``); ``force`` (admin) releases all; a hold
-whose ``until`` passed is released by the scheduler (``SystemTrigger.PAUSE_EXPIRED``).
+``Command.admin``; a ``system:`` or ``bulk:`` hold named by a command with
+``system_labels_allowed`` does not); ``force`` releases all (``Command.admin`` only: never
+granted by ``system_labels_allowed``); a hold whose ``until`` passed is released by the
+scheduler (``SystemTrigger.PAUSE_EXPIRED``).
 
 For a bulk operation (one ``Command`` per matched sync, ``system_labels_allowed=True``,
-``actor="bulk:<operation id>"``, ``caller`` the operation's caller):
+``actor="bulk:<operation id>"``, ``caller`` the operation's caller, ``admin`` the key's):
 ``PauseData(hold=bulk_label(op), reason=..., until=...)`` places its hold,
 ``ResumeData(hold=bulk_label(op))`` (its undo) releases exactly that hold.
 """
@@ -184,7 +186,7 @@ def _split(sync: SyncConfiguration, going: Any) -> Release:
 def released(sync: SyncConfiguration, command: Command, data: ResumeData) -> Release | CommandError:
     """Which holds a resume releases, or ``forbidden`` when it may not."""
     if data.force:
-        if not (command.admin or _service(command)):
+        if not (command.admin or command.command_id is None):
             return CommandError(
                 code=ErrorCode.FORBIDDEN,
                 message="force needs the scope syncs:admin",
@@ -196,7 +198,9 @@ def released(sync: SyncConfiguration, command: Command, data: ResumeData) -> Rel
     named = next((h for h in sync.pause_holds if h.hold == data.hold), None)
     if named is not None and not _plainly_released(named.hold):
         who = command.caller or data.resumed_by_user_id
-        if named.paused_by_user_id != who and not (command.admin or _service(command)):
+        own = named.paused_by_user_id == who or command.command_id is None
+        service = command.system_labels_allowed and is_service_label(named.hold)
+        if not (own or service or command.admin):
             return CommandError(
                 code=ErrorCode.FORBIDDEN,
                 message=f"the hold {bounded(named.hold)} is another owner's: releasing it "

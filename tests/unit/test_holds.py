@@ -135,6 +135,12 @@ def test_a_bulk_operation_places_and_its_undo_releases_exactly_its_hold() -> Non
     undo = command(C.RESUME, {"hold": bulk_label(op)}, "dave", **bulk)
     after = run(sync, undo)
     assert after.status is S.SUSPENDED and labels(after) == ["manual:1"]
+    # The service's own command gets no force from it, nor another owner's named hold.
+    forced = command(C.RESUME, {"force": True}, "dave", **bulk)
+    rejected(decide(sync, forced, NOW), ErrorCode.FORBIDDEN)
+    manual_release = command(C.RESUME, {"hold": "manual:1"}, "dave", **bulk)
+    rejected(decide(sync, manual_release, NOW), ErrorCode.FORBIDDEN)
+    assert labels(run(sync, manual_release.model_copy(update={"admin": True}))) == [f"bulk:{op}"]
     # A client naming the bulk hold of another owner needs admin.
     rejected(
         decide(sync, command(C.RESUME, {"hold": bulk_label(op)}, "dave"), NOW), ErrorCode.FORBIDDEN

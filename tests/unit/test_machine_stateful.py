@@ -75,14 +75,14 @@ COMMAND_DATA: dict[CommandType, st.SearchStrategy[dict[str, Any]]] = {
 #: Pauses and resumes about named holds, for the rule that mostly places and releases them.
 HOLD_DATA: dict[CommandType, st.SearchStrategy[dict[str, Any]]] = {
     C.PAUSE: st.fixed_dictionaries(
-        {"hold": st.sampled_from(["maint:1", "maint:2"])},
+        {"hold": st.sampled_from(["maint:1", "maint:2", "bulk:op1"])},
         optional={
             "reason": st.sampled_from(["audit", "migration"]),
             "until": st.sampled_from(["PT10M", "PT1H"]),
         },
     ),
     C.RESUME: st.fixed_dictionaries(
-        {"hold": st.sampled_from(["maint:1", "maint:2", "user:u1"])},
+        {"hold": st.sampled_from(["maint:1", "maint:2", "bulk:op1", "user:u1"])},
         optional={"force": st.booleans()},
     ),
 }
@@ -277,13 +277,14 @@ class Lifecycle(RuleBasedStateMachine):
         if after.status is not S.SUSPENDED and command.type in (C.CANCEL, C.ARCHIVE):
             return
         assert command.type is C.RESUME, (command.type, named)
-        allowed = command.admin or command.system_labels_allowed
         if payload.get("force"):
-            assert allowed
+            assert command.admin
             return
         assert named == {payload.get("hold")}
-        owner = next(h.paused_by_user_id for h in sync.pause_holds if h.hold in named)
-        assert allowed or owner == command.caller
+        (label,) = named
+        owner = next(h.paused_by_user_id for h in sync.pause_holds if h.hold == label)
+        own_label = command.system_labels_allowed and label.startswith(("system:", "bulk:"))
+        assert command.admin or own_label or owner == command.caller
 
     @precondition(lambda self: self.sync is not None)
     @rule(elapsed=st.integers(0, 4000))
