@@ -279,8 +279,7 @@ def event_messages(by_model: dict[type[BaseModel], Any], schemas: dict[str, Any]
 _BULK_EVENT_DOCS: Final[dict[str, str]] = {
     "sync.bulk_started": "A bulk operation matched its syncs (`counts.matched`); each one's "
     "change follows as that sync's own event (actor `bulk:<operation id>`).",
-    "sync.bulk_completed": "Every matched sync of the bulk operation is done: the final "
-    "`counts`.",
+    "sync.bulk_completed": "Every matched sync of the bulk operation is done: the final `counts`.",
     "sync.bulk_undone": "The bulk pause's undo is done: `counts` of the undo (syncs whose "
     "hold it released).",
 }
