@@ -293,6 +293,10 @@ class Planner:
         self.run = run
         self.keys = keys
         self.count = 0
+        #: Per sync, its plain pause holds: the pausing user -> the reason (v1.1 holds: a
+        #: pause of a paused sync adds or changes a hold, and is a noop only if it changes
+        #: nothing), in the order they were placed (the first describes the sync's pause).
+        self.holds: dict[str, dict[str, str | None]] = defaultdict(dict)
 
     def _next(self) -> tuple[str, str]:
         self.count += 1
@@ -392,9 +396,25 @@ class Planner:
         created_as: SyncStatus,
     ) -> Message:
         marker, command_id = self._next()
-        outcome, code, after = expect(status[sync_id], kind)
+        before = status[sync_id]
+        outcome, code, after = expect(before, kind)
+        holds = self.holds[sync_id]
         if kind == "sync.create" and outcome is Outcome.APPLIED:
             after = SyncStatus(data.get("initial_status", created_as))
+            if after is S.SUSPENDED:  # created paused: its creator's hold
+                creator = str(data["created_by_user_id"]).strip()
+                holds[creator] = data.get("reason") or "created suspended"
+        pause_reason = None
+        if kind == "sync.pause" and after is S.SUSPENDED:
+            by, reason = str(data["paused_by_user_id"]).strip(), data.get("reason")
+            if before is S.SUSPENDED and holds.get(by, ...) == reason:
+                outcome = Outcome.NOOP  # the same hold again: nothing changes
+            else:
+                outcome = Outcome.APPLIED
+                holds[by] = reason
+                pause_reason = next(iter(holds.values()))  # the earliest hold's
+        if after is not S.SUSPENDED and kind != "sync.create":
+            holds.clear()
         if after is not None:
             status[sync_id] = after
         return Message(
@@ -408,9 +428,7 @@ class Planner:
             outcome=outcome,
             code=code,
             status=after,
-            pause_reason=data.get("reason")
-            if kind == "sync.pause" and outcome is Outcome.APPLIED
-            else None,
+            pause_reason=pause_reason,
         )
 
     def invalid(self, a: Action, sync_id: str, current: SyncStatus | None) -> Message:
