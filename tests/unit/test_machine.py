@@ -673,3 +673,21 @@ def test_tracked_batch_and_task_ids_keep_the_most_recent() -> None:
     assert len(final.batch_ids) == 1000 and final.batch_ids[-2:] == ["new1", "new2"]
     assert final.batch_ids[0] == "b2" and final.batches_created == 1002
     assert len(final.task_ids) == 1000 and final.task_ids[-1] == "t-new"
+
+
+@pytest.mark.parametrize("mode", ["continuous", "initial_only"])
+@pytest.mark.parametrize("failures", [0, 4])
+@pytest.mark.parametrize("holds_left", [None, 0, 1])
+def test_fire_remembers_the_machine_answer_of_each_condition_combination(
+    mode: str, failures: int, holds_left: int | None
+) -> None:
+    """``fire`` asks the machine once per combination of a conditional pair's condition
+    values; what it returns is what the machine says for that sync, every time."""
+    from statemachine.runs import DEFAULT_POLICY
+    from statemachine.table import _CONDITIONS, _run_machine, fire
+
+    for trigger, status in _CONDITIONS:
+        sync = make_sync(status=status, sync_mode=mode, consecutive_failures=failures)
+        expected = _run_machine(sync, trigger, DEFAULT_POLICY, holds_left)
+        for _ in range(2):  # the first call asks the machine, the second remembers
+            assert fire(sync, trigger, DEFAULT_POLICY, holds_left) == expected
