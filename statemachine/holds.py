@@ -197,7 +197,8 @@ def released(sync: SyncConfiguration, command: Command, data: ResumeData) -> Rel
         return _split(sync, lambda h: _plainly_released(h.hold))
     named = next((h for h in sync.pause_holds if h.hold == data.hold), None)
     if named is not None and not _plainly_released(named.hold):
-        who = command.caller or data.resumed_by_user_id
+        # The caller, as for a pause: the data's user if given, else the key's (changes.user_of).
+        who = data.resumed_by_user_id or command.caller
         own = named.paused_by_user_id == who or command.command_id is None
         service = command.system_labels_allowed and is_service_label(named.hold)
         if not (own or service or command.admin):

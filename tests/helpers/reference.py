@@ -81,6 +81,8 @@ class HoldModel:
     """The holds of one sync as the contract describes them: SUSPENDED exactly while one is
     held; a plain resume releases the plain holds and ``system:failures``; a named hold goes
     only when named (by its owner, or with admin), by ``force`` (admin), or when it expires.
+    A method's ``caller`` is the command's: the data's ``paused_by_user_id`` /
+    ``resumed_by_user_id`` if given, else the key's caller (the same rule for both).
     A method returns the outcome, or the error code of a refusal (nothing then changes)."""
 
     holds: dict[str, RefHold] = field(default_factory=dict)

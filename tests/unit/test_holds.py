@@ -166,6 +166,25 @@ def test_another_owners_named_hold_needs_admin_and_force_releases_all() -> None:
     assert decide(sync, command(C.RESUME, {"hold": "m:9"}), NOW).outcome is Outcome.NOOP
 
 
+def test_a_resume_takes_its_caller_from_resumed_by_user_id_as_a_pause_does_its_owner() -> None:
+    # A key without a user: its caller is key:<key id>; the data's user is the caller.
+    keyed = "key:key_1"
+    pause = command(C.PAUSE, {"hold": "maintenance:X", "paused_by_user_id": "alice"}, caller=keyed)
+    sync = run(active(), pause)
+    assert sync.pause_holds[0].paused_by_user_id == "alice"
+    mine = command(C.RESUME, {"hold": "maintenance:X", "resumed_by_user_id": "alice"}, keyed)
+    decision = decide(sync, mine, NOW)
+    assert decision.outcome is Outcome.APPLIED
+    assert decision.final is not None and decision.final.status is S.ACTIVE
+    # Another user's resume of it, without admin, is forbidden; the key alone is not alice.
+    other = command(C.RESUME, {"hold": "maintenance:X", "resumed_by_user_id": "mallory"}, keyed)
+    rejected(decide(sync, other, NOW), ErrorCode.FORBIDDEN)
+    rejected(
+        decide(sync, command(C.RESUME, {"hold": "maintenance:X"}, keyed), NOW), ErrorCode.FORBIDDEN
+    )
+    assert labels(run(sync, other.model_copy(update={"admin": True}))) == []
+
+
 def test_a_plain_resume_releases_the_auto_suspension_and_the_plain_holds() -> None:
     suspended = make_sync(
         status=S.SUSPENDED, paused_by_user_id="system", consecutive_failures=5, next_sync_at=NOW

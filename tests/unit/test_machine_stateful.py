@@ -79,11 +79,12 @@ HOLD_DATA: dict[CommandType, st.SearchStrategy[dict[str, Any]]] = {
         optional={
             "reason": st.sampled_from(["audit", "migration"]),
             "until": st.sampled_from(["PT10M", "PT1H"]),
+            "paused_by_user_id": st.sampled_from(["u1", "u2"]),
         },
     ),
     C.RESUME: st.fixed_dictionaries(
         {"hold": st.sampled_from(["maint:1", "maint:2", "bulk:op1", "user:u1"])},
-        optional={"force": st.booleans()},
+        optional={"force": st.booleans(), "resumed_by_user_id": st.sampled_from(["u1", "u2"])},
     ),
 }
 
@@ -251,7 +252,7 @@ class Lifecycle(RuleBasedStateMachine):
                 service=service,
             )
         return self.model.resume(
-            caller=caller,
+            caller=payload.get("resumed_by_user_id", caller),
             hold=payload.get("hold"),
             force=payload.get("force", False),
             admin=admin,
@@ -284,7 +285,8 @@ class Lifecycle(RuleBasedStateMachine):
         (label,) = named
         owner = next(h.paused_by_user_id for h in sync.pause_holds if h.hold == label)
         own_label = command.system_labels_allowed and label.startswith(("system:", "bulk:"))
-        assert command.admin or own_label or owner == command.caller
+        caller = payload.get("resumed_by_user_id") or command.caller
+        assert command.admin or own_label or owner == caller
 
     @precondition(lambda self: self.sync is not None)
     @rule(elapsed=st.integers(0, 4000))
