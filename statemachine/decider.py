@@ -97,7 +97,7 @@ def decide(
             sync,
             {"current_status": sync.status.value, "allowed_commands": allowed},
         )
-    if (command.type.value, sync.status) in NOOPS:
+    if (command.type.value, sync.status) in NOOPS or _names_a_hold_not_held(sync, data):
         return Decision(outcome=Outcome.NOOP, sync=sync)
 
     decision = _apply(Changes(sync, command, now), command, data, dest, policy, plan)
@@ -105,6 +105,14 @@ def decide(
         # A pause that changed no hold, a resume that released none: nothing to persist.
         return Decision(outcome=Outcome.NOOP, sync=sync)
     return decision
+
+
+def _names_a_hold_not_held(sync: SyncConfiguration, data: Any) -> bool:
+    """A resume naming a hold (without ``force``) that the sync does not hold changes
+    nothing, whatever the status (a bulk undo of a FAILED sync does not retry it)."""
+    if not isinstance(data, ResumeData) or data.hold is None or data.force:
+        return False
+    return all(h.hold != data.hold for h in sync.pause_holds)
 
 
 def _release_plan(

@@ -19,12 +19,13 @@ LIVE = frozenset({S.DRAFT, S.PENDING, S.ACTIVE, S.SUSPENDED})
 
 
 def reference(
-    status: SyncStatus, command: CommandType, locked: bool = False
+    status: SyncStatus, command: CommandType, locked: bool = False, unheld_hold: bool = False
 ) -> tuple[Outcome, SyncStatus]:
     """What the contract says ``command`` does from ``status``: (outcome, status after).
 
-    ``locked``: a run holds the lock (it matters to unlock and trigger only). A rejected
-    command leaves the status as it is.
+    ``locked``: a run holds the lock (it matters to unlock and trigger only). ``unheld_hold``:
+    a resume names (without ``force``) a hold the sync does not hold: it changes nothing (a
+    FAILED sync is not retried). A rejected command leaves the status as it is.
     """
     if command is C.UNLOCK:
         if status is S.ARCHIVED:
@@ -51,8 +52,8 @@ def reference(
     if command is C.RESUME:  # from SUSPENDED with only plain holds (else ``HoldModel``)
         if status is S.SUSPENDED:
             return Outcome.APPLIED, S.ACTIVE
-        if status is S.FAILED:  # retried: PENDING, due at once
-            return Outcome.APPLIED, S.PENDING
+        if status is S.FAILED:  # retried: PENDING, due at once (not by a hold it lacks)
+            return (Outcome.NOOP, status) if unheld_hold else (Outcome.APPLIED, S.PENDING)
         return (Outcome.NOOP if status in (S.ACTIVE, S.PENDING) else Outcome.REJECTED), status
     if command is C.ACTIVATE:
         if status is S.DRAFT:

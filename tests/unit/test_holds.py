@@ -185,6 +185,22 @@ def test_a_resume_takes_its_caller_from_resumed_by_user_id_as_a_pause_does_its_o
     assert labels(run(sync, other.model_copy(update={"admin": True}))) == []
 
 
+def test_a_resume_naming_a_hold_the_sync_does_not_hold_changes_nothing() -> None:
+    failed = make_sync(status=S.FAILED, consecutive_failures=5)
+    op = "bulk_01J0000000000000000000000"
+    undo = command(
+        C.RESUME, {"hold": bulk_label(op)}, system_labels_allowed=True, actor=f"bulk:{op}"
+    )
+    for named in (undo, command(C.RESUME, {"hold": "maintenance:X"})):
+        decision = decide(failed, named, NOW)
+        assert decision.outcome is Outcome.NOOP and decision.changes == ()
+    # A plain resume still retries it.
+    retried = decide(failed, command(C.RESUME), NOW)
+    assert retried.final is not None and retried.final.status is S.PENDING
+    active_sync = active()
+    assert decide(active_sync, undo, NOW).outcome is Outcome.NOOP
+
+
 def test_a_plain_resume_releases_the_auto_suspension_and_the_plain_holds() -> None:
     suspended = make_sync(
         status=S.SUSPENDED, paused_by_user_id="system", consecutive_failures=5, next_sync_at=NOW

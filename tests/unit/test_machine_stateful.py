@@ -195,7 +195,13 @@ class Lifecycle(RuleBasedStateMachine):
         decision = decide(sync, command, self.now)
         assert sync == before  # pure
 
-        expected_outcome, expected_status = reference(sync.status, command_type)
+        unheld = (
+            command_type is C.RESUME
+            and payload.get("hold") is not None
+            and not payload.get("force")
+            and all(h.hold != payload["hold"] for h in sync.pause_holds)
+        )
+        expected_outcome, expected_status = reference(sync.status, command_type, unheld_hold=unheld)
         expected_code: ErrorCode | None = None
         invalid_update = command_type is C.UPDATE and not 1 <= payload["batch_size"] <= 100
         if expected_outcome is Outcome.APPLIED and invalid_update:
