@@ -19,6 +19,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from statemachine.durations import Until
 from statemachine.errors import CommandError, ErrorCode, reported, validation_details
@@ -306,6 +307,9 @@ class BulkPauseData(PauseData):
     """``sync.bulk.pause``: the selector and the fields of the pause each sync gets (its hold
     is the operation's, ``bulk:<operation id>``, never one given)."""
 
+    #: Not part of a bulk pause (``parse_data`` refuses it, naming ``hold``): out of its
+    #: schema and its dumps.
+    hold: SkipJsonSchema[HoldLabel | None] = Field(default=None, exclude=True)
     selector: BulkSelector
 
 

@@ -3,7 +3,9 @@ maximum's bounds, and the bulk events' shape."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -26,6 +28,7 @@ from statemachine.commands import (
 from statemachine.errors import CommandError, ErrorCode
 
 OP = "bulk_01J9Z3Q8Y7X6W5V4T3S2R1P0NM"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def problem_fields(result: object) -> set[str]:
@@ -74,6 +77,14 @@ def test_a_bulk_pause_takes_the_pause_fields_and_no_hold_of_its_own() -> None:
         assert "hold" in problem_fields(parse_data(CommandType.BULK_PAUSE, OP, given))
     undo = parse_data(CommandType.BULK_UNDO, OP, {"selector": {"bucket_id": "b"}})
     assert "selector" in problem_fields(undo)
+
+
+def test_the_bulk_pause_schema_has_no_hold_as_a_bulk_pause_refuses_one() -> None:
+    assert "hold" not in BulkPauseData.model_json_schema()["properties"]
+    published = json.loads((DOCS / "schemas" / "command.sync.bulk.pause.json").read_text())
+    assert "hold" not in json.dumps(published["properties"])
+    assert published.get("additionalProperties") is False  # a document with one is refused
+    assert {"reason", "until", "selector"} <= set(published["properties"])
 
 
 def test_the_selector_as_sql_binds_every_value() -> None:
