@@ -9,8 +9,10 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib import resources
 from typing import Any, Final
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
@@ -23,7 +25,9 @@ __all__ = [
     "LeaderConnection",
     "application_name",
     "connect",
+    "connect_host_by_host",
     "create_pool",
+    "dsn_hosts",
     "is_conflict",
     "is_transient",
     "migrate",
@@ -80,6 +84,20 @@ SESSION_SETTINGS: Final = {
 LEADER_IDLE_TIMEOUT_SECONDS: Final = 10.0
 
 
+#: A host of several in the URL that fails with one of these is passed over for the next:
+#: down, unreachable, too slow to answer, starting up or shutting down, or not writable.
+_NEXT_HOST: Final = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+)
+
 _CONFLICTS: Final = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
@@ -120,6 +138,53 @@ def _ssl_argument(settings: Settings) -> dict[str, Any]:
     return {} if mode is None else {"ssl": mode}
 
 
+def dsn_hosts(dsn: str) -> list[tuple[str, int | None]]:
+    """The ``(host, port)`` of each host named in the URL's authority, in order (a port
+    left out is None: the URL's ``?port=``, else 5432). Empty if the URL names none there
+    (``?host=``, a Unix socket directory, the environment)."""
+    hostspec = urlsplit(dsn).netloc.rpartition("@")[2]
+    hosts: list[tuple[str, int | None]] = []
+    for part in filter(None, hostspec.split(",")):
+        if part.startswith("["):  # [IPv6]:port
+            host, _, rest = part[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            host, _, port = part.partition(":")
+        hosts.append((unquote(host), int(port) if port else None))
+    return hosts
+
+
+async def connect_host_by_host(
+    dsn: str, *, per_host_timeout: float, **kwargs: Any
+) -> asyncpg.Connection:
+    """``asyncpg.connect`` to each host of ``dsn`` in turn, each given ``per_host_timeout``
+    seconds, until one accepts (and, with ``target_session_attrs`` in the URL, matches it).
+
+    asyncpg puts one timeout around all the hosts of a URL together, so a first host that
+    accepts TCP and never answers (a frozen primary) or never answers the SYN would use it
+    all up, and a promoted standby after it would never be tried. The last host's error is
+    raised if none accepts; a refused login (wrong password, no such database) at once.
+    """
+    hosts = dsn_hosts(dsn)
+    if len(hosts) < 2:
+        connection: asyncpg.Connection = await asyncpg.connect(
+            dsn=dsn, timeout=per_host_timeout, **kwargs
+        )
+        return connection
+    last: BaseException | None = None
+    for host, port in hosts:
+        try:
+            connection = await asyncpg.connect(
+                dsn=dsn, host=host, port=port, timeout=per_host_timeout, **kwargs
+            )
+        except _NEXT_HOST as exc:
+            last = exc
+            continue
+        return connection
+    assert last is not None  # noqa: S101 - two hosts or more were tried
+    raise last
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     """A pool on ``SYNCLIFE_DATABASE_URL``. jsonb stays text: pydantic parses it directly."""
     try:
@@ -130,6 +195,9 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
             command_timeout=60,
             server_settings={**SESSION_SETTINGS, "application_name": application_name("pool")},
             reset=_end_transaction,
+            connect=partial(
+                _pool_connect, per_host_timeout=settings.database_connect_timeout_seconds
+            ),
             **_ssl_argument(settings),
         )
     except _TRANSIENT as exc:
@@ -138,6 +206,15 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         raise _refused(exc) from exc
     assert pool is not None  # noqa: S101 - create_pool returns a pool once awaited
     return pool
+
+
+async def _pool_connect(
+    dsn: str, *, per_host_timeout: float, loop: Any = None, **kwargs: Any
+) -> asyncpg.Connection:
+    """The pool's way to open a connection (asyncpg passes its loop, which connect takes
+    from the running one anyway)."""
+    del loop
+    return await connect_host_by_host(dsn, per_host_timeout=per_host_timeout, **kwargs)
 
 
 async def _end_transaction(conn: asyncpg.Connection) -> None:
@@ -195,8 +272,9 @@ async def connect(settings: Settings, *, leader: str | None = None) -> asyncpg.C
     Postgres ends after ``LEADER_IDLE_TIMEOUT_SECONDS`` of silence (releasing its locks): a
     ``LeaderConnection``."""
     try:
-        conn: asyncpg.Connection = await asyncpg.connect(
-            dsn=settings.database_url.get_secret_value(),
+        conn = await connect_host_by_host(
+            settings.database_url.get_secret_value(),
+            per_host_timeout=settings.database_connect_timeout_seconds,
             server_settings=(
                 {"application_name": application_name(leader)} if leader is not None else None
             ),

@@ -88,6 +88,9 @@ class Settings(KafkaSettings):
     # Postgres pool.
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=4, ge=1)
+    # How long one host of the database URL may take to accept a connection before the next
+    # host is tried (a frozen or unreachable primary must not use up the whole failover).
+    database_connect_timeout_seconds: float = Field(default=5.0, gt=0)
 
     # The local stack (`synclife stack up`): where it caches downloads and keeps its data.
     stack_dir: str = ".cache/stack"
