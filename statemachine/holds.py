@@ -55,6 +55,7 @@ __all__ = [
     "released",
     "resume",
     "runs_skipped",
+    "until_at",
 ]
 
 S = SyncStatus
@@ -120,7 +121,7 @@ def _invalid(field: str, problem: str) -> CommandError:
     )
 
 
-def _until(text: str, now: datetime) -> datetime | CommandError:
+def until_at(text: str, now: datetime) -> datetime | CommandError:
     """``until`` as an absolute UTC time: a time as given, a duration from ``now``; it must be
     in the future and at most ``MAX_PAUSE`` away."""
     parsed = parse_until(text)
@@ -149,7 +150,7 @@ def placed(
     label = data.hold or plain_label(by)
     if data.hold is not None and is_service_label(data.hold) and not _service(command):
         return _invalid("hold", "labels starting system: or bulk: are the service's own")
-    until = None if data.until is None else _until(data.until, now)
+    until = None if data.until is None else until_at(data.until, now)
     if isinstance(until, CommandError):
         return until
     holds = list(sync.pause_holds)

@@ -16,6 +16,7 @@ from events.client import SynclifeClient, new_operation_id, new_sync_id
 from events.messages import BulkEvent, CommandResult
 from events.service.db import connect
 from events.service.settings import Settings
+from events.service.tenancy import create_key
 from statemachine import ErrorCode, Outcome, SyncConfiguration, SyncStatus
 from statemachine.commands import CommandType
 from tests.helpers.live import Seen, Tenant, run_cli
@@ -30,7 +31,7 @@ HOLDS = "pause_holds" in SyncConfiguration.model_fields
 
 async def create_many(client: SynclifeClient, n: int, **fields: Any) -> list[str]:
     ids = [new_sync_id() for _ in range(n)]
-    results = await asyncio.gather(*(client.create(i, **CREATE, **fields) for i in ids))
+    results = await asyncio.gather(*(client.create(i, **{**CREATE, **fields}) for i in ids))
     assert {r.outcome for r in results} == {Outcome.APPLIED}
     return ids
 
@@ -179,6 +180,59 @@ async def test_bulk_refusals(client: SynclifeClient, tenant: Tenant) -> None:
     nothing = await client.bulk_pause({"bucket_id": f"bkt_{secrets.token_hex(6)}"}, timeout=30)
     assert nothing.outcome is Outcome.NOOP
     assert counts(nothing) == {"matched": 0, "applied": 0, "noop": 0, "rejected": 0}
+
+
+@pytest.mark.parametrize("until", ["2000-01-01T00:00:00Z", "P91D"])
+async def test_a_bulk_pause_with_an_until_out_of_range_is_refused_whole(
+    settings: Settings, client: SynclifeClient, until: str
+) -> None:
+    bucket = f"bkt_{secrets.token_hex(6)}"
+    await create_many(client, 2, bucket_id=bucket)
+    op = new_operation_id()
+    refused = await client.bulk_pause({"bucket_id": bucket}, operation_id=op, until=until)
+    assert refused.outcome is Outcome.REJECTED and refused.counts is None
+    assert refused.error is not None and refused.error.code is ErrorCode.VALIDATION_ERROR
+    assert [e["field"] for e in refused.error.details["errors"]] == ["until"]
+    await nothing_started(settings, op)
+
+
+async def test_a_bulk_resume_with_force_needs_admin_before_anything_starts(
+    settings: Settings, client: SynclifeClient, tenant: Tenant
+) -> None:
+    bucket = f"bkt_{secrets.token_hex(6)}"
+    ids = await create_many(client, 2, bucket_id=bucket)
+    for sid in ids:
+        await client.pause(sid, hold="maintenance:1")
+    op = new_operation_id()
+    refused = await client.bulk_resume({"bucket_id": bucket}, operation_id=op, force=True)
+    assert refused.outcome is Outcome.REJECTED and refused.counts is None
+    assert refused.error is not None and refused.error.code is ErrorCode.FORBIDDEN
+    assert refused.error.details == {"required_scope": "syncs:admin"}
+    await nothing_started(settings, op)
+    # With syncs:admin the same operation (a new id) releases every hold.
+    conn = await connect(settings)
+    try:
+        admin_key = await create_key(conn, tenant.org_id, ["syncs:admin"])
+    finally:
+        await conn.close()
+    async with SynclifeClient(
+        settings, api_key=admin_key["key"], namespace=tenant.namespace
+    ) as admin:
+        forced = await admin.bulk_resume({"bucket_id": bucket}, force=True, timeout=60)
+    assert counts(forced) == {"matched": 2, "applied": 2, "noop": 0, "rejected": 0}
+
+
+async def nothing_started(settings: Settings, op: str) -> None:
+    """The operation ``op`` was refused whole: no operation (its ``sync.bulk_started`` is
+    written with it, in one transaction: no event either), no item, no change of a sync."""
+    conn = await connect(settings)
+    try:
+        for table in ("bulk_operations", "bulk_items"):
+            query = f"SELECT count(*) FROM {table} WHERE operation_id = $1"  # noqa: S608
+            assert await conn.fetchval(query, op) == 0, table
+        assert await history_by(conn, f"bulk:{op}") == []
+    finally:
+        await conn.close()
 
 
 async def test_bulk_resume_and_an_operation_id_used_twice(

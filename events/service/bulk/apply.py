@@ -32,7 +32,7 @@ import asyncpg
 from events.auth import SCOPE_ADMIN, grants
 from events.envelope import SOURCE, ce_headers
 from events.messages import BULK_EVENT_TYPES, BulkCounts, BulkEvent, CommandResult
-from events.service.bulk.commands import APPLY, UNDO, per_sync_command
+from events.service.bulk.commands import APPLY, UNDO, per_sync_command, refused_up_front
 from events.service.bulk.selector import match
 from events.service.faults import crash_point
 from events.service.processor.decisions import Batch
@@ -234,6 +234,10 @@ class _Work:
         req = self.request
         model = BulkPauseData if req.command_type is CommandType.BULK_PAUSE else BulkResumeData
         data = model.model_validate(req.data)
+        force = isinstance(data, BulkResumeData) and bool(data.force)
+        refused = refused_up_front(data, self.batch.now, force and await self._key_admin())
+        if refused is not None:  # nothing matched, no operation, no event
+            return await self._answer(Outcome.REJECTED, error=refused)
         limit = self.settings.max_bulk_syncs
         ids = await match(self.conn, data.selector, req.internal_id, req.namespace_id, limit + 1)
         if len(ids) > limit:
@@ -296,10 +300,7 @@ class _Work:
             if pending:
                 return Step(busy=True)
             return await self._finish(op, phase)
-        scopes = await self.conn.fetchval(
-            "SELECT scopes FROM api_keys WHERE key_id = $1", req.key_id
-        )
-        self.admin = grants(scopes or (), SCOPE_ADMIN)
+        self.admin = await self._key_admin()
         outcomes: list[tuple[str, str, int | None]] = []
         for r in rows:
             outcomes.append(self._decide(op, phase, req, r["sync_config_id"], r["data"]))
@@ -389,6 +390,12 @@ class _Work:
         return await self._answer(outcome, counts=counts)
 
     # --- pieces ------------------------------------------------------------------------
+
+    async def _key_admin(self) -> bool:
+        """Does the request's key hold ``syncs:admin`` now?"""
+        key = self.request.key_id
+        scopes = await self.conn.fetchval("SELECT scopes FROM api_keys WHERE key_id = $1", key)
+        return grants(scopes or (), SCOPE_ADMIN)
 
     async def _operation(self, operation_id: str) -> asyncpg.Record | None:
         row: asyncpg.Record | None = await self.conn.fetchrow(

@@ -10,12 +10,21 @@ that has none), the pause and the undo are plain ones.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, Final
 
 from statemachine import Command, CommandType
-from statemachine.commands import BulkUndoData, PauseData, ResumeData
+from statemachine.commands import (
+    BulkPauseData,
+    BulkResumeData,
+    BulkUndoData,
+    PauseData,
+    ResumeData,
+)
+from statemachine.errors import CommandError, ErrorCode
+from statemachine.holds import until_at
 
-__all__ = ["APPLY", "HOLDS", "UNDO", "pauses", "per_sync_command"]
+__all__ = ["APPLY", "HOLDS", "UNDO", "pauses", "per_sync_command", "refused_up_front"]
 
 APPLY: Final = "apply"
 UNDO: Final = "undo"
@@ -31,6 +40,25 @@ def bulk_label(operation_id: str) -> str:
 def pauses(kind: str, phase: str) -> bool:
     """Does an item of ``phase`` pause its sync? (A pause's apply; never an undo.)"""
     return kind == "pause" and phase == APPLY
+
+
+def refused_up_front(
+    data: BulkPauseData | BulkResumeData, now: datetime, admin: bool
+) -> CommandError | None:
+    """What refuses a bulk pause or resume as a whole, before it matches a sync (each sync
+    would refuse it alike): an ``until`` in the past or more than 90 days after ``now``
+    (``validation_error`` naming it), ``force`` from a key without ``syncs:admin``."""
+    if isinstance(data, BulkPauseData) and data.until is not None:
+        until = until_at(data.until, now)
+        if isinstance(until, CommandError):
+            return until
+    if isinstance(data, BulkResumeData) and data.force and not admin:
+        return CommandError(
+            code=ErrorCode.FORBIDDEN,
+            message="force needs the scope syncs:admin",
+            details={"required_scope": "syncs:admin"},
+        )
+    return None
 
 
 def _data(
