@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from events.contract.filters import FilterText, JobStatusFilter, TaskStatusFilter
-from events.messages import CommandResult
+from events.messages import BulkCounts, CommandResult
 from statemachine.commands import CreateData, HoldLabel, Reason, UpdateData, UserId
 from statemachine.decision import JobPhase, JobStatus, JobTrigger, Outcome
 from statemachine.durations import Until
@@ -459,6 +459,10 @@ class CommandResultModel(_Response):
     sync: SyncConfigurationModel | None = None
     error: CommandErrorModel | None = None
     events: list[str] = Field(default_factory=list)
+    sync_job_id: str | None = None  # (v1.1) the job of the run the command requested
+    holds: list[str] | None = None  # (v1.1) of a pause or resume: the hold labels left
+    operation_id: str | None = None  # (v1.1) of a bulk command: its operation
+    counts: BulkCounts | None = None  # (v1.1) of a bulk command: {matched, applied, ...}
 
     @classmethod
     def from_result(cls, result: CommandResult) -> Self:

@@ -48,7 +48,7 @@ from events.contract.http import (
     accepted_fields,
     request_error_details,
 )
-from events.messages import CommandResult
+from events.messages import BulkCounts, CommandResult
 from statemachine.commands import CommandType
 from statemachine.decider import decide
 from statemachine.decision import JobStatus, JobTrigger, Outcome
@@ -145,6 +145,33 @@ def test_a_response_never_carries_a_secret() -> None:
     )
     shown = CommandResultModel.from_result(result).model_dump(mode="json")
     assert "run" not in shown and "lock_token" not in shown["sync"]
+
+
+def test_an_operations_result_keeps_the_v1_1_fields_of_the_result() -> None:
+    bulk = CommandResult(
+        command_id="cmd_1",
+        command_type="sync.bulk.pause",
+        sync_config_id="bulk_01J9Z3Q8Y7X6W5V4T3S2R1P0NM",
+        outcome=Outcome.APPLIED,
+        operation_id="bulk_01J9Z3Q8Y7X6W5V4T3S2R1P0NM",
+        counts=BulkCounts(matched=3, applied=2, noop=0, rejected=1),
+    )
+    shown = CommandResultModel.from_result(bulk).model_dump(mode="json")
+    assert shown["operation_id"] == "bulk_01J9Z3Q8Y7X6W5V4T3S2R1P0NM"
+    assert shown["counts"] == {"matched": 3, "applied": 2, "noop": 0, "rejected": 1}
+    resume = CommandResult(
+        command_id="cmd_2",
+        command_type="sync.resume",
+        sync_config_id="sync_1",
+        outcome=Outcome.APPLIED,
+        holds=["maintenance:X"],
+        sync_job_id="job_1",
+    )
+    shown = CommandResultModel.from_result(resume).model_dump(mode="json")
+    assert (shown["holds"], shown["sync_job_id"]) == (["maintenance:X"], "job_1")
+    assert shown["operation_id"] is None and shown["counts"] is None
+    properties = CommandResultModel.model_json_schema(mode="serialization")["properties"]
+    assert {"operation_id", "counts", "holds", "sync_job_id"} <= properties.keys()
 
 
 def test_every_stored_field_but_the_secrets_is_shown() -> None:
