@@ -17,10 +17,12 @@ demo: $(BIN)/.installed
 	$(BIN)/synclife demo
 
 ## Lint, type-check, check the import contracts, then every test on the real stack (started or
-## reused by the suite): unit and integration tests, then the fault suite, then one failover
+## reused by the suite; Chromium for the console's browser tests installed first, outside any
+## test's timeout): unit and integration tests, then the fault suite, then one failover
 ## on a cluster of the suite's own (the Postgres primary killed, its synchronous standby
 ## promoted; about a minute with the cluster's start).
 test: lint
+	$(BIN)/synclife stack browser
 	$(BIN)/pytest
 	$(BIN)/pytest -m faults
 	$(BIN)/pytest -m cluster tests/faults/test_cluster.py::test_postgres_failover

@@ -117,6 +117,7 @@ def setup(app: web.Application, gateway: Gateway) -> None:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    console[_TEMPLATES].filters["part"] = actions.part  # one path segment, all encoded
 
     async def stop_streams(_: web.Application) -> None:
         hub.wake_all()

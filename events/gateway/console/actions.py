@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Final
+from urllib.parse import quote
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -24,7 +25,7 @@ from events.gateway.errors import ApiError
 from events.service.access import AccessDenied
 from statemachine.commands import CommandType
 
-__all__ = ["add_routes", "api_request", "outcome_text"]
+__all__ = ["add_routes", "api_request", "outcome_text", "part"]
 
 #: The console's action names and the commands they send.
 KINDS: Final = {
@@ -41,6 +42,11 @@ def api_request(request: web.Request, op: Operator, path: str) -> web.Request:
     read: a read request cannot be cloned)."""
     headers = {**op.headers, "Content-Type": "application/json"}
     return request.clone(method="POST", rel_url=path, headers=headers)
+
+
+def part(value: str) -> str:
+    """``value`` as one segment of a URL's path (``/``, ``?``, ``#``, ``&`` encoded)."""
+    return quote(value, safe="")
 
 
 def _text(form: MultiDictProxy[str], name: str) -> str | None:
@@ -83,10 +89,11 @@ async def act(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"no action {action[:40]}")
     bucket_id = request.match_info["bucket_id"]
     sync_id = request.match_info["sync_config_id"]
-    api = api_request(request, op, f"/v1/buckets/{bucket_id}/syncs/{sync_id}/{action}")
+    bucket, sync = part(bucket_id), part(sync_id)
+    api = api_request(request, op, f"/v1/buckets/{bucket}/syncs/{sync}/{action}")
     form = await verified_form(request, op.session)
     data = data_of(action, form)
-    back = f"/console/b/{bucket_id}/s/{sync_id}"
+    back = f"/console/b/{bucket}/s/{sync}"
     if form.get("back") == "list":
         back = "/console/"
     try:

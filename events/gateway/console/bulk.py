@@ -2,9 +2,11 @@
 of all of them (hold ``bulk:<operation id>``) and its undo, through the bulk routes' own path
 (``events.gateway.bulk``), the request cloned as the API's as for the other actions.
 
-The selector is the list's bucket, provider and status (the filters a bulk selector has); the
-operation id is chosen when the preview is shown and sent as the ``Idempotency-Key``, so the
-same form sent twice is one operation.
+The selector is the list's bucket, provider and status (the filters a bulk selector has); a
+list also filtered by paused or stale selects fewer syncs than a selector would, so it is not
+bulk paused (the preview says so, and the pause is refused). The operation id is chosen when
+the preview is shown and sent as the ``Idempotency-Key``, so the same form sent twice is one
+operation.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, Final
+from urllib.parse import urlencode
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -32,12 +35,23 @@ from events.service.bulk.requests import OPERATION_ID
 from events.service.db import acquire
 from statemachine.commands import BulkSelector, CommandType
 
-__all__ = ["LAST_BULK", "add_routes", "selector_of"]
+__all__ = ["LAST_BULK", "UNSUPPORTED_NOTE", "add_routes", "selector_of", "unsupported_of"]
 
 #: The session's last bulk pause (its undo is offered on the list).
 LAST_BULK: Final = "bulk"
 #: The list's filters a selector takes, and its fields.
 SELECTOR_FIELDS: Final = {"bucket": "bucket_id", "provider": "provider", "status": "status"}
+#: The list's filters a selector cannot carry: a list filtered by them is not bulk paused.
+UNSUPPORTED_FILTERS: Final = ("paused", "stale")
+UNSUPPORTED_NOTE: Final = (
+    "a bulk pause selects by bucket, provider and status only; "
+    "remove the paused and stale filters to bulk pause"
+)
+
+
+def unsupported_of(values: Any) -> list[str]:
+    """The filters given in ``values`` that a bulk selector cannot carry."""
+    return [k for k in UNSUPPORTED_FILTERS if str(values.get(k, "")).strip()]
 
 
 def selector_of(values: Any) -> BulkSelector | None:
@@ -60,6 +74,7 @@ async def preview(request: web.Request) -> web.Response:
     """GET /console/bulk/preview?bucket=&provider=&status=: how many syncs a bulk pause takes."""
     op = await operator(request)
     selector = selector_of(request.query)
+    unsupported = unsupported_of(request.query)
     if selector is None:
         raise ApiError(
             422, "validation_error", "a bulk pause needs a bucket, a provider or a status filter"
@@ -75,6 +90,8 @@ async def preview(request: web.Request) -> web.Response:
         csrf=op.csrf,
         flash=op.take_flash(),
         filters=_filters(selector),
+        unsupported=unsupported,
+        unsupported_note=UNSUPPORTED_NOTE,
         matched=matched,
         limit=gateway.settings.max_bulk_syncs,
         operation_id=f"bulk_{ULID()}",
@@ -90,7 +107,10 @@ async def pause(request: web.Request) -> web.Response:
     operation_id = form.get("operation_id", "")
     back = "/console/"
     if selector is not None:
-        back += "?" + "&".join(f"{k}={v}" for k, v in _filters(selector).items())
+        back += "?" + urlencode(_filters(selector))
+    if unsupported_of(form):
+        op.flash(False, f"bulk pause refused: {UNSUPPORTED_NOTE}")
+        raise web.HTTPSeeOther(back)
     if selector is None or not OPERATION_ID.fullmatch(operation_id):
         op.flash(False, "bulk pause refused: reload the preview")
         raise web.HTTPSeeOther(back)

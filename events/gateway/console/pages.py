@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import time
 from datetime import datetime
 from typing import Any, Final
 
@@ -19,10 +20,16 @@ from pydantic import ValidationError
 
 from events.auth import SCOPE_READ, SCOPE_WRITE
 from events.contract.http import NamespaceListRequest, SyncConfigurationModel
+from events.errors import TransientError
 from events.gateway import metrics, queries
 from events.gateway.common import gateway_of, not_found
 from events.gateway.console import HUB, SECURITY_HEADERS, render
-from events.gateway.console.bulk import LAST_BULK, SELECTOR_FIELDS
+from events.gateway.console.bulk import (
+    LAST_BULK,
+    SELECTOR_FIELDS,
+    UNSUPPORTED_NOTE,
+    unsupported_of,
+)
 from events.gateway.console.chart import files_chart
 from events.gateway.console.live import RESET
 from events.gateway.console.session import (
@@ -42,7 +49,22 @@ __all__ = ["add_routes"]
 
 PAGE_SIZE: Final = 50
 RUNS_SHOWN: Final = 20
+#: The timeline's versions on one page (newest first; ``?before=<version>`` for older ones).
+TIMELINE_SHOWN: Final = 100
 _KEEPALIVE_SECONDS: Final = 15.0
+#: How often a live stream checks again that its session and key still hold.
+RECHECK_SECONDS: float = 30.0
+#: A page of one sync's timeline, newest first: $5 the version to start below (null: from the
+#: newest), $6 rows; only for the caller's sync (``queries.HISTORY``'s scope).
+_TIMELINE: Final = """
+    SELECT version, event_type, from_status, to_status, trigger, command_id, actor, reason,
+           to_json(occurred_at) #>> '{}' AS occurred_at
+    FROM sync_history
+    WHERE sync_config_id = $1
+      AND EXISTS (SELECT 1 FROM syncs WHERE sync_config_id = $1 AND internal_id = $2
+                  AND namespace_id = $3 AND data->>'bucket_id' = $4 AND status <> 'ARCHIVED')
+      AND ($5::int IS NULL OR version < $5)
+    ORDER BY version DESC LIMIT $6"""
 #: The list's filters as query parameters, and the model fields they fill.
 FILTERS: Final = {
     "status": "status",
@@ -165,6 +187,8 @@ async def syncs(request: web.Request) -> web.Response:
         providers=[p.value for p in Provider],
         can_write=op.access.allows(SCOPE_WRITE),
         selector={k: v for k, v in given.items() if k in SELECTOR_FIELDS} if not problem else {},
+        unsupported=unsupported_of(given),
+        unsupported_note=UNSUPPORTED_NOTE,
         last_bulk=op.session.get(LAST_BULK),
     )
 
@@ -185,14 +209,14 @@ async def one_sync(request: web.Request) -> web.Response:
         row = await conn.fetchrow(queries.METRICS, *mine, offset)
         if row is None:
             raise not_found()
-        history = await conn.fetchrow(queries.HISTORY, *mine)
+        before = _version_of(request.query.get("before"))
+        timeline = [dict(r) for r in await conn.fetch(_TIMELINE, *mine, before, TIMELINE_SHOWN + 1)]
         jobs = await conn.fetchrow(queries.JOBS, *mine, None, None, None, RUNS_SHOWN, 0)
     sync = json.loads(row["data"])
     sync.pop("lock_token", None)  # a run's fencing token is never shown
     shown = SyncConfigurationModel.from_sync(sync).model_dump(mode="json")
     runs = json.loads(jobs["jobs"]) if jobs is not None else []
-    timeline = json.loads(history["history"]) if history is not None else []
-    timeline.reverse()  # newest first
+    older = timeline[TIMELINE_SHOWN - 1]["version"] if len(timeline) > TIMELINE_SHOWN else None
     return render(
         request,
         "sync.html",
@@ -202,11 +226,20 @@ async def one_sync(request: web.Request) -> web.Response:
         measured=metrics.of(sync, row["now"], row["last_job"]),
         config=json.dumps(shown, indent=2, sort_keys=True, default=str),
         metadata=json.dumps(sync.get("metadata") or {}, indent=2, sort_keys=True),
-        timeline=timeline,
+        timeline=timeline[:TIMELINE_SHOWN],
+        older=older,
+        newer=before is not None,
         runs=runs,
         chart=files_chart(list(reversed(runs))),
         can_write=op.access.allows(SCOPE_WRITE),
     )
+
+
+def _version_of(text: str | None) -> int | None:
+    """The timeline's ``before`` cursor: a version (else from the newest)."""
+    if text is None or not text.isdigit() or len(text) > 9:
+        return None
+    return int(text)
 
 
 def _common(op: Operator) -> dict[str, Any]:
@@ -250,7 +283,9 @@ async def signout(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the namespace's lifecycle changes as they happen (``ready`` once
-    the stream is positioned; ``reset``: reload the page)."""
+    the stream is positioned; ``reset``: reload the page). Every ``RECHECK_SECONDS`` the
+    session and its key are checked again: a revoked key, a lost scope or an expired session
+    ends the stream with ``signout`` (the page reloads, to the sign-in page)."""
     op = await operator(request, SCOPE_READ)
     hub = request.config_dict[HUB]
     tenant = (op.access.internal_id, op.access.namespace_id)
@@ -263,12 +298,20 @@ async def events(request: web.Request) -> web.StreamResponse:
         }
     )
     response.headers.update(SECURITY_HEADERS)
+    loop = asyncio.get_running_loop()
     try:
         await response.prepare(request)
         await response.write(b"event: ready\ndata: {}\n\n")
+        check_at = loop.time() + RECHECK_SECONDS
         while not hub.closed:
+            if loop.time() >= check_at:
+                if not await _still_signed_in(request, op):
+                    await response.write(b"event: signout\ndata: {}\n\n")
+                    break
+                check_at = loop.time() + RECHECK_SECONDS
+            wait = max(0.0, min(_KEEPALIVE_SECONDS, check_at - loop.time()))
             try:
-                item = await asyncio.wait_for(queue.get(), _KEEPALIVE_SECONDS)
+                item = await asyncio.wait_for(queue.get(), wait)
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue
@@ -283,6 +326,19 @@ async def events(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(Exception):
         await response.write_eof()
     return response
+
+
+async def _still_signed_in(request: web.Request, op: Operator) -> bool:
+    """Whether the stream's session is within its age and its key still reads the
+    namespace (not revoked, not expired, the scope and namespace still granted)."""
+    created = op.session.created
+    if time.time() >= created + gateway_of(request).settings.console_session_seconds:
+        return False
+    try:
+        await operator(request, SCOPE_READ)
+    except (web.HTTPException, AccessDenied, TransientError):
+        return False  # fail closed: the browser reconnects, and is checked from scratch
+    return True
 
 
 def add_routes(app: web.Application) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "Operator",
     "csrf_of",
     "operator",
+    "same_host",
     "sign_in",
     "storage",
     "verified_form",
@@ -160,11 +161,30 @@ async def sign_in(request: web.Request, key: str, namespace: str) -> Access:
     return access
 
 
+def _authority(text: str) -> str:
+    """``host[:port]`` in lower case, a default port (80, 443) dropped."""
+    text = text.strip().lower()
+    for default in (":80", ":443"):
+        if text.endswith(default):
+            return text[: -len(default)]
+    return text
+
+
+def same_host(origin: str, host: str) -> bool:
+    """Whether the browser's ``Origin`` names this ``Host`` (host and port; the scheme is
+    not compared: behind a proxy that ends TLS the gateway sees http where the browser
+    sent https). ``null`` or an origin without ``scheme://`` is another origin."""
+    scheme, sep, authority = origin.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not authority or "/" in authority:
+        return False
+    return _authority(authority) == _authority(host)
+
+
 async def verified_form(request: web.Request, session: Session) -> MultiDictProxy[str]:
     """The POSTed form, if it carries the session's CSRF token and, when the browser says
     where it comes from, comes from this origin; else 403."""
     origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
+    if origin is not None and not same_host(origin, request.host):
         raise web.HTTPForbidden(text="cross-origin form refused")
     form = await request.post()
     given = form.get(CSRF_FIELD)

@@ -47,12 +47,20 @@
     }
   }
 
+  var RETRY_MS = 5000;
+
   function connect() {
     var url = document.body.getAttribute("data-live");
     var indicator = document.getElementById("live");
     if (!url || !window.EventSource) { return; }
     var source = new EventSource(url);
+    var lost = false;  // the stream broke: changes made meanwhile are not on the page
     source.addEventListener("ready", function () {
+      if (lost) {  // back after a gap: read the page again rather than miss a change
+        source.close();
+        window.location.reload();
+        return;
+      }
       document.body.setAttribute("data-live-state", "ready");
       if (indicator) { indicator.textContent = "live"; indicator.className = "live on"; }
     });
@@ -63,9 +71,19 @@
       source.close();
       window.location.reload();
     });
+    source.addEventListener("signout", function () {  // the key or the session ended
+      source.close();
+      window.location.reload();
+    });
     source.onerror = function () {
+      lost = true;
       document.body.setAttribute("data-live-state", "retrying");
       if (indicator) { indicator.textContent = "live: reconnecting"; indicator.className = "live off"; }
+      if (source.readyState === EventSource.CLOSED) {
+        // Refused outright (e.g. a redirect to sign in): reload the page after a pause, which
+        // shows the sign-in page or the current rows.
+        window.setTimeout(function () { window.location.reload(); }, RETRY_MS);
+      }
     };
   }
 
