@@ -279,9 +279,13 @@ class SynclifeClient:
         *,
         operation_id: str | None = None,
         timeout: float = 300.0,
+        until: str | datetime | timedelta | None = None,
         **data: Any,
     ) -> CommandResult:
-        """Pause every matched sync with the hold ``bulk:<operation id>``."""
+        """Pause every matched sync with the hold ``bulk:<operation id>``; ``until`` as
+        ``pause``'s (a ``timedelta``, an aware ``datetime``, ``"2h"``, ``"PT2H"``...)."""
+        if until is not None:
+            data["until"] = until_text(until)
         op = operation_id or new_operation_id()
         return await self._must(CommandType.BULK_PAUSE, op, {"selector": selector, **data}, timeout)
 

@@ -106,7 +106,11 @@ def bulk() -> None:
 
 @bulk.command("pause")
 @_selector_options
-@click.option("--until", default=None, help="The hold ends by itself: a time or a duration.")
+@click.option(
+    "--until",
+    default=None,
+    help="When the hold ends by itself: 2h, 90m, 1d12h, 2w, PT2H or an RFC 3339 time.",
+)
 @click.option("--by", "user", default=None, help="paused_by_user_id (default: the key's user).")
 @_credentials
 @run
@@ -123,9 +127,16 @@ async def pause(
     **options: Any,
 ) -> None:
     """Pause every matched sync with the hold bulk:<operation id>; print the result."""
+    from statemachine.durations import friendly_duration
+
     data: dict[str, Any] = {
         "selector": _selector(bucket, connection, provider, status, metadata),
     }
+    if until is not None:
+        try:
+            until = friendly_duration(until)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--until") from exc
     for name, value in (("reason", reason), ("until", until), ("paused_by_user_id", user)):
         if value is not None:
             data[name] = value
@@ -135,7 +146,15 @@ async def pause(
 @bulk.command("resume")
 @_selector_options
 @click.option("--hold", default=None, help="Release this hold (else the plain holds).")
+@click.option("--force", is_flag=True, help="Release every hold (scope syncs:admin).")
 @click.option("--mode", type=click.Choice(["incremental", "full"]), default=None)
+@click.option(
+    "--run",
+    "run_when",
+    type=click.Choice(["due", "next_interval"]),
+    default=None,
+    help="A due run at once (due) or one interval after the resume.",
+)
 @click.option("--by", "user", default=None, help="resumed_by_user_id.")
 @_credentials
 @run
@@ -148,7 +167,9 @@ async def resume(
     operation_id: str | None,
     reason: str | None,
     hold: str | None,
+    force: bool,
     mode: str | None,
+    run_when: str | None,
     user: str | None,
     **options: Any,
 ) -> None:
@@ -158,7 +179,8 @@ async def resume(
     data: dict[str, Any] = {
         "selector": _selector(bucket, connection, provider, status, metadata),
     }
-    for name, value in (("hold", hold), ("mode", mode), ("resumed_by_user_id", user)):
+    given = (("hold", hold), ("force", force or None), ("mode", mode), ("run", run_when))
+    for name, value in (*given, ("resumed_by_user_id", user)):
         if value is not None:
             data[name] = value
     await _send("sync.bulk.resume", operation_id, data, options)

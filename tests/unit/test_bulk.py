@@ -4,15 +4,18 @@ maximum's bounds, and the bulk events' shape."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
+from click.testing import CliRunner
 from pydantic import ValidationError
 
+from events.cli import bulk as bulk_cli
 from events.cli.bulk import _selector
+from events.client import SynclifeClient
 from events.envelope import RawCommand
 from events.messages import BULK_EVENT_TYPES, BulkCounts, BulkEvent, is_bulk_event
 from events.service.bulk.requests import bulk_problem
@@ -191,3 +194,49 @@ def test_the_command_line_builds_the_selector() -> None:
         _selector(None, None, None, None, ())
     with pytest.raises(click.BadParameter):
         _selector(None, None, None, None, ("novalue",))
+
+
+def test_the_bulk_cli_converts_until_and_sends_force_and_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def capture(kind: str, op: str | None, data: dict[str, Any], options: Any) -> None:
+        sent.append((kind, data))
+
+    monkeypatch.setattr(bulk_cli, "_send", capture)
+    paused = CliRunner().invoke(bulk_cli.bulk, ["pause", "--bucket", "b", "--until", "2h"])
+    assert paused.exit_code == 0, paused.output
+    assert sent[-1] == ("sync.bulk.pause", {"selector": {"bucket_id": "b"}, "until": "PT2H"})
+    args = ["resume", "--bucket", "b", "--force", "--run", "next_interval", "--mode", "full"]
+    resumed = CliRunner().invoke(bulk_cli.bulk, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert sent[-1] == (
+        "sync.bulk.resume",
+        {"selector": {"bucket_id": "b"}, "force": True, "mode": "full", "run": "next_interval"},
+    )
+    CliRunner().invoke(bulk_cli.bulk, ["resume", "--bucket", "b"])
+    assert sent[-1] == ("sync.bulk.resume", {"selector": {"bucket_id": "b"}})  # no force sent
+    bad = CliRunner().invoke(bulk_cli.bulk, ["pause", "--bucket", "b", "--until", "soon"])
+    assert bad.exit_code == 2 and "--until" in bad.output and len(sent) == 3
+
+
+async def test_the_clients_bulk_pause_sends_until_as_pause_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = SynclifeClient(Settings(), api_key="k", namespace="ns")
+    sent: list[tuple[CommandType, dict[str, Any]]] = []
+
+    async def must(kind: CommandType, key: str, data: dict[str, Any], timeout: float = 0) -> None:
+        sent.append((kind, data))
+
+    monkeypatch.setattr(client, "_must", must)
+    await client.bulk_pause({"bucket_id": "b"}, until=timedelta(hours=2), reason="r")
+    await client.pause("sync_1", until=timedelta(hours=2))
+    await client.bulk_pause({"bucket_id": "b"}, until="90m")
+    assert sent[0] == (
+        CommandType.BULK_PAUSE,
+        {"selector": {"bucket_id": "b"}, "until": "PT2H", "reason": "r"},
+    )
+    assert sent[1] == (CommandType.PAUSE, {"until": "PT2H"})
+    assert sent[2][1]["until"] == "PT90M"
