@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from events.messages import BulkCounts
 from statemachine.commands import BulkSelector
@@ -28,8 +28,18 @@ __all__ = [
     "BulkUndoRequest",
 ]
 
-#: ``bulk_`` + a ULID.
-OperationId = Annotated[str, StringConstraints(pattern=r"^bulk_[0-9A-HJKMNP-TV-Z]{26}$")]
+
+def _upper_ulid(operation_id: str) -> str:
+    """A ULID is case-insensitive: the operation is named with it in upper case."""
+    return operation_id[:5] + operation_id[5:].upper()
+
+
+#: ``bulk_`` + a ULID (either case; upper case once read).
+OperationId = Annotated[
+    str,
+    StringConstraints(pattern=r"^bulk_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$"),
+    AfterValidator(_upper_ulid),
+]
 _Text = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 

@@ -34,7 +34,7 @@ from events.gateway.writes import _command_id, _fingerprint, _message, _publish,
 from events.messages import CommandResult
 from events.service.access import Access
 from events.service.bulk.queries import operation_view, preview
-from events.service.bulk.requests import OPERATION_ID
+from events.service.bulk.requests import OPERATION_ID, canonical_operation_id
 from events.service.db import acquire
 from statemachine.commands import CommandType
 from statemachine.decision import Outcome
@@ -141,7 +141,7 @@ def _by_selector(kind: CommandType, model: type[BaseModel]) -> Any:
 
 
 def _operation_id(request: web.Request) -> str:
-    operation_id = request.match_info["operation_id"]
+    operation_id = canonical_operation_id(request.match_info["operation_id"])
     if not OPERATION_ID.fullmatch(operation_id):
         raise not_found("bulk operation")
     return operation_id

@@ -222,6 +222,18 @@ async def test_a_bulk_resume_with_force_needs_admin_before_anything_starts(
     assert counts(forced) == {"matched": 2, "applied": 2, "noop": 0, "rejected": 0}
 
 
+async def test_a_lower_case_operation_id_over_kafka_names_it_in_upper_case(
+    client: SynclifeClient,
+) -> None:
+    bucket = f"bkt_{secrets.token_hex(6)}"
+    await create_many(client, 1, bucket_id=bucket)
+    op = new_operation_id()
+    paused = await client.bulk_pause({"bucket_id": bucket}, operation_id=op.lower(), timeout=60)
+    assert paused.operation_id == op and counts(paused)["applied"] == 1
+    undone = await client.bulk_undo(op.lower(), timeout=60)
+    assert undone.operation_id == op and counts(undone)["applied"] == 1
+
+
 async def nothing_started(settings: Settings, op: str) -> None:
     """The operation ``op`` was refused whole: no operation (its ``sync.bulk_started`` is
     written with it, in one transaction: no event either), no item, no change of a sync."""

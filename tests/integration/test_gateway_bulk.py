@@ -80,6 +80,22 @@ async def test_bulk_pause_show_and_undo_over_http(
     assert other.status in (401, 403, 404)
 
 
+async def test_a_lower_case_operation_id_names_the_operation_in_upper_case(api: Api) -> None:
+    bucket = f"bkt_{secrets.token_hex(6)}"
+    await make_syncs(api, bucket, 1)
+    op = new_operation_id()
+    lower = op.lower()
+    body = {"selector": {"bucket_id": bucket}, "operation_id": lower}
+    paused = await api.call("POST", "/v1/sync-bulk/pause", body)
+    assert paused.status == 200, paused.body
+    assert paused.body["operation_id"] == op and paused.body["counts"]["applied"] == 1
+    for name in (op, lower):
+        shown = await api.call("GET", f"/v1/sync-bulk/{name}")
+        assert shown.status == 200 and shown.body["operation_id"] == op, shown.body
+    undone = await api.call("POST", f"/v1/sync-bulk/{lower}/undo")
+    assert undone.status == 200 and undone.body["counts"]["applied"] == 1, undone.body
+
+
 async def other_key(settings: Settings) -> str:
     from tests.helpers.live import new_tenant
 

@@ -16,10 +16,12 @@ from pydantic import ValidationError
 from events.cli import bulk as bulk_cli
 from events.cli.bulk import _selector
 from events.client import SynclifeClient
+from events.contract.http_bulk import BulkPauseRequest
 from events.envelope import RawCommand
 from events.messages import BULK_EVENT_TYPES, BulkCounts, BulkEvent, is_bulk_event
-from events.service.bulk.requests import bulk_problem
+from events.service.bulk.requests import bulk_problem, canonical_operation_id, record_request
 from events.service.bulk.selector import where
+from events.service.processor.rows import Writes
 from events.service.settings import Settings
 from statemachine.commands import (
     BulkPauseData,
@@ -140,6 +142,8 @@ def raw(key: str, expected: int | None = None) -> RawCommand:
         "bulk_",
         "bulk_01J9Z3Q8Y7X6W5V4T3S2R1P0N",
         "bulk_" + "U" * 26,
+        "bulk_" + "u" * 26,
+        "BULK_01J9Z3Q8Y7X6W5V4T3S2R1P0NM",
     ],
 )
 def test_a_bulk_command_is_keyed_by_an_operation_id(key: str) -> None:
@@ -149,6 +153,25 @@ def test_a_bulk_command_is_keyed_by_an_operation_id(key: str) -> None:
 def test_an_operation_id_passes_and_an_expected_version_does_not() -> None:
     assert bulk_problem(raw(OP)) is None
     assert problem_fields(bulk_problem(raw(OP, expected=3))) == {"ce_expectedversion"}
+
+
+def test_a_lower_case_operation_id_names_the_operation_in_upper_case() -> None:
+    lower = OP.lower()
+    assert canonical_operation_id(lower) == OP and canonical_operation_id("x_ab") == "x_ab"
+    assert bulk_problem(raw(lower)) is None
+    writes = Writes()
+    data = parse_data(CommandType.BULK_PAUSE, lower, {"selector": {"bucket_id": "b"}})
+    assert not isinstance(data, CommandError)
+    record_request(writes, raw(lower), data, "org_1", "ns_1", "key_1", None)
+    assert writes.bulk_requests[0][1] == OP
+    assert (
+        BulkPauseRequest.model_validate(
+            {"selector": {"bucket_id": "b"}, "operation_id": lower}
+        ).operation_id
+        == OP
+    )
+    with pytest.raises(ValidationError):
+        BulkPauseRequest.model_validate({"selector": {"bucket_id": "b"}, "operation_id": "bulk_x"})
 
 
 def test_the_maximum_is_a_bounded_setting() -> None:

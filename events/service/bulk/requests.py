@@ -18,10 +18,23 @@ if TYPE_CHECKING:  # the processor imports this module
     from events.service.processor.rows import Writes
     from statemachine.commands import CommandData
 
-__all__ = ["OPERATION_ID", "bulk_problem", "record_request", "write_requests"]
+__all__ = [
+    "OPERATION_ID",
+    "bulk_problem",
+    "canonical_operation_id",
+    "record_request",
+    "write_requests",
+]
 
-#: An operation id: ``bulk_`` + a ULID (Crockford base32, 26 characters).
+#: An operation id: ``bulk_`` + a ULID (Crockford base32, 26 characters), as stored: upper case.
 OPERATION_ID: Final = re.compile(r"bulk_[0-9A-HJKMNP-TV-Z]{26}")
+
+
+def canonical_operation_id(text: str) -> str:
+    """An operation id as stored: its ULID in upper case (a ULID is case-insensitive, so
+    ``bulk_01j9...`` names the operation ``bulk_01J9...``); any other text as it is."""
+    return "bulk_" + text[5:].upper() if text.startswith("bulk_") else text
+
 
 _INSERT: Final = """
     INSERT INTO bulk_requests (command_id, operation_id, command_type, internal_id,
@@ -45,7 +58,7 @@ def _invalid(field: str, problem: str) -> CommandError:
 def bulk_problem(raw: RawCommand) -> CommandError | None:
     """What is wrong with a bulk command's envelope, if anything: its key must be an
     operation id, and a bulk command has no expected version."""
-    if not OPERATION_ID.fullmatch(raw.sync_config_id):
+    if not OPERATION_ID.fullmatch(canonical_operation_id(raw.sync_config_id)):
         return _invalid(
             "key", "a bulk command's key and ce_subject are its operation id: bulk_ + a ULID"
         )
@@ -68,7 +81,7 @@ def record_request(
     writes.bulk_requests.append(
         (
             raw.command_id,
-            raw.sync_config_id,
+            canonical_operation_id(raw.sync_config_id),
             raw.type.value,
             internal_id,
             namespace_id,
