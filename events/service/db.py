@@ -23,6 +23,7 @@ __all__ = [
     "LEADER_IDLE_TIMEOUT_SECONDS",
     "SESSION_SETTINGS",
     "LeaderConnection",
+    "PooledConnection",
     "application_name",
     "connect",
     "connect_host_by_host",
@@ -195,6 +196,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
             command_timeout=60,
             server_settings={**SESSION_SETTINGS, "application_name": application_name("pool")},
             reset=_end_transaction,
+            connection_class=PooledConnection,
             connect=partial(
                 _pool_connect, per_host_timeout=settings.database_connect_timeout_seconds
             ),
@@ -231,6 +233,36 @@ async def _end_transaction(conn: asyncpg.Connection) -> None:
 def application_name(role: str) -> str:
     """``synclife <role> <host>:<pid>``: which process holds a session (``pg_stat_activity``)."""
     return f"synclife {role} {socket.gethostname()}:{os.getpid()}"[:63]
+
+
+class PooledConnection(asyncpg.Connection):
+    """A pooled connection that is closed, never cancelled, when the client gives up on a
+    statement (its ``command_timeout``, or the task awaiting it cancelled).
+
+    asyncpg's way is a cancel request, and a cancel request that arrives while a COMMIT
+    waits for the synchronous standby ends the wait: the transaction stays committed on the
+    primary alone, visible there (the relay may publish it, a retry finds the command
+    processed and acknowledges it), and is lost if the primary then fails over. A closed
+    connection does not end the wait: the commit completes once the standby has it, or never
+    becomes visible. Any other statement is rolled back with its session, as a cancelled one
+    would be, and the pool opens a new connection.
+    """
+
+    def _cancel_current_command(
+        self, waiter: asyncio.Future[None], cancel_waiter: asyncio.Future[None] | None = None
+    ) -> None:
+        # Once asyncpg has failed the statement's waiter (it does so after asking for this).
+        asyncio.get_running_loop().call_soon(
+            self._close_instead_of_cancelling, waiter, cancel_waiter
+        )
+
+    def _close_instead_of_cancelling(
+        self, waiter: asyncio.Future[None], cancel_waiter: asyncio.Future[None] | None
+    ) -> None:
+        self.terminate()
+        for future in (waiter, cancel_waiter):
+            if future is not None and not future.done():
+                future.set_result(None)
 
 
 class LeaderConnection(asyncpg.Connection):

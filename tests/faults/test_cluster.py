@@ -11,13 +11,20 @@ standby made asynchronous (a switch only the tests have), the same failover fail
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import signal
 import time
+from typing import Any
 
+import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from events.devtools import stack
 from events.devtools.stack.cluster import REPLICAS, wait_in_sync
-from events.devtools.stack.standby import set_synchronous
+from events.devtools.stack.standby import set_synchronous, walsender_pid
+from events.service.db import create_pool
 from tests.faults.cluster import (
     CLUSTER_NOTES,
     back_in_sync,
@@ -138,3 +145,49 @@ async def test_asynchronous_standby_loses(cfx: Fixture, cluster: stack.Cluster) 
         "Control, the same failover with the standby asynchronous (test-only switch): failed as "
         f"it must: {str(failed.value).splitlines()[0]}."
     )
+
+
+async def test_commit_waiting_for_the_standby_is_never_cancelled(cluster: stack.Cluster) -> None:
+    """A commit waiting for the synchronous standby (its WAL sender frozen) is neither ended by
+    the server's statement timeout nor by the client giving up (the pool closes the connection
+    instead of sending a cancel request, which would leave the commit on the primary alone):
+    while the standby lacks it, no other session sees it."""
+    pair = cluster.postgres
+    settings = cluster.client_settings().model_copy(update={"database_url": SecretStr(pair.url())})
+    pool = await create_pool(settings)
+    watcher = await asyncpg.connect(pair.primary_url())
+    sender = await walsender_pid(pair)
+    ids = [f"probe-{secrets.token_hex(4)}" for _ in range(2)]
+
+    async def explicit(conn: Any) -> None:
+        async with conn.transaction():
+            await conn.execute("INSERT INTO commit_probe VALUES ($1)", ids[1])
+
+    try:
+        await watcher.execute("CREATE TABLE IF NOT EXISTS commit_probe (id text PRIMARY KEY)")
+        os.kill(sender, signal.SIGSTOP)
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute("SET statement_timeout = 200")
+                # One statement, its own transaction: the client gives up after 1 s.
+                with pytest.raises(TimeoutError):
+                    await conn.execute("INSERT INTO commit_probe VALUES ($1)", ids[0], timeout=1)
+            async with pool.acquire() as conn:
+                await conn.execute("SET statement_timeout = 200")
+                waiting = asyncio.create_task(explicit(conn))  # BEGIN, INSERT, COMMIT
+                await asyncio.sleep(2.0)  # ten statement timeouts
+                seen = await watcher.fetchval(
+                    "SELECT count(*) FROM commit_probe WHERE id = ANY($1::text[])", ids
+                )
+                assert seen == 0, "a commit the standby does not have is visible"
+                assert not waiting.done()
+                os.kill(sender, signal.SIGCONT)
+                await waiting  # the standby has it now: committed
+        finally:
+            os.kill(sender, signal.SIGCONT)
+        assert (
+            await watcher.fetchval("SELECT count(*) FROM commit_probe WHERE id = $1", ids[1]) == 1
+        )
+    finally:
+        await watcher.close()
+        await pool.close()
