@@ -31,8 +31,15 @@ _CLUSTER = click.option(
 
 @stack.command("up")
 @_CLUSTER
+@click.option(
+    "--reset-promoted",
+    is_flag=True,
+    help="With --cluster, after a failover (the standby promoted): drop the promoted "
+    "server's data and make the standby again from the old primary. Stop every serve "
+    "process first.",
+)
 @run
-async def stack_up(cluster: bool) -> None:
+async def stack_up(cluster: bool, reset_promoted: bool) -> None:
     """Start (or reuse) Kafka and Postgres; print `export SYNCLIFE_...=...` lines.
 
     Progress goes to stderr, so `eval "$(synclife stack up)"` sets the variables.
@@ -41,7 +48,9 @@ async def stack_up(cluster: bool) -> None:
 
     settings = load_settings()
     if cluster:
-        env = await local_stack.cluster_up(local_stack.Cluster(settings), echo_err)
+        env = await local_stack.cluster_up(
+            local_stack.Cluster(settings), echo_err, reset_promoted=reset_promoted
+        )
     else:
         env = await local_stack.up(settings, echo_err)
     for name, value in env.items():

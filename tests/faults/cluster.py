@@ -122,7 +122,9 @@ async def restore_postgres(cluster: stack.Cluster, *, synchronous: bool = True) 
     """After a failover: the old primary back as the primary, the standby made again from it
     (what the promoted one took is dropped with it), the outbox emptied (rows for the failed
     over scenario's deleted topics would be published for ever)."""
-    await ensure_pair(cluster.postgres, lambda _: None, synchronous=synchronous)
+    await ensure_pair(
+        cluster.postgres, lambda _: None, synchronous=synchronous, reset_promoted=True
+    )
     conn = await asyncpg.connect(cluster.postgres.url())
     try:
         await conn.execute("DELETE FROM outbox")

@@ -91,7 +91,7 @@ async def cluster() -> AsyncIterator[stack.Cluster]:
     """The cluster suite's own three brokers and Postgres pair (tests/faults/cluster.py);
     stopped at the end (their data stays)."""
     running = cluster_layout()
-    await stack.cluster_up(running, echo_nothing)
+    await stack.cluster_up(running, echo_nothing, reset_promoted=True)  # the suite's own data
     await delete_topics(running.bootstrap, "faults.")  # an interrupted run's
     yield running
     if os.environ.get("SYNCLIFE_FAULTS_KEEP_STACK") != "1":

@@ -140,9 +140,12 @@ log.retention.check.interval.ms=300000
 """
 
 
-async def cluster_up(cluster: Cluster, echo: Echo) -> dict[str, str]:
+async def cluster_up(
+    cluster: Cluster, echo: Echo, *, reset_promoted: bool = False
+) -> dict[str, str]:
     """Start (or reuse) the three brokers and the Postgres pair, create the topics (three
-    replicas); return the environment that points synclife at them."""
+    replicas); return the environment that points synclife at them. After a failover (the
+    standby promoted) this refuses (``PromotedStandbyError``) unless ``reset_promoted``."""
     paths = cluster.paths
     paths.root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -156,7 +159,7 @@ async def cluster_up(cluster: Cluster, echo: Echo) -> dict[str, str]:
             (home / "cluster-id").write_text(cluster_id + "\n", encoding="utf-8")
         tasks = [
             *(start_broker_unlocked(cluster, n, echo) for n in cluster.nodes),
-            ensure_pair(cluster.postgres, echo),
+            ensure_pair(cluster.postgres, echo, reset_promoted=reset_promoted),
         ]
         results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]

@@ -61,6 +61,10 @@ include_if_exists = '{REPLICATION_FILE}'
 """
 
 
+class PromotedStandbyError(StackError):
+    """``stack up --cluster`` after a failover, without ``--reset-promoted``."""
+
+
 @dataclass(frozen=True)
 class PgPair:
     """The primary on ``port``, the standby on ``port + 1``, in the stack dir ``paths``."""
@@ -102,15 +106,28 @@ class PgPair:
         return pg_url(self.standby_port, self.password(), database)
 
 
-async def ensure_pair(pair: PgPair, echo: Echo, *, synchronous: bool = True) -> None:
+async def ensure_pair(
+    pair: PgPair, echo: Echo, *, synchronous: bool = True, reset_promoted: bool = False
+) -> None:
     """Start (or reuse) the primary and its standby; return once the standby streams and the
     primary waits for it (``synchronous``) or not.
 
-    A standby that was promoted (a failover scenario) is dropped and made again from the
-    primary, which is started again if it was killed: what the promoted one took since is lost.
+    A standby that was promoted (a failover) holds everything written since; it is dropped and
+    made again from the old primary only with ``reset_promoted`` (what the promoted one took
+    since is lost), else ``PromotedStandbyError``.
     """
-    await ensure_postmaster(pair.paths, pair.port, echo, extra_conf=_PRIMARY_CONF)
     standby = pair.standby
+    if standby_promoted(standby) and not reset_promoted:
+        raise PromotedStandbyError(
+            f"the standby at {standby.data} (port {pair.standby_port}) was promoted: it is the "
+            f"primary now and holds every write since the failover; the old primary (port "
+            f"{pair.port}) does not. Starting the pair again would drop the promoted server's "
+            "data, and `serve` processes still connected to it would write there while the old "
+            "primary took writes too. Stop every `serve` process, keep what you need from port "
+            f"{pair.standby_port} (pg_dump), then run `synclife stack up --cluster "
+            "--reset-promoted` to make the standby again from the old primary."
+        )
+    await ensure_postmaster(pair.paths, pair.port, echo, extra_conf=_PRIMARY_CONF)
     if standby_promoted(standby):
         echo(f"the standby at {standby.data} was promoted: making it again from the primary")
         await stop_postmaster(pair.paths, echo, standby)
