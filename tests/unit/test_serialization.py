@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -137,3 +137,27 @@ def test_unpacked_headers_read_standard_base64_with_line_breaks() -> None:
     standard = base64.encodebytes(value).decode()
     assert "\n" in standard.strip() and ("+" in standard or "/" in standard)
     assert unpack_headers(json.dumps([["x", standard]])) == [("x", value)]
+
+
+@pytest.mark.parametrize("subject", ["sync_a", "sync_ü", "s" * 256, 'a/b\\"c'])
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 12, 5, 8, 0, tzinfo=UTC),
+        datetime(2026, 12, 5, 8, 0, 0, 123456, tzinfo=UTC),
+        datetime(2026, 12, 5, 9, 0, tzinfo=timezone(timedelta(hours=1))),
+    ],
+)
+def test_packed_ce_headers_are_the_packed_ce_headers(subject: str, moment: datetime) -> None:
+    """The outbox rows' headers built from their parts are the text ``pack_headers`` writes
+    for ``ce_headers``, and read back as them."""
+    from events.envelope import SOURCE, ce_headers, pack_headers, unpack_headers
+    from events.service.processor.rows import packed_ce_headers
+
+    for ident, event_type in [("result:c-1", "synclife.command.result"), ("x:v2", "e.ü")]:
+        expected = ce_headers(
+            event_id=ident, event_type=event_type, source=SOURCE, subject=subject, time=moment
+        )
+        packed = packed_ce_headers(ident, event_type, subject, moment)
+        assert packed == pack_headers(expected)
+        assert unpack_headers(packed) == expected

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Final, Protocol
 
 from events.auth import SCOPE_ADMIN, SCOPE_RUN, SCOPE_WRITE, grants, parse_authorization
-from events.envelope import REDACTED, SOURCE, RawCommand, Undecodable, ce_headers, derived_id
+from events.envelope import REDACTED, RawCommand, Undecodable, derived_id
 from events.messages import CommandResult, LifecycleEvent
 from events.service.access import caller_of, check
 from events.service.bulk.requests import bulk_problem, record_request
@@ -24,6 +24,7 @@ from events.service.processor.rows import (
     dump_with_sync,
     event_id,
     outbox_row,
+    packed_ce_headers,
     result_row,
     timer_of,
 )
@@ -424,12 +425,8 @@ class Batch:
             to_status=change.to_status,
             **change.extra,
         )
-        headers = ce_headers(
-            event_id=event_id(sid, sync.version),
-            event_type=change.event_type.value,
-            source=SOURCE,
-            subject=sid,
-            time=sync.updated_at,
+        headers = packed_ce_headers(
+            event_id(sid, sync.version), change.event_type.value, sid, sync.updated_at
         )
         self.writes.outbox.append(
             outbox_row(
