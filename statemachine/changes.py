@@ -44,6 +44,7 @@ LOCK_RELEASED: Final[dict[str, Any]] = {
     "locked_at": None,
     "lock_expires_at": None,
     "lock_token": None,
+    "current_full_sync": False,
 }
 
 

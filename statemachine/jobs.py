@@ -92,7 +92,6 @@ def request_run(
             "next_sync_at": ch.now + timedelta(seconds=sync.polling_interval_seconds),
             "queued_sync_job_id": job,
             "queued_full_sync": full,
-            "pending_full_sync": False,
         },
         actor=by,
         trigger=trigger.value,
@@ -117,7 +116,7 @@ def start_fields(
         "current_sync_run_id": job,
         "queued_sync_job_id": None,
         "queued_full_sync": False,
-        "pending_full_sync": False,
+        "current_full_sync": full,
     }
     if full:
         fields.update(checkpoint_of(sync, full=True))
@@ -206,9 +205,10 @@ def interrupted(
 def after_release(ch: Changes, by: str) -> CommandError | None:
     """After a change released the run lock: a full run asked for while it was held
     (``pending_full_sync``) is requested now if the sync is scheduled; a paused sync keeps
-    it for its next run."""
+    it for its next run. The released run was that full run (it failed, expired or was
+    unlocked: a completed one cleared the flag): nothing now, the next run is full."""
     sync = ch.sync
-    if not sync.pending_full_sync or sync.lock_token is not None:
+    if not sync.pending_full_sync or sync.lock_token is not None or ch.before.current_full_sync:
         return None
     if sync.status not in _SCHEDULABLE:
         return None

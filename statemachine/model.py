@@ -230,9 +230,14 @@ class SyncConfiguration(SyncSettings):
     current_run: RunMetrics = Field(default_factory=RunMetrics)
     last_run_status: RunStatus | None = None
     run_requested_at: datetime | None = None
-    #: A full run was asked for while a run held the lock: it is requested when the lock is
-    #: released.
+    #: A full run was asked for while a run held the lock (or by a resume that requested no
+    #: run at once): it is requested when the lock is released (else when due), and the flag
+    #: stays set until that full run completes (a full run that fails, expires or is unlocked
+    #: leaves it set: the next run is full again).
     pending_full_sync: bool = False
+    #: The run holding the lock is a full run asked for (``pending_full_sync`` or a queued
+    #: full job when it started); cleared when the lock is released.
+    current_full_sync: bool = False
     #: The requested run no worker has started yet (at most one per sync), and whether it is
     #: a full run.
     queued_sync_job_id: str | None = None

@@ -353,6 +353,8 @@ def _complete(ch: Changes, data: RunCompleteData, dest: SyncStatus) -> CommandEr
     )
     if dest is S.COMPLETED:
         fields.update(PAUSE_CLEARED)
+    if sync.current_full_sync:  # the full run asked for is done
+        fields["pending_full_sync"] = False
     by = f"worker:{sync.locked_by_worker_id}"
     problem = ch.add(
         EventType.RUN_COMPLETED,
@@ -374,7 +376,7 @@ def apply_run(
         case TriggerData():
             by, full = actor(command, data.requested_by_user_id), data.mode == "full"
             if sync.lock_token is not None:
-                if not full or sync.pending_full_sync:
+                if not full or sync.pending_full_sync or sync.current_full_sync:
                     return Decision(outcome=Outcome.NOOP, sync=sync, run=_run_info(sync))
                 # A full run while one holds the lock: requested when the lock is released.
                 problem = ch.add(EventType.UPDATED, {"pending_full_sync": True}, actor=by)

@@ -92,7 +92,8 @@ _COMMAND_DOCS: Final[dict[CommandType, str]] = {
     CommandType.TRIGGER: "Request a run now (a `sync.run_requested` event naming its job; the "
     "result's `sync_job_id`); a noop while a run holds the lock. `mode`: `incremental` "
     "(default) or `full` (`modified_since` null); a full trigger while a run holds the lock "
-    "sets `pending_full_sync` and the full run is requested when the lock is released. From "
+    "sets `pending_full_sync` (until that full run completes) and the full run is requested "
+    "when the lock is released. From "
     "FAILED: status PENDING, due at once, `consecutive_failures` reset to "
     "0, and the run requested.",
     CommandType.CANCEL: "Cancel the sync (terminal status CANCELED).",

@@ -125,9 +125,17 @@ async def test_full_trigger_while_locked_requests_the_full_run_at_release(
     requested = await wait_event(lifecycle, sync_id, "sync.run_requested", 2)
     last = requested[-1]
     assert last.full_sync is True and last.modified_since is None and last.trigger == "manual"
-    assert not last.sync.pending_full_sync
+    assert last.sync.pending_full_sync  # until the full run completes
     assert (await job_row(settings, run_id))["status"] == "failed"
     assert (await job_row(settings, last.sync_job_id or ""))["full_sync"] is True
+    full_run = await worker.run_start(sync_id, worker_id="w1")  # takes the queued job
+    assert full_run.run is not None and full_run.sync is not None
+    assert full_run.sync.pending_full_sync and full_run.sync.current_full_sync
+    done = await worker.run_complete(
+        sync_id, run_id=full_run.run["run_id"], lock_token=full_run.run["lock_token"]
+    )
+    assert done.outcome is Outcome.APPLIED and done.sync is not None
+    assert not done.sync.pending_full_sync and not done.sync.current_full_sync
 
 
 async def test_update_with_is_active_false_is_a_pause_in_a_second_version(

@@ -245,7 +245,7 @@ def test_full_trigger_while_locked_is_requested_when_the_lock_is_released() -> N
     ]
     requested = done.changes[1]
     assert requested.extra["full_sync"] is True and requested.extra["modified_since"] is None
-    assert not final.pending_full_sync and final.queued_full_sync
+    assert final.pending_full_sync and final.queued_full_sync  # until the full run completes
     assert [(j.sync_job_id, j.status) for j in jobs_of(done)] == [
         ("job_RUN", JobStatus.COMPLETED),
         (requested.extra["sync_job_id"], JobStatus.RUNNING),
@@ -260,6 +260,40 @@ def test_full_trigger_while_locked_is_requested_when_the_lock_is_released() -> N
     unlocked = decide(locked, make_command(C.UNLOCK, {}), NOW)
     assert [c.event_type for c in unlocked.changes][-1] is EventType.RUN_REQUESTED
     assert jobs_of(unlocked)[0].status is JobStatus.INTERRUPTED
+
+
+def test_pending_full_sync_stays_until_the_full_run_completes() -> None:
+    pending = applied(decide(running(), make_command(C.TRIGGER, {"mode": "full"}), NOW))
+    lock = {"run_id": "job_RUN", "lock_token": 1}
+    queued = applied(decide(pending, make_command(C.RUN_COMPLETE, lock), NOW))
+    job = queued.queued_sync_job_id
+    assert queued.pending_full_sync and queued.queued_full_sync and job is not None
+    start = make_command(C.RUN_START, {"worker_id": "w2", "sync_job_id": job})
+    started = decide(queued, start, NOW)
+    full = applied(started)
+    assert started.changes[0].extra["modified_since"] is None  # the full run
+    assert full.pending_full_sync and full.current_full_sync and not full.queued_full_sync
+    # A full trigger while the full run holds the lock: nothing more to ask for.
+    again = decide(full, make_command(C.TRIGGER, {"mode": "full"}), NOW)
+    assert again.outcome is Outcome.NOOP
+    full_lock = {"run_id": job, "lock_token": full.lock_token}
+
+    # It fails: the flag stays, no run at once (the retry delay holds), the next run is full.
+    failed = decide(full, make_command(C.RUN_FAIL, {**full_lock, "error": "boom"}), NOW)
+    after_fail = applied(failed)
+    assert [c.event_type for c in failed.changes] == [EventType.RUN_FAILED]
+    assert after_fail.pending_full_sync and not after_fail.current_full_sync
+    assert after_fail.next_sync_at is not None and after_fail.next_sync_at > NOW
+    due = after_fail.next_sync_at
+    retried = decide(after_fail, system_command(after_fail, SystemTrigger.REQUEST_RUN), due)
+    assert retried.changes[-1].extra["modified_since"] is None
+    assert retried.changes[-1].extra["full_sync"] is True
+
+    # It completes: the flag is cleared, and no other full run is requested.
+    done = decide(full, make_command(C.RUN_COMPLETE, full_lock), NOW)
+    after_done = applied(done)
+    assert [c.event_type for c in done.changes] == [EventType.RUN_COMPLETED]
+    assert not after_done.pending_full_sync and not after_done.current_full_sync
 
 
 def test_run_start_takes_the_queued_job_and_its_id_is_the_run_id() -> None:

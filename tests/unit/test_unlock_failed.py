@@ -145,7 +145,8 @@ def test_unlock_requests_the_full_run_asked_for_while_the_lock_was_held() -> Non
     ]
     requested = decision.changes[1]
     assert requested.extra["modified_since"] is None  # a full run
-    assert requested.sync.pending_full_sync is False
+    # Requested, not yet done: the flag stays until that full run completes.
+    assert requested.sync.pending_full_sync is True and requested.sync.queued_full_sync
     assert [c.sync.version for c in decision.changes] == [sync.version + 1, sync.version + 2]
 
 
