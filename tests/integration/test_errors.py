@@ -339,8 +339,14 @@ async def test_unauthenticated_expired_key(
         await owner.create(sync_id, **CREATE)
     conn = await connect(settings)
     try:
+        # Keys are judged on the database's clock plus the service's offset, which other
+        # tests of the session move: make and list the key on the service's clock.
         key = await create_key(
-            conn, tenant.org_id, ["syncs:write"], expires_in=timedelta(seconds=1)
+            conn,
+            tenant.org_id,
+            ["syncs:write"],
+            expires_in=timedelta(seconds=1),
+            clock_offset=clock.offset,
         )
         expires_at = datetime.fromisoformat(key["expires_at"])
         # The service judges expiry by its own clock (the tests' clock may run ahead).
@@ -351,7 +357,8 @@ async def test_unauthenticated_expired_key(
             )
         tells_nothing(result)
         assert result.error is not None and "expired" in result.error.message
-        states = {k["id"]: k["status"] for k in await list_keys(conn, tenant.org_id)}
+        listed = await list_keys(conn, tenant.org_id, clock_offset=clock.offset)
+        states = {k["id"]: k["status"] for k in listed}
         assert states[key["id"]] == "expired"
     finally:
         await conn.close()
