@@ -163,11 +163,13 @@ async def watch(settings: Settings, topic: str) -> AsyncIterator[Seen]:
             seen.changed.set()
 
     task = asyncio.create_task(pump())
-    yield seen
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await consumer.stop()
+    try:
+        yield seen
+    finally:  # also when the generator is closed (aclose) rather than run to its end
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
 
 
 async def scheduler_passes(service: Service, count: int = 2, timeout: float = 10.0) -> None:

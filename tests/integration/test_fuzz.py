@@ -573,7 +573,9 @@ class Planner:
                 msg.value = json.dumps({"paused_by_user_id": "u", field: w1}).encode()
                 return rejected(E.VALIDATION_ERROR, True)
             case "wrong_type":
-                bad: Any = (123, [], {}, None, True, "", "   ", 1.5)[a.number % 8]
+                bad: Any = (123, [], {}, ["u"], True, "", "   ", 1.5)[
+                    a.number % 8
+                ]  # null: optional now
                 msg.value = json.dumps({"paused_by_user_id": bad}).encode()
                 return rejected(E.VALIDATION_ERROR, True)
             case "huge_reason":

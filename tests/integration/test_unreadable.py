@@ -57,8 +57,11 @@ async def unreadable_batch(
 
 
 async def seen_on(settings: Settings, topic: str) -> AsyncGenerator[Seen, None]:
-    async for seen in watch(settings, topic):
-        yield seen
+    feed = watch(settings, topic)
+    try:
+        yield await anext(feed)
+    finally:  # close the watch too: its consumer stops now, not when collected
+        await feed.aclose()  # type: ignore[attr-defined]
 
 
 async def test_a_record_with_a_header_name_not_utf8_is_dead_lettered_and_the_lane_goes_on(
