@@ -25,3 +25,20 @@ async def test_refuses_without_reset(tmp_path: Path) -> None:
         await ensure_pair(pair, lambda _: None)
     assert "27999" in str(refused.value) and "28000" in str(refused.value)
     assert (pair.standby.data / "PG_VERSION").is_file()  # nothing dropped
+
+
+async def test_a_first_start_is_not_taken_for_a_failover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Postgres yet (a fresh machine): the pair is made, not refused or failed on."""
+    pair = PgPair(StackPaths(root=tmp_path, kafka_version="0"), 27999)
+
+    class Started(Exception):
+        pass
+
+    async def start_primary(*args: object, **kwargs: object) -> None:
+        raise Started  # the primary is the first thing made
+
+    monkeypatch.setattr("events.devtools.stack.standby.ensure_postmaster", start_primary)
+    with pytest.raises(Started):
+        await ensure_pair(pair, lambda _: None)

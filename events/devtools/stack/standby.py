@@ -116,11 +116,12 @@ async def ensure_pair(
     made again from the old primary only with ``reset_promoted`` (what the promoted one took
     since is lost), else ``PromotedStandbyError``.
     """
-    standby = pair.standby
-    if standby_promoted(standby) and not reset_promoted:
+    # On a first start there is no primary yet, so no standby either: nothing was promoted.
+    first_start = known_pg_layout(pair.paths) is None
+    if not first_start and standby_promoted(pair.standby) and not reset_promoted:
         raise PromotedStandbyError(
-            f"the standby at {standby.data} (port {pair.standby_port}) was promoted: it is the "
-            f"primary now and holds every write since the failover; the old primary (port "
+            f"the standby at {pair.standby.data} (port {pair.standby_port}) was promoted: it is "
+            f"the primary now and holds every write since the failover; the old primary (port "
             f"{pair.port}) does not. Starting the pair again would drop the promoted server's "
             "data, and `serve` processes still connected to it would write there while the old "
             "primary took writes too. Stop every `serve` process, keep what you need from port "
@@ -128,6 +129,7 @@ async def ensure_pair(
             "--reset-promoted` to make the standby again from the old primary."
         )
     await ensure_postmaster(pair.paths, pair.port, echo, extra_conf=_PRIMARY_CONF)
+    standby = pair.standby  # the primary's layout is known from here on
     if standby_promoted(standby):
         echo(f"the standby at {standby.data} was promoted: making it again from the primary")
         await stop_postmaster(pair.paths, echo, standby)
