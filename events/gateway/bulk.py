@@ -30,7 +30,13 @@ from events.contract.http_bulk import (
 )
 from events.gateway.common import body_model, gateway_of, json_answer, json_object, not_found, who
 from events.gateway.errors import ApiError, from_command_error
-from events.gateway.writes import _command_id, _fingerprint, _message, _publish, _unfinished
+from events.gateway.writes import (
+    _command_id,
+    _fingerprint,
+    _message,
+    _publish_and_wait,
+    _unfinished,
+)
 from events.messages import CommandResult
 from events.service.access import Access
 from events.service.bulk.queries import operation_view, preview
@@ -97,16 +103,7 @@ async def _send(
             )
         if row["result"] is not None:
             return _answer(row["result"])
-    waiting = {command_id: gateway.waiter.expect(command_id)}
-    try:
-        derived = await _publish(request, message)
-        waiting[derived] = gateway.waiter.expect(derived)
-        stored = await gateway.waiter.result(
-            list(waiting.values()), gateway.settings.gateway_result_wait_seconds
-        )
-    finally:
-        for waited, future in waiting.items():
-            gateway.waiter.forget(waited, future)
+    stored = await _publish_and_wait(request, message, command_id)
     if stored is None:
         return _unfinished(request, command_id)
     return _answer(stored.result)

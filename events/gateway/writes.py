@@ -51,6 +51,7 @@ from events.gateway.common import (
 )
 from events.gateway.errors import ApiError, from_command_error
 from events.gateway.queries import ONE_SYNC
+from events.gateway.waiter import Stored
 from events.messages import CommandResult
 from events.service.access import Access
 from events.service.db import acquire
@@ -165,21 +166,30 @@ async def _command(request: web.Request, access: Access, write: _Write, raw: byt
             message = _message(request, access, command_id, write.kind, sync_id, data, expected)
     elif not creating and not row["found"]:
         raise not_found()
+    stored = await _publish_and_wait(request, message, command_id)
+    if stored is None:
+        return _unfinished(request, command_id)
+    return _answer(request, write.kind, stored.result)
+
+
+async def _publish_and_wait(
+    request: web.Request, message: _Message, command_id: str
+) -> Stored | None:
+    """Publish ``message`` and wait for its result (None: not within the wait)."""
+    gateway = gateway_of(request)
+    assert gateway.waiter is not None  # noqa: S101 - started
     waiting = {command_id: gateway.waiter.expect(command_id)}
     try:
         derived = await _publish(request, message)
         # A command the service cannot authenticate after all (a key revoked since) is
         # answered under the id derived from where it was written: wait for either.
         waiting[derived] = gateway.waiter.expect(derived)
-        stored = await gateway.waiter.result(
+        return await gateway.waiter.result(
             list(waiting.values()), gateway.settings.gateway_result_wait_seconds
         )
     finally:
         for waited, future in waiting.items():
             gateway.waiter.forget(waited, future)
-    if stored is None:
-        return _unfinished(request, command_id)
-    return _answer(request, write.kind, stored.result)
 
 
 async def _refuse_weak(request: web.Request, access: Access, sync_id: str | None) -> None:
