@@ -265,14 +265,21 @@ class SyncConfiguration(SyncSettings):
         if self.status is SyncStatus.SUSPENDED and "pause_holds" not in self.model_fields_set:
             # A document from before holds: its pause is the one hold it has.
             object.__setattr__(self, "pause_holds", [PauseHold.model_validate(_legacy_hold(self))])
+        problem = self.consistency_problem()
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    def consistency_problem(self) -> str | None:
+        """What breaks the rules between fields, if anything does (the model refuses it)."""
         # is_active and paused are derived from status: never set independently.
         if self.is_active != (self.status is SyncStatus.ACTIVE):
-            raise ValueError("is_active must be true exactly when status is ACTIVE")
+            return "is_active must be true exactly when status is ACTIVE"
         if self.paused != (self.status is SyncStatus.SUSPENDED):
-            raise ValueError("paused must be true exactly when status is SUSPENDED")
+            return "paused must be true exactly when status is SUSPENDED"
         if bool(self.pause_holds) != self.paused:
-            raise ValueError("pause_holds must be non-empty exactly when status is SUSPENDED")
-        return self
+            return "pause_holds must be non-empty exactly when status is SUSPENDED"
+        return None
 
 
 def _legacy_hold(sync: SyncConfiguration) -> dict[str, Any]:
