@@ -12,17 +12,17 @@ from typing import Final, Protocol
 
 from events.auth import SCOPE_ADMIN, SCOPE_RUN, SCOPE_WRITE, grants, parse_authorization
 from events.envelope import REDACTED, RawCommand, Undecodable, derived_id
-from events.messages import CommandResult, LifecycleEvent
+from events.messages import CommandResult
 from events.service.access import caller_of, check
 from events.service.bulk.requests import bulk_problem, record_request
 from events.service.processor.rows import (
-    EVENT_PARTS,
-    EXTRAS,
     RESULT_PARTS,
     Writes,
+    applied_result_json,
     command_result,
     dump_with_sync,
     event_id,
+    event_json,
     outbox_row,
     packed_ce_headers,
     result_row,
@@ -144,6 +144,20 @@ class Batch:
             payload = dump_with_sync(result, RESULT_PARTS, self.sync_json(result.sync))
         else:
             payload = result.model_dump_json().encode()
+        self._record_payload(
+            command_id, command_type, sync_config_id, key_id, result.outcome, payload, key
+        )
+
+    def _record_payload(
+        self,
+        command_id: str,
+        command_type: str,
+        sync_config_id: str | None,
+        key_id: str | None,
+        outcome: Outcome,
+        payload: bytes,
+        key: str | None = None,
+    ) -> None:
         self.processed[command_id] = (key_id, payload)
         self.writes.processed.append(
             (
@@ -151,7 +165,7 @@ class Batch:
                 command_type,
                 sync_config_id,
                 key_id,
-                result.outcome.value,
+                outcome.value,
                 payload.decode(),
                 self.now,
             )
@@ -160,8 +174,8 @@ class Batch:
         self.writes.outbox.append(result_row(self.settings, payload, command_id, key, self.now))
         # A metric label: a type read from a message is a label only if it is one of ours.
         kind = command_type if command_type in _COMMAND_TYPES else "unknown"
-        self.stats.outcomes[(kind, result.outcome.value)] += 1
-        match result.outcome:
+        self.stats.outcomes[(kind, outcome.value)] += 1
+        match outcome:
             case Outcome.APPLIED:
                 self.stats.applied += 1
             case Outcome.NOOP:
@@ -375,6 +389,24 @@ class Batch:
             final.internal_id != key.internal_id or final.namespace_id != namespace_id
         ):
             final = None
+        if final is not None and decision.error is None:  # applied or noop, seen: the hot path
+            payload = applied_result_json(
+                raw.command_id,
+                raw.type.value,
+                raw.sync_config_id,
+                decision,
+                final,
+                self.sync_json(final),
+            )
+            self._record_payload(
+                raw.command_id,
+                raw.type.value,
+                raw.sync_config_id,
+                key_id,
+                decision.outcome,
+                payload,
+            )
+            return
         result = command_result(raw.command_id, raw.type.value, raw.sync_config_id, decision, final)
         self._record_result(raw.command_id, raw.type.value, raw.sync_config_id, key_id, result)
 
@@ -409,22 +441,6 @@ class Batch:
                 sync.updated_at,
             )
         )
-        event = LifecycleEvent(
-            sync_config_id=sid,
-            bucket_id=sync.bucket_id,
-            namespace_id=sync.namespace_id,
-            internal_id=sync.internal_id,
-            version=sync.version,
-            occurred_at=sync.updated_at,
-            command_id=command_id,
-            actor=change.actor,
-            reason=change.reason,
-            trigger=change.trigger,
-            sync=sync,
-            from_status=change.from_status,
-            to_status=change.to_status,
-            **change.extra,
-        )
         headers = packed_ce_headers(
             event_id(sid, sync.version), change.event_type.value, sid, sync.updated_at
         )
@@ -433,7 +449,7 @@ class Batch:
                 self.settings.lifecycle_topic,
                 sid,
                 # Type-specific fields appear only on the events that carry them.
-                dump_with_sync(event, EVENT_PARTS, sync_json, EXTRAS - change.extra.keys()),
+                event_json(change, command_id, sync_json),
                 headers,
             )
         )

@@ -11,12 +11,13 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
 
+import pydantic_core
 from pydantic import BaseModel
 
 from events.envelope import CONTENT_TYPE, SOURCE, SPECVERSION, pack_headers, rfc3339
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
 from events.service.settings import Settings
-from statemachine import Decision, SyncConfiguration, SyncStatus
+from statemachine import Change, Decision, SyncConfiguration, SyncStatus
 from statemachine.decision import JobEffect, JobPhase
 
 #: The fields of a ``LifecycleEvent`` that only some event types carry (left out elsewhere).
@@ -207,6 +208,118 @@ def dump_with_sync(
     if at <= 0:
         return model.model_dump_json(exclude=set(exclude)).encode()
     return (text[:at] + ',"sync":' + sync_json + text[at:]).encode()
+
+
+#: The event fields after ``sync`` that only some event types carry, in the model's order.
+_EXTRA_ORDER: Final = tuple(n for n in EVENT_PARTS[1] if n in EXTRAS)
+_to_json = pydantic_core.to_json
+
+#: Tests set this: every event and result serialized from its parts is compared with the
+#: model's own dump (``LifecycleEvent``, ``CommandResult``), byte for byte.
+VERIFY_DUMPS = False
+
+
+def event_json(change: Change, command_id: str | None, sync_json: str) -> bytes:
+    """The JSON of the ``LifecycleEvent`` of ``change`` (``dump_with_sync(event, EVENT_PARTS,
+    sync_json, EXTRAS - change.extra.keys())``), serialized from its parts without building
+    and validating the model: every part is the machine's own, already validated (about 4 us
+    instead of 8; tests compare the two)."""
+    sync = change.sync
+    head = _to_json(
+        {
+            "sync_config_id": sync.sync_config_id,
+            "bucket_id": sync.bucket_id,
+            "namespace_id": sync.namespace_id,
+            "internal_id": sync.internal_id,
+            "version": sync.version,
+            "occurred_at": sync.updated_at,
+            "command_id": command_id,
+            "actor": change.actor,
+            "reason": change.reason,
+            "trigger": change.trigger,
+        }
+    )
+    tail: dict[str, Any] = {"from_status": change.from_status, "to_status": change.to_status}
+    extra = change.extra
+    if extra:
+        tail.update((name, extra[name]) for name in _EXTRA_ORDER if name in extra)
+    text = b"".join((head[:-1], b',"sync":', sync_json.encode(), b",", _to_json(tail)[1:]))
+    if VERIFY_DUMPS:
+        _verify(text, _event_model(change, command_id), EVENT_PARTS, sync_json, extra.keys())
+    return text
+
+
+def _event_model(change: Change, command_id: str | None) -> LifecycleEvent:
+    sync = change.sync
+    return LifecycleEvent(
+        sync_config_id=sync.sync_config_id,
+        bucket_id=sync.bucket_id,
+        namespace_id=sync.namespace_id,
+        internal_id=sync.internal_id,
+        version=sync.version,
+        occurred_at=sync.updated_at,
+        command_id=command_id,
+        actor=change.actor,
+        reason=change.reason,
+        trigger=change.trigger,
+        sync=sync,
+        from_status=change.from_status,
+        to_status=change.to_status,
+        **change.extra,
+    )
+
+
+def _verify(
+    text: bytes,
+    model: BaseModel,
+    parts: tuple[tuple[str, ...], tuple[str, ...]],
+    sync_json: str,
+    given: AbstractSet[str],
+) -> None:
+    expected = dump_with_sync(model, parts, sync_json, EXTRAS - given)
+    if text != expected:
+        raise AssertionError(f"serialized from parts:\n{text!r}\nthe model's dump:\n{expected!r}")
+
+
+def applied_result_json(
+    command_id: str,
+    command_type: str,
+    sync_config_id: str,
+    decision: Decision,
+    final: SyncConfiguration,
+    sync_json: str,
+) -> bytes:
+    """The JSON of ``command_result(...)`` of an applied or noop ``decision`` whose sync the
+    caller may see (``final``, serialized as ``sync_json``), from its parts, as
+    ``event_json`` does for events (tests compare it with the model's dump)."""
+    head = _to_json(
+        {
+            "command_id": command_id,
+            "command_type": command_type,
+            "sync_config_id": sync_config_id,
+            "outcome": decision.outcome,
+            "version": final.version,
+            "status": final.status,
+        }
+    )
+    tail = _to_json(
+        {
+            "error": None,
+            "events": [event_id(c.sync.sync_config_id, c.sync.version) for c in decision.changes],
+            "run": decision.run,
+            "sync_job_id": decision.sync_job_id,
+            "holds": (
+                [h.hold for h in final.pause_holds] if command_type in _HOLD_COMMANDS else None
+            ),
+            "operation_id": None,
+            "counts": None,
+        }
+    )
+    text = b"".join((head[:-1], b',"sync":', sync_json.encode(), b",", tail[1:]))
+    if VERIFY_DUMPS:
+        model = command_result(command_id, command_type, sync_config_id, decision, final)
+        _verify(text, model, RESULT_PARTS, sync_json, EXTRAS)
+    return text
 
 
 def command_result(
