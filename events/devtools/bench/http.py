@@ -45,6 +45,10 @@ __all__ = ["GatewayProcess", "ResultTimes", "http_round_trips", "kafka_round_tri
 #: Requests in flight at most: far above what the fixed rate needs, so that a slow answer
 #: never holds back the next request (the pacer must not wait on the system it measures).
 MAX_IN_FLIGHT = 1024
+#: Environment variables: where to write the gateway's cProfile stats, and the checkout whose
+#: gateway to run (another commit's, to compare).
+PROFILE_ENV = "SYNCLIFE_BENCH_GATEWAY_PROFILE"
+PATH_ENV = "SYNCLIFE_BENCH_GATEWAY_PATH"
 
 
 def _free_port() -> int:
@@ -63,18 +67,23 @@ class GatewayProcess:
 
     @classmethod
     async def start(cls, settings: Settings, log_path: Path, echo: Echo) -> GatewayProcess:
-        """Start it and wait until ``/readyz`` answers 200 (at most 60 s)."""
+        """Start it and wait until ``/readyz`` answers 200 (at most 60 s). Under cProfile
+        when ``SYNCLIFE_BENCH_GATEWAY_PROFILE`` names a file (written when it stops); the
+        code of the checkout ``SYNCLIFE_BENCH_GATEWAY_PATH`` names, if set (to compare)."""
         port = _free_port()
         env = dict(os.environ)
         env.update(serve_env(settings, f"{settings.client_id}-gateway"))
         env.update({"SYNCLIFE_GATEWAY_HOST": "127.0.0.1", "SYNCLIFE_GATEWAY_PORT": str(port)})
+        argv = [sys.executable]
+        profile = os.environ.get(PROFILE_ENV)
+        if profile:
+            argv += ["-m", "cProfile", "-o", profile]
+        argv += ["-m", "events.cli", "gateway"]
         with log_path.open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "events.cli",
-                "gateway",
+                *argv,
                 env=env,
+                cwd=os.environ.get(PATH_ENV) or None,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
