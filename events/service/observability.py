@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -69,32 +69,48 @@ SYSTEM_CHANGES: Final = Counter(
     ["event_type"],
 )
 
-# Bound to every log line emitted while a command is processed.
-_CONTEXT: Final[dict[str, ContextVar[Any]]] = {
-    name: ContextVar(name, default=None)
-    for name in ("command_id", "sync_config_id", "partition", "offset")
-}
+# Bound to every log line emitted while a command is processed, in this order.
+_NAMES: Final = ("command_id", "sync_config_id", "partition", "offset")
+_KNOWN: Final = frozenset(_NAMES)
+# What is bound now, by name: one variable, set once per block (a command's four values).
+_BOUND: Final[ContextVar[dict[str, Any]]] = ContextVar("synclife_log_context", default={})  # noqa: B039 - never changed in place
 
 
-@contextlib.contextmanager
-def log_context(**values: Any) -> Iterator[None]:
+class _Bound:
+    """``log_context``'s block: entering it binds its values over the ones bound around it,
+    leaving it binds those again."""
+
+    __slots__ = ("_token", "_values")
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __enter__(self) -> None:
+        values = self._values
+        if not values.keys() <= _KNOWN:
+            raise KeyError(min(values.keys() - _KNOWN))
+        self._token = _BOUND.set({**_BOUND.get(), **values})
+
+    def __exit__(self, *_: object) -> None:
+        _BOUND.reset(self._token)
+
+
+def log_context(**values: Any) -> AbstractContextManager[None]:
     """Attach ``command_id``, ``sync_config_id``, ``partition``, ``offset`` to the log lines
     emitted inside the block; on leaving it, each is what it was before (per command, per
-    batch: a batch's own lines never carry its last command's ids)."""
-    tokens = [(_CONTEXT[name], _CONTEXT[name].set(value)) for name, value in values.items()]
-    try:
-        yield
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
+    batch: a batch's own lines never carry its last command's ids). A value None binds
+    nothing (and hides the one bound around the block)."""
+    return _Bound(values)
 
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        for name, var in _CONTEXT.items():
-            value = var.get()
-            if value is not None and not hasattr(record, name):
-                setattr(record, name, value)
+        bound = _BOUND.get()
+        if bound:
+            for name in _NAMES:
+                value = bound.get(name)
+                if value is not None and not hasattr(record, name):
+                    setattr(record, name, value)
         return True
 
 

@@ -78,3 +78,31 @@ def test_importing_the_client_changes_no_logger() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == f"[] [] [] {logging.WARNING}"
+
+
+def test_the_context_keys_come_in_one_order_and_none_binds_nothing(
+    json_lines: io.StringIO,
+) -> None:
+    """Whatever order the blocks bound them in, a line lists them command_id, sync_config_id,
+    partition, offset; a value None leaves the name out, even when a block around it bound it;
+    a name of the record's own (``extra``) is kept."""
+    log = logging.getLogger("synclife.test")
+    with log_context(offset=7, partition=1):
+        with log_context(sync_config_id="sync_1", command_id="cmd-1"):
+            log.info("inner")
+            with log_context(command_id=None):
+                log.info("no command")
+        log.info("outer", extra={"partition": 9})
+    inner, no_command, outer = (json.loads(line) for line in json_lines.getvalue().splitlines())
+    bound = ["command_id", "sync_config_id", "partition", "offset"]
+    assert [k for k in inner if k in bound] == bound
+    assert [k for k in no_command if k in bound] == ["sync_config_id", "partition", "offset"]
+    assert (outer["partition"], outer["offset"]) == (9, 7)
+    assert "command_id" not in outer
+
+
+def test_only_the_four_names_can_be_bound() -> None:
+    with pytest.raises(KeyError, match="tenant"), log_context(offset=1, tenant="t"):
+        pass
+    with log_context(offset=2):
+        pass  # nothing of the refused block stayed bound
