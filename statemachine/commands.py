@@ -6,6 +6,7 @@ Decoding the wire and authenticating the sender happen in ``events``; by the tim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
@@ -462,10 +463,12 @@ def _with_truncated(details: dict[str, Any], more: int) -> dict[str, Any]:
     return details
 
 
-class Command(BaseModel):
-    """One authenticated command (or a system change, with no command id), ready for ``decide``."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    """One authenticated command (or a system change, with no command id), ready for ``decide``.
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    A plain dataclass: its parts are validated where they come from (the envelope, the data's
+    model, the key), and one is built per command (a pydantic model took 3.5 us)."""
 
     command_id: str | None
     type: CommandType | SystemTrigger
@@ -473,7 +476,8 @@ class Command(BaseModel):
     internal_id: str
     namespace_id: str
     data: CommandData
-    expected_version: int | None = Field(default=None, ge=0)
+    #: At least 0 (the envelope refuses a negative ``ce_expectedversion``).
+    expected_version: int | None = None
     key_id: str | None = None
     issued_at: datetime | None = None
     #: Who sent it, for the user fields its data leaves out: the key's owner user id, else

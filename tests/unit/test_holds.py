@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,7 +36,7 @@ def command(
     kind: CommandType, data: dict[str, Any] | None = None, caller: str = "user_bob", **extra: Any
 ) -> Command:
     """A command with a key's caller (and ``extra``: ``admin``, ``system_labels_allowed``...)."""
-    return make_command(kind, data or {}).model_copy(update={"caller": caller, **extra})
+    return dataclasses.replace(make_command(kind, data or {}), caller=caller, **extra)
 
 
 def active(**overrides: Any) -> SyncConfiguration:
@@ -140,7 +141,7 @@ def test_a_bulk_operation_places_and_its_undo_releases_exactly_its_hold() -> Non
     rejected(decide(sync, forced, NOW), ErrorCode.FORBIDDEN)
     manual_release = command(C.RESUME, {"hold": "manual:1"}, "dave", **bulk)
     rejected(decide(sync, manual_release, NOW), ErrorCode.FORBIDDEN)
-    assert labels(run(sync, manual_release.model_copy(update={"admin": True}))) == [f"bulk:{op}"]
+    assert labels(run(sync, dataclasses.replace(manual_release, admin=True))) == [f"bulk:{op}"]
     # A client naming the bulk hold of another owner needs admin.
     rejected(
         decide(sync, command(C.RESUME, {"hold": bulk_label(op)}, "dave"), NOW), ErrorCode.FORBIDDEN
@@ -182,7 +183,7 @@ def test_a_resume_takes_its_caller_from_resumed_by_user_id_as_a_pause_does_its_o
     rejected(
         decide(sync, command(C.RESUME, {"hold": "maintenance:X"}, keyed), NOW), ErrorCode.FORBIDDEN
     )
-    assert labels(run(sync, other.model_copy(update={"admin": True}))) == []
+    assert labels(run(sync, dataclasses.replace(other, admin=True))) == []
 
 
 def test_a_resume_naming_a_hold_the_sync_does_not_hold_changes_nothing() -> None:

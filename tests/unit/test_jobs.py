@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import timedelta
 from typing import Any
@@ -34,7 +35,7 @@ ULID = re.compile(r"^job_[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 def with_caller(command: Command, caller: str | None) -> Command:
-    return command.model_copy(update={"caller": caller})
+    return dataclasses.replace(command, caller=caller)
 
 
 def applied(decision: Decision) -> SyncConfiguration:

@@ -7,6 +7,7 @@ that the two agree.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -363,7 +364,7 @@ def test_cancel_and_archive_of_a_suspended_sync_clear_the_pause(
 
 
 def test_actor_falls_back_to_the_key() -> None:
-    command = make_command(C.CANCEL, {}).model_copy(update={"key_id": "key_42"})
+    command = dataclasses.replace(make_command(C.CANCEL, {}), key_id="key_42")
     decision = decide(base_sync(S.ACTIVE), command, NOW)
     assert decision.changes[0].actor == "key:key_42"
 

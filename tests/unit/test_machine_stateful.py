@@ -11,6 +11,7 @@ owner, or admin), force, its expiry or the sync's end, versions are gap-free.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -187,8 +188,11 @@ class Lifecycle(RuleBasedStateMachine):
         assert sync is not None
         self.now += timedelta(seconds=elapsed)
         payload = data.draw(strategies[command_type], label="data")
-        command = make_command(command_type, payload).model_copy(
-            update={"caller": caller, "admin": admin, "system_labels_allowed": service}
+        command = dataclasses.replace(
+            make_command(command_type, payload),
+            caller=caller,
+            admin=admin,
+            system_labels_allowed=service,
         )
         before = sync.model_copy(deep=True)
         model_before = copy.deepcopy(self.model)

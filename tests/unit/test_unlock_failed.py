@@ -6,6 +6,7 @@ read from ``table.TABLE``.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -103,7 +104,7 @@ def test_unlock_schedules_nothing_for_a_paused_or_canceled_sync(status: SyncStat
 
 
 def test_unlock_without_a_user_is_the_keys_caller() -> None:
-    command = make_command(C.UNLOCK, {}).model_copy(update={"key_id": "key_9"})
+    command = dataclasses.replace(make_command(C.UNLOCK, {}), key_id="key_9")
     (change,) = decide(locked(S.ACTIVE), command, NOW).changes
     assert change.actor == "key:key_9" and change.reason is None
     assert change.jobs[0].error == "unlocked"

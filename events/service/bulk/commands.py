@@ -24,13 +24,10 @@ from statemachine.commands import (
 from statemachine.errors import CommandError, ErrorCode
 from statemachine.holds import until_at
 
-__all__ = ["APPLY", "HOLDS", "UNDO", "pauses", "per_sync_command", "refused_up_front"]
+__all__ = ["APPLY", "UNDO", "pauses", "per_sync_command", "refused_up_front"]
 
 APPLY: Final = "apply"
 UNDO: Final = "undo"
-
-#: Does the machine have pause holds (a pause's ``hold``, a service-built command)?
-HOLDS: Final = "hold" in PauseData.model_fields and "system_labels_allowed" in Command.model_fields
 
 
 def bulk_label(operation_id: str) -> str:
@@ -66,14 +63,12 @@ def _data(
 ) -> PauseData | ResumeData:
     if phase == UNDO:
         undo = BulkUndoData.model_validate(request_data)
-        fields: dict[str, Any] = {"resumed_by_user_id": undo.undone_by_user_id}
-        if HOLDS:
-            fields["hold"] = bulk_label(operation_id)
-        return ResumeData.model_validate(fields)
+        return ResumeData.model_validate(
+            {"resumed_by_user_id": undo.undone_by_user_id, "hold": bulk_label(operation_id)}
+        )
     fields = {k: v for k, v in json.loads(op_data).items() if k != "selector"}
     if kind == "pause":
-        if HOLDS:
-            fields["hold"] = bulk_label(operation_id)
+        fields["hold"] = bulk_label(operation_id)
         return PauseData.model_validate(fields)
     return ResumeData.model_validate(fields)
 
@@ -94,13 +89,6 @@ def per_sync_command(
     admin: bool,
 ) -> Command:
     """The command a bulk operation (``phase`` apply) or its undo gives one sync."""
-    service: dict[str, Any] = {}
-    if HOLDS:
-        service = {
-            "system_labels_allowed": True,
-            "actor": bulk_label(operation_id),
-            "admin": admin,
-        }
     return Command(
         command_id=command_id,
         type=CommandType.PAUSE if pauses(kind, phase) else CommandType.RESUME,
@@ -110,5 +98,7 @@ def per_sync_command(
         data=_data(operation_id, kind, phase, op_data, request_data),
         key_id=key_id,
         caller=caller,
-        **service,
+        admin=admin,
+        system_labels_allowed=True,
+        actor=bulk_label(operation_id),
     )
