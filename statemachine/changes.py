@@ -245,7 +245,7 @@ class Changes:
             Change(
                 event_type=EventType.STATUS_CHANGED if status_changed else event_type,
                 sync=built,
-                trigger=trigger or self.command.type.value,
+                trigger=trigger or self.command.type._value_,
                 actor=actor,
                 reason=reason,
                 from_status=before.status,

@@ -89,12 +89,12 @@ class CommandType(StrEnum):
     @property
     def is_run(self) -> bool:
         """Worker commands (``sync.run.*``) need the ``syncs:run`` scope."""
-        return self.value.startswith("sync.run.")
+        return self._value_.startswith("sync.run.")
 
     @property
     def is_bulk(self) -> bool:
         """Bulk operations (``sync.bulk.*``): keyed by the operation id, never ``decide``d."""
-        return self.value.startswith("sync.bulk.")
+        return self._value_.startswith("sync.bulk.")
 
 
 class _Data(BaseModel):

@@ -88,7 +88,9 @@ def decide(
     if isinstance(plan, CommandError):
         return Decision(outcome=Outcome.REJECTED, sync=sync, error=plan)
     left = None if plan is None else len(plan.kept)
-    dest = fire(sync, command.type.value, policy, left)
+    # ``_value_``: the member's value without the ``value`` property's Python call (hot path)
+    kind: str = command.type._value_
+    dest = fire(sync, kind, policy, left)
     if dest is None:
         allowed = allowed_commands(sync.status, locked=sync.lock_token is not None)
         return reject(
@@ -97,7 +99,7 @@ def decide(
             sync,
             {"current_status": sync.status.value, "allowed_commands": allowed},
         )
-    if (command.type.value, sync.status) in NOOPS or _names_a_hold_not_held(sync, data):
+    if (kind, sync.status) in NOOPS or _names_a_hold_not_held(sync, data):
         return Decision(outcome=Outcome.NOOP, sync=sync)
 
     decision = _apply(Changes(sync, command, now), command, data, dest, policy, plan)

@@ -239,7 +239,11 @@ def event_json(change: Change, command_id: str | None, sync_json: str) -> bytes:
             "trigger": change.trigger,
         }
     )
-    tail: dict[str, Any] = {"from_status": change.from_status, "to_status": change.to_status}
+    before, after = change.from_status, change.to_status
+    tail: dict[str, Any] = {
+        "from_status": before._value_ if before is not None else None,
+        "to_status": after._value_ if after is not None else None,
+    }
     extra = change.extra
     if extra:
         tail.update((name, extra[name]) for name in _EXTRA_ORDER if name in extra)
@@ -297,9 +301,9 @@ def applied_result_json(
             "command_id": command_id,
             "command_type": command_type,
             "sync_config_id": sync_config_id,
-            "outcome": decision.outcome,
+            "outcome": decision.outcome._value_,
             "version": final.version,
-            "status": final.status,
+            "status": final.status._value_,
         }
     )
     tail = _to_json(
