@@ -359,8 +359,9 @@ class OutboxRelay:
         held: list[asyncpg.Record] = []
         topics: dict[str, str | None] = {}  # each topic's refusal, None if it has none
         limit = max_request_size(self.settings)
+        holding = self._parking.held  # empty unless a sync's event is parked
         for r in rows:
-            if self._parking.holds(r):
+            if holding and self._parking.holds(r):
                 held.append(r)
                 continue
             topic = r["topic"]
@@ -449,18 +450,22 @@ class OutboxRelay:
 
         The same partition as ``producer.send`` would choose (the default murmur2 partitioner,
         cached per key), the same order within each partition, one delivery future per batch
-        instead of one coroutine and future per row. Returns each batch's future and row ids.
-        """
+        instead of one coroutine and future per row. Returns each batch's future and row ids."""
         batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
+        known, by_key = self._partitions, self._by_key
         for r in rows:
             topic, key = r["topic"], r["key"]
-            tp = (topic, await self._partition(producer, topic, key))
+            partitions = known.get(topic)  # ``_screen`` looked the page's topics up
+            partition = None if partitions is None else by_key.get((key, len(partitions)))
+            if partition is None:
+                partition = await self._partition(producer, topic, key)
+            tp = (topic, partition)
             headers = unpack_headers(r["headers"])
             batch, ids = batches.get(tp) or batches.setdefault(tp, (producer.create_batch(), []))
             if batch.append(key=key, value=r["value"], timestamp=None, headers=headers) is None:
                 # Full (and closed): send it, after the partition's earlier batches; next one.
-                sent.append((await producer.send_batch(batch, topic, partition=tp[1]), ids))
+                sent.append((await producer.send_batch(batch, topic, partition=partition), ids))
                 batch, ids = batches[tp] = (producer.create_batch(), [])
                 batch.append(key=key, value=r["value"], timestamp=None, headers=headers)
             ids.append(r["id"])

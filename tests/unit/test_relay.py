@@ -437,3 +437,38 @@ async def test_rows_refused_before_sending_are_parked_at_once(monkeypatch: Any) 
         5: "unknown_topic",
     }
     assert [value for _, _, b in producer.sent for _, value, _ in b.rows] == [b"c-v1"]
+
+
+async def test_a_screened_page_goes_to_the_same_partitions_as_an_unscreened_one() -> None:
+    """After ``_screen`` the topics' partitions and the keys' partitions are known and ``_send``
+    looks them up without a coroutine per row: the same batches as a relay that knew nothing,
+    also once the key cache was emptied; a keyless row goes out too (to a random partition, as
+    ``producer.send`` would)."""
+    rows: list[Any] = _rows(60)
+
+    async def batches(relay: OutboxRelay, page: list[Any]) -> list[tuple[str, int, list[Any]]]:
+        producer = _Producer(room=5)
+        await relay._send(producer, page)
+        return [(topic, partition, b.rows) for topic, partition, b in producer.sent]
+
+    fresh = await batches(OutboxRelay(Settings()), rows)
+    relay = OutboxRelay(Settings())
+    for _ in range(2):  # the second time, every key's partition is cached
+        assert await relay._screen(None, _Producer(room=5), rows) == rows  # type: ignore[arg-type]
+        assert await batches(relay, rows) == fresh
+    relay._by_key.clear()
+    assert await batches(relay, rows) == fresh
+    keyless = [{**rows[0], "key": None}]
+    ((_, partition, sent),) = await batches(relay, keyless)
+    assert partition in range(6) and [value for _, value, _ in sent] == [rows[0]["value"]]
+
+
+async def test_a_row_between_half_a_request_and_a_request_is_sent() -> None:
+    """The screening's first check lets rows of at most half a request through unmeasured;
+    a larger one is measured as the producer would, and sent when it fits."""
+    relay = OutboxRelay(Settings(lifecycle_topic=LIFECYCLE, max_message_bytes=1024))
+    limit = 4 * 1024
+    fits = _row(1, LIFECYCLE, "sync_a", b"x" * (limit // 2 + 100))
+    assert not too_large(fits, limit)
+    page: list[Any] = [fits]
+    assert await relay._screen(None, _Producer(room=100), page) == page  # type: ignore[arg-type]
