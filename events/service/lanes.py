@@ -291,7 +291,8 @@ class Lanes(ABC):
                 records = [lane.queue.popleft() for _ in range(min(size, len(lane.queue)))]
                 # The offset after each partition's last record (a lane's records of one
                 # partition are in offset order), and the assignment they were fetched under.
-                ends = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
+                last = {(r.topic, r.partition): r.offset + 1 for r in records}
+                ends = {TopicPartition(*tp): end for tp, end in last.items()}  # one per partition
                 epochs = {tp: self._epochs.get(tp, 0) for tp in ends}
                 self._room.set()
                 lane.busy = True
