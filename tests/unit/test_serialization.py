@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from events.envelope import pack_headers, unpack_headers
 from events.messages import CommandResult, LifecycleEvent
+from events.service.processor import rows
 from events.service.processor.rows import (
     EVENT_PARTS,
     EXTRAS,
@@ -161,3 +162,68 @@ def test_packed_ce_headers_are_the_packed_ce_headers(subject: str, moment: datet
         packed = packed_ce_headers(ident, event_type, subject, moment)
         assert packed == pack_headers(expected)
         assert unpack_headers(packed) == expected
+
+
+@pytest.mark.parametrize("change", _changes(), ids=lambda c: f"{c.event_type.value}")
+@pytest.mark.parametrize("command_id", [None, 'c-1,"sync":'])
+def test_event_serialized_from_its_parts_is_the_models_dump(
+    change: Change, command_id: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``event_json`` (no model built) writes the bytes of the ``LifecycleEvent``'s dump."""
+    monkeypatch.setattr(rows, "VERIFY_DUMPS", False)  # compared here, not by the hook
+    sync_json = change.sync.model_dump_json()
+    fast = rows.event_json(change, command_id, sync_json)
+    model = rows._event_model(change, command_id)
+    assert fast == dump_with_sync(model, EVENT_PARTS, sync_json, EXTRAS - change.extra.keys())
+    assert json.loads(fast)["sync"] == json.loads(sync_json)
+
+
+def _decisions() -> list[tuple[str, Any]]:
+    """Applied and noop decisions of the commands whose results name holds, or not."""
+    pending = make_sync(next_sync_at=T1)
+    run = decide(pending, make_command(CommandType.RUN_START, {"worker_id": "w1"}), T1)
+    active = run.final
+    assert active is not None
+    paused = decide(
+        active, make_command(CommandType.PAUSE, {"reason": "r", "paused_by_user_id": "u"}), T1
+    )
+    assert paused.final is not None
+    resumed = decide(paused.final, make_command(CommandType.RESUME, {}), T1 + timedelta(hours=1))
+    again = decide(
+        paused.final, make_command(CommandType.PAUSE, {"reason": "r", "paused_by_user_id": "u"}), T1
+    )
+    trigger = decide(pending, make_command(CommandType.TRIGGER, {}), T1)
+    out = [
+        ("sync.run.start", run),
+        ("sync.pause", paused),
+        ("sync.resume", resumed),
+        ("sync.pause", again),
+        ("sync.trigger", trigger),
+    ]
+    assert {d.outcome for _, d in out} == {Outcome.APPLIED, Outcome.NOOP}
+    return out
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_applied_result_serialized_from_its_parts_is_the_models_dump(
+    index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rows, "VERIFY_DUMPS", False)
+    kind, decision = _decisions()[index]
+    final = decision.final
+    assert final is not None
+    sync_json = final.model_dump_json()
+    fast = rows.applied_result_json("c1", kind, final.sync_config_id, decision, final, sync_json)
+    model = rows.command_result("c1", kind, final.sync_config_id, decision, final)
+    assert fast == model.model_dump_json().encode()
+
+
+def test_a_serialization_that_differs_from_the_model_fails_under_the_test_hook(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hook the test session turns on compares every event with its model's dump."""
+    monkeypatch.setattr(rows, "VERIFY_DUMPS", True)
+    change = _changes()[0]
+    monkeypatch.setattr(rows, "_EXTRA_ORDER", ())  # the run's extra fields left out: wrong
+    with pytest.raises(AssertionError, match="the model's dump"):
+        rows.event_json(change, None, change.sync.model_dump_json())
