@@ -93,8 +93,10 @@ class Gateway:
             self.pool = await create_pool(self.settings)
             self.waiter = Waiter(self.settings, self.pool)
             await self.waiter.start()
+            # No linger: a request waits for its own send's acknowledgement, so a batch held
+            # for more records only delays it (requests arriving meanwhile still share one).
             self.producer = await started_producer(
-                self.settings, client_id=f"{self.settings.client_id}-gateway"
+                self.settings, client_id=f"{self.settings.client_id}-gateway", linger_ms=0
             )
             self._runner = GatewayRunner(create_app(self), access_log=None)
             await self._runner.setup()
