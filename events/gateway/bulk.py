@@ -81,7 +81,7 @@ async def _send(
     gateway = gateway_of(request)
     assert gateway.pool is not None and gateway.waiter is not None  # noqa: S101 - started
     fingerprint = _fingerprint(request, raw)
-    message = _message(request, access, command_id, kind, operation_id, data, None)
+    message = _message(request, access.namespace_id, command_id, kind, operation_id, data, None)
     async with acquire(gateway.pool) as conn:
         row = await conn.fetchrow(
             _RECORD,
@@ -130,7 +130,7 @@ def _by_selector(kind: CommandType, model: type[BaseModel]) -> Any:
         data, raw = await json_object(request)
         body = body_model(model, data)
         fields = body.model_dump(mode="json", exclude_none=True, exclude={"operation_id"})
-        command_id = _command_id(access, request)
+        command_id = _command_id(access.key_id, request)
         operation_id = getattr(body, "operation_id", None) or _operation_of(command_id)
         return await _send(request, access, kind, operation_id, fields, raw, command_id)
 
@@ -150,7 +150,7 @@ async def undo(request: web.Request) -> web.Response:
     data, raw = await json_object(request)
     body = body_model(BulkUndoRequest, data)
     fields = body.model_dump(mode="json", exclude_none=True)
-    command_id = _command_id(access, request)
+    command_id = _command_id(access.key_id, request)
     return await _send(
         request, access, CommandType.BULK_UNDO, operation_id, fields, raw, command_id
     )

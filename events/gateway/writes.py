@@ -6,8 +6,9 @@ request, checking in the same statement that the sync is the caller's and in the
 (404 otherwise) and reading what a retry of it already got; publish; wait. The command id is a
 hash of the key's id, the method, the path and the ``Idempotency-Key`` (so a retried request is
 the same command, and tenants never collide), else a fresh one. Postgres round trips of a
-write: the authorization, the record, and the waiter's look-up (shared by every request that
-waits at that moment).
+write: the record, which checks the key too once the process knows it (``caller``; else the
+authorization first), and the waiter's look-up (shared by every request that waits at that
+moment).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from events.contract.http import (
 from events.envelope import Undecodable, command_headers, decode_command, derived_id
 from events.errors import TransientError
 from events.gateway.app import ASYNC_ANSWERS
+from events.gateway.caller import Caller, record_authorized
 from events.gateway.common import (
     body_model,
     clean_header,
@@ -104,11 +106,11 @@ class _Write:
     data: dict[str, Any]
 
 
-def _command_id(access: Access, request: web.Request) -> str:
+def _command_id(key_id: str, request: web.Request) -> str:
     key = clean_header(request, "Idempotency-Key")
     if key is None:
         return f"http_{ULID()}"
-    text = "\x00".join((access.key_id, request.method, request.path, key))
+    text = "\x00".join((key_id, request.method, request.path, key))
     return "http_" + hashlib.sha256(text.encode()).hexdigest()[:48]
 
 
@@ -119,33 +121,55 @@ def _fingerprint(request: web.Request, raw: bytes) -> bytes:
     return hashlib.sha256(head + raw).digest()
 
 
-async def _command(request: web.Request, access: Access, write: _Write, raw: bytes) -> web.Response:
+async def _command(
+    request: web.Request, access: Access | Caller, write: _Write, raw: bytes
+) -> web.Response:
+    caller = access if isinstance(access, Caller) else Caller.known(request, access)
+    while True:
+        answer = await _command_of(request, caller, write, raw)
+        if answer is not None:
+            return answer
+        await caller.confirm()  # the key was not the one it was known as: authorize anew
+
+
+async def _command_of(
+    request: web.Request, caller: Caller, write: _Write, raw: bytes
+) -> web.Response | None:
     gateway = gateway_of(request)
     assert gateway.pool is not None and gateway.waiter is not None  # noqa: S101 - started
-    expected = expected_version(request)
     bucket_id = request.match_info["bucket_id"]
-    if weak_if_match(request):
-        await _refuse_weak(request, access, write.sync_config_id)
-    command_id = _command_id(access, request)
-    fingerprint = _fingerprint(request, raw)
-    creating = write.sync_config_id is None
-    sync_id = write.sync_config_id or new_sync_id()
-    data = {**write.data, "bucket_id": bucket_id} if creating else write.data
-    message = _message(request, access, command_id, write.kind, sync_id, data, expected)
+    async with caller.first():
+        expected = expected_version(request)
+        if weak_if_match(request):
+            await _refuse_weak(request, await caller.confirm(), write.sync_config_id)
+        command_id = _command_id(caller.key_id, request)
+        fingerprint = _fingerprint(request, raw)
+        creating = write.sync_config_id is None
+        sync_id = write.sync_config_id or new_sync_id()
+        data = {**write.data, "bucket_id": bucket_id} if creating else write.data
+        namespace = caller.access.namespace_id if caller.access is not None else ""
+        message = _message(request, namespace, command_id, write.kind, sync_id, data, expected)
+    args = (command_id, request.method, request.path, fingerprint, sync_id, bucket_id, creating)
     async with acquire(gateway.pool) as conn:
-        row = await conn.fetchrow(
-            _RECORD,
-            command_id,
-            access.key_id,
-            request.method,
-            request.path,
-            fingerprint,
-            sync_id,
-            access.internal_id,
-            access.namespace_id,
-            bucket_id,
-            creating,
-        )
+        if caller.access is None:
+            row = await record_authorized(conn, caller, args)
+            if row is None:
+                return None
+        else:
+            access = caller.access
+            row = await conn.fetchrow(
+                _RECORD,
+                command_id,
+                access.key_id,
+                request.method,
+                request.path,
+                fingerprint,
+                sync_id,
+                access.internal_id,
+                access.namespace_id,
+                bucket_id,
+                creating,
+            )
         assert row is not None  # noqa: S101 - always one row
         recorded = row if row["body_sha256"] is not None else None
         if recorded is None and not row["inserted"] and (creating or row["found"]):
@@ -163,7 +187,7 @@ async def _command(request: web.Request, access: Access, write: _Write, raw: byt
             return _answer(request, write.kind, recorded["result"])
         if recorded["recorded_sync"] != sync_id:  # a create: the sync id of the first try
             sync_id = recorded["recorded_sync"]
-            message = _message(request, access, command_id, write.kind, sync_id, data, expected)
+            message = _message(request, namespace, command_id, write.kind, sync_id, data, expected)
     elif not creating and not row["found"]:
         raise not_found()
     stored = await _publish_and_wait(request, message, command_id)
@@ -221,7 +245,7 @@ class _Message:
 
 def _message(
     request: web.Request,
-    access: Access,
+    namespace: str,
     command_id: str,
     kind: CommandType,
     sync_id: str,
@@ -229,8 +253,9 @@ def _message(
     expected: int | None,
 ) -> _Message:
     """The command as it goes on the commands topic, with the caller's own key and namespace
-    header, checked by the service's own decoder: what it could not decode (too large, text
-    no column can store) would be answered under another id, so it is refused here."""
+    header (``namespace`` if it has none), checked by the service's own decoder: what it could
+    not decode (too large, text no column can store) would be answered under another id, so it
+    is refused here."""
     token = parse_authorization(request.headers.get("Authorization", "").encode())
     assert token is not None  # noqa: S101 - authorized: the header holds a key
     headers = command_headers(
@@ -238,7 +263,7 @@ def _message(
         command_type=kind.value,
         sync_config_id=sync_id,
         api_key=token,
-        namespace=clean_header(request, "X-Namespace") or access.namespace_id,
+        namespace=clean_header(request, "X-Namespace") or namespace,
         source=SOURCE,
         expected_version=expected,
     )
@@ -324,20 +349,22 @@ def _answer(request: web.Request, kind: CommandType, result_json: str) -> web.Re
 
 
 async def create(request: web.Request) -> web.Response:
-    access = await who(request, SCOPE_WRITE)
-    data, raw = await json_object(request)
-    body = body_model(SyncCreateRequest, data)
+    caller = await Caller.of(request, SCOPE_WRITE)
+    async with caller.first():
+        data, raw = await json_object(request)
+        body = body_model(SyncCreateRequest, data)
     return await _command(
-        request, access, _Write(CommandType.CREATE, None, body.command_data()), raw
+        request, caller, _Write(CommandType.CREATE, None, body.command_data()), raw
     )
 
 
 async def update(request: web.Request) -> web.Response:
-    access = await who(request, SCOPE_WRITE)
-    data, raw = await json_object(request)
-    body = body_model(SyncUpdateRequest, data)
+    caller = await Caller.of(request, SCOPE_WRITE)
+    async with caller.first():
+        data, raw = await json_object(request)
+        body = body_model(SyncUpdateRequest, data)
     write = _Write(CommandType.UPDATE, request.match_info["sync_config_id"], body.command_data())
-    return await _command(request, access, write, raw)
+    return await _command(request, caller, write, raw)
 
 
 def _simple(kind: CommandType) -> Any:
@@ -345,10 +372,11 @@ def _simple(kind: CommandType) -> Any:
     processor validates it (unknown keys: 422, named)."""
 
     async def route(request: web.Request) -> web.Response:
-        access = await who(request, SCOPE_WRITE)
-        data, raw = await json_object(request)
+        caller = await Caller.of(request, SCOPE_WRITE)
+        async with caller.first():
+            data, raw = await json_object(request)
         write = _Write(kind, request.match_info["sync_config_id"], data)
-        return await _command(request, access, write, raw)
+        return await _command(request, caller, write, raw)
 
     return route
 
@@ -359,23 +387,25 @@ def _holding(kind: CommandType, model: type[PauseRequest] | type[ResumeRequest])
     command's data."""
 
     async def route(request: web.Request) -> web.Response:
-        access = await who(request, SCOPE_WRITE)
-        data, raw = await json_object(request)
-        body = body_model(model, data)
+        caller = await Caller.of(request, SCOPE_WRITE)
+        async with caller.first():
+            data, raw = await json_object(request)
+            body = body_model(model, data)
         write = _Write(kind, request.match_info["sync_config_id"], body.command_data())
-        return await _command(request, access, write, raw)
+        return await _command(request, caller, write, raw)
 
     return route
 
 
 async def trigger(request: web.Request) -> web.Response:
-    access = await who(request, SCOPE_WRITE)
-    data, raw = await json_object(request)
-    full = query_flag(request, "full_sync")
+    caller = await Caller.of(request, SCOPE_WRITE)
+    async with caller.first():
+        data, raw = await json_object(request)
+        full = query_flag(request, "full_sync")
     if full:
         data = {**data, "mode": "full"}
     write = _Write(CommandType.TRIGGER, request.match_info["sync_config_id"], data)
-    return await _command(request, access, write, raw)
+    return await _command(request, caller, write, raw)
 
 
 async def operation(request: web.Request) -> web.Response:
