@@ -166,7 +166,7 @@ class Batch:
                 sync_config_id,
                 key_id,
                 outcome._value_,
-                payload.decode(),
+                payload,  # bytes: the write sends it once, with the outbox row's
                 self.now,
             )
         )

@@ -44,7 +44,9 @@ class Writes:
     inserts: dict[str, SyncConfiguration] = field(default_factory=dict)
     updates: dict[str, tuple[int, SyncConfiguration]] = field(default_factory=dict)
     history: list[tuple[Any, ...]] = field(default_factory=list)
+    #: (command id, type, sync id, key id, outcome, result JSON as bytes or text, time).
     processed: list[tuple[Any, ...]] = field(default_factory=list)
+    #: (topic, key bytes, value bytes, packed headers text) each (``outbox_row``).
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
     keys_used: set[str] = field(default_factory=set)
     #: The keys the batch authenticated commands with: the write is fenced on them still
