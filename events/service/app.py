@@ -39,6 +39,7 @@ from events.service.processor import BatchStats, Record, apply_batch, dead_lette
 from events.service.relay import OutboxRelay
 from events.service.retention import Retention
 from events.service.retry import Backoff, Retrying
+from events.service.runtime import tune_gc
 from events.service.scheduler import SYSTEM_CLOCK, Clock, Scheduler, time_offset
 from events.service.settings import Settings
 
@@ -424,6 +425,7 @@ async def _answers(pool: asyncpg.Pool) -> bool:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    tune_gc()
     service = Service(settings, http=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,34 @@
+"""A service process stops scanning what it started with and collects its young objects
+less often."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from events.service.runtime import YOUNG_THRESHOLD, tune_gc
+
+
+@pytest.fixture
+def _restored() -> Iterator[None]:
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("_restored")
+def test_tune_gc_freezes_the_startup_objects_and_raises_the_young_threshold() -> None:
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    tune_gc()
+    assert gc.get_freeze_count() > 1000  # every module, class and settings object
+    assert gc.get_threshold()[0] == YOUNG_THRESHOLD > 700
+    # What is created afterwards is still collected: a cycle is freed by a collection.
+    cycle: list[object] = []
+    cycle.append(cycle)
+    gc.collect()
+    del cycle
+    assert gc.collect() >= 1
