@@ -5,8 +5,10 @@ applies it, and that transaction NOTIFYs ``synclife_outbox`` at commit. A gatewa
 the results topic (N gateways would each read every result): it LISTENs on a connection of its
 own, and on each wake-up, or every ``gateway_poll_interval_ms`` while requests wait (NOTIFY is
 only a wake-up: never replayed, lost while the connection is down), it asks for the results of
-its own pending command ids only, in one statement. Round trips per waited result are counted
-(``synclife_gateway_result_queries_total`` over ``synclife_gateway_results_total``).
+its own pending command ids only, in one statement, on the listening connection itself (no
+pool to wait for, no request's statement to wait behind; the pool while it is down). Round
+trips per waited result are counted (``synclife_gateway_result_queries_total`` over
+``synclife_gateway_results_total``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ _WAKEUPS: Final = Counter(
     "synclife_gateway_wakeups_total", "NOTIFY wake-ups the gateway's waiter received."
 )
 _RECONNECT_SECONDS: Final = 1.0
+#: A look-up on the listening connection that takes longer ends it (then a new one is made).
+_LOOKUP_SECONDS: Final = 10.0
 
 _PENDING_RESULTS: Final = """
     SELECT command_id, outcome, result::text AS result
@@ -155,6 +159,16 @@ class Waiter:
     async def _fetch(self, command_ids: list[str]) -> Sequence[asyncpg.Record]:
         self.queries += 1
         RESULT_QUERIES.inc()
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            try:
+                found: Sequence[asyncpg.Record] = await listener.fetch(
+                    _PENDING_RESULTS, command_ids, timeout=_LOOKUP_SECONDS
+                )
+            except Exception:
+                listener.terminate()  # a wedged or broken listener: _keep_listening renews it
+                raise
+            return found
         async with acquire(self.pool) as conn:
             rows: Sequence[asyncpg.Record] = await conn.fetch(_PENDING_RESULTS, command_ids)
         return rows
