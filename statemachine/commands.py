@@ -390,6 +390,12 @@ def data_model(command_type: CommandType) -> type[CommandData] | None:
     return _DATA_MODELS.get(command_type)
 
 
+#: Fields fixed at creation (an update may not change them).
+_FIXED: Final = IMMUTABLE_FIELDS - SET_ONCE_FIELDS
+#: Fields the data never sets: the tenancy (from the key) and the id (from the key and subject).
+_FROM_ELSEWHERE: Final = _TENANCY_FIELDS | {"sync_config_id"}
+
+
 def parse_data(
     command_type: CommandType, sync_config_id: str, data: Any
 ) -> CommandData | CommandError:
@@ -416,14 +422,13 @@ def parse_data(
         problems.append(
             {"field": "sync_config_id", "problem": "differs from the message key and ce_subject"}
         )
-    fixed = IMMUTABLE_FIELDS - SET_ONCE_FIELDS
     if command_type is CommandType.UPDATE:
-        for name in sorted((fixed - _TENANCY_FIELDS) & data.keys()):
+        for name in sorted((_FIXED - _TENANCY_FIELDS) & data.keys()):
             if name != "sync_config_id":
                 problems.append({"field": name, "problem": "cannot be changed after create"})
-    clean = {k: v for k, v in data.items() if k not in _TENANCY_FIELDS | {"sync_config_id"}}
-    if command_type is CommandType.UPDATE:
-        clean = {k: v for k, v in clean.items() if k not in fixed}
+    left_out = _FIXED if command_type is CommandType.UPDATE else _FROM_ELSEWHERE
+    # Most data names none of them: then it is validated as it is, without a copy.
+    clean = {k: v for k, v in data.items() if k not in left_out} if left_out & data.keys() else data
     truncated = 0  # problems pydantic found past those validation_details lists
     try:
         parsed = model.model_validate(clean)
