@@ -117,7 +117,7 @@ class Caller:
             if len(KEY_IDS) >= _MAX_KEYS:
                 KEY_IDS.clear()
             KEY_IDS[hash_key(token)] = access.key_id
-        return cls(request, scope, access)
+        return cls(request, scope, access, key_id=access.key_id)
 
     @classmethod
     def known(cls, request: web.Request, access: Access) -> Caller:

@@ -76,6 +76,25 @@ async def _change_key(settings: Settings, statement: str, key_id: str) -> None:
 async def test_a_known_key_writes_with_one_statement_before_the_wait(
     api: Api, settings: Settings, tenant: Tenant
 ) -> None:
+    # The same Idempotency-Key from two keys, each one's first request: two commands.
+    conn = await connect(settings)
+    try:
+        other = str((await create_key(conn, tenant.org_id, ["syncs:write"]))["key"])
+    finally:
+        await conn.close()
+    KEYS.add(other)
+    firsts = [
+        await api.call(
+            "POST",
+            f"/v1/buckets/{BUCKET}/syncs",
+            create_body(),
+            key=k,
+            headers={"Idempotency-Key": "k0"},
+        )
+        for k in (tenant.write_key, other)
+    ]
+    assert all(f.status == 200 for f in firsts), [f.body for f in firsts]
+    assert firsts[0].body["sync_config_id"] != firsts[1].body["sync_config_id"]
     key, key_id, sync_path = await _known_key(api, settings, tenant)
     paused = await api.call("POST", f"{sync_path}/pause", key=key)
     assert paused.status == 200, paused.body
