@@ -49,17 +49,19 @@ class FetchHold:
     """Holds a started consumer's fetches at the broker while the service is busy applying.
 
     Held (``set(True)``): a fetch answers once ``FETCH_HOLD_BYTES`` are there or after
-    ``FETCH_HOLD_MS``. Records fetched while a batch is in flight wait for it anyway; held,
-    they come together, in fewer fetch round trips (each one a wakeup of the broker and of this
-    process). Not held: a fetch answers with the first record, and an idle consumer waits at
-    the broker for ``fetch_max_wait_ms`` between fetches instead of polling every 5 ms.
+    ``hold_ms`` (``FETCH_HOLD_MS``). Records fetched while a batch is in flight wait for it
+    anyway; held, they come together, in fewer fetch round trips (each one a wakeup of the
+    broker and of this process). Not held: a fetch answers with the first record, and an idle
+    consumer waits at the broker for ``fetch_max_wait_ms`` between fetches instead of polling
+    every 5 ms.
 
     aiokafka reads both values from its fetcher for every fetch request it builds; they are not
     settings it lets change once started. Without that fetcher (another aiokafka), nothing is
     held.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, hold_ms: int = FETCH_HOLD_MS) -> None:
+        self.hold_ms = hold_ms
         fetcher = getattr(consumer, "_fetcher", None)
         self._fetcher = fetcher if hasattr(fetcher, "_fetch_min_bytes") else None
         self._free = (
@@ -73,6 +75,6 @@ class FetchHold:
         if held is self.held or self._fetcher is None:
             return
         self.held = held
-        min_bytes, max_wait_ms = (FETCH_HOLD_BYTES, FETCH_HOLD_MS) if held else self._free
+        min_bytes, max_wait_ms = (FETCH_HOLD_BYTES, self.hold_ms) if held else self._free
         self._fetcher._fetch_min_bytes = min_bytes
         self._fetcher._fetch_max_wait_ms = max_wait_ms
