@@ -28,6 +28,7 @@ from events.gateway.protocol import GatewayRunner
 from events.gateway.waiter import Waiter
 from events.kafka import started_producer, stop_producer
 from events.service.db import acquire, create_pool
+from events.service.runtime import tune_gc
 from events.service.settings import Settings
 
 __all__ = ["GATEWAY", "Gateway", "create_app", "run_gateway"]
@@ -259,6 +260,7 @@ def create_app(gateway: Gateway) -> web.Application:
 
 async def run_gateway(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    tune_gc()
     gateway = Gateway(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

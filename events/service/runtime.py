@@ -12,10 +12,11 @@ YOUNG_THRESHOLD: Final = 10_000
 
 
 def tune_gc() -> None:
-    """Once started (modules imported, settings read): what exists now lives as long as the
-    process, so the collector stops scanning it (``gc.freeze``), and collects the young
-    generation less often. At max throughput the collector took about 9% of ``serve``'s CPU,
-    most of it full collections scanning every object of the process; about 3% after this."""
+    """Once a process (serve, the gateway) has started (modules imported, settings read):
+    what exists now lives as long as the process, so the collector stops scanning it
+    (``gc.freeze``), and collects the young generation less often. At max throughput the
+    collector took about 9% of ``serve``'s CPU, most of it full collections scanning every
+    object of the process; about 3% after this."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, 20, 20)
