@@ -63,7 +63,7 @@ _RECORD_AUTHORIZED: Final = """
           AND (k.namespaces IS NULL OR ns.namespace_id = ANY(k.namespaces))
     ), s AS (
         SELECT 1 FROM syncs JOIN ok USING (internal_id, namespace_id)
-        WHERE sync_config_id = $10 AND data->>'bucket_id' = $11 AND status <> 'ARCHIVED'
+        WHERE sync_config_id = $10 AND bucket_id = $11 AND NOT archived
     ), ins AS (
         INSERT INTO gateway_requests (command_id, key_id, method, path, body_sha256,
                                       sync_config_id)

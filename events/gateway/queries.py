@@ -22,7 +22,7 @@ __all__ = [
 #: $4 bucket).
 _MINE: Final = """
     sync_config_id = $1 AND internal_id = $2 AND namespace_id = $3
-    AND data->>'bucket_id' = $4 AND status <> 'ARCHIVED'"""
+    AND bucket_id = $4 AND NOT archived"""
 
 ONE_SYNC: Final = f"SELECT data::text AS data FROM syncs WHERE {_MINE}"  # noqa: S608 - constant
 
@@ -40,8 +40,8 @@ STALE: Final = """(
 # $3 bucket, $4 connection, $5 status, $6 is_active, $7 provider, $8 paused, $9 is_stale,
 # $10 the clock offset (time is the database's clock plus it).
 _FILTERS: Final = f"""
-    internal_id = $1 AND namespace_id = $2 AND status <> 'ARCHIVED'
-    AND ($3::text IS NULL OR data->>'bucket_id' = $3)
+    internal_id = $1 AND namespace_id = $2 AND NOT archived
+    AND ($3::text IS NULL OR bucket_id = $3)
     AND ($4::text IS NULL OR data->>'connection_id' = $4)
     AND ($5::text IS NULL OR status = $5)
     AND ($6::boolean IS NULL OR coalesce((data->>'is_active')::boolean, false) = $6)
@@ -52,12 +52,12 @@ _FILTERS: Final = f"""
 #: A page, newest first, after the keyset cursor ($11 created_at, $12 id) if any, then
 #: $13 rows from $14.
 LIST_SYNCS: Final = f"""
-    SELECT data::text AS data, synclife_created_at(data) AS created, sync_config_id
+    SELECT data::text AS data, created_at AS created, sync_config_id
     FROM syncs
     WHERE {_FILTERS}
       AND ($11::timestamptz IS NULL
-           OR (synclife_created_at(data), sync_config_id) < ($11::timestamptz, $12::text))
-    ORDER BY synclife_created_at(data) DESC, sync_config_id DESC
+           OR (created_at, sync_config_id) < ($11::timestamptz, $12::text))
+    ORDER BY created_at DESC, sync_config_id DESC
     LIMIT $13 OFFSET $14"""  # noqa: S608 - built from constants only
 
 COUNT_SYNCS: Final = f"SELECT count(*) FROM syncs WHERE {_FILTERS}"  # noqa: S608 - constants

@@ -73,7 +73,7 @@ _RECORD: Final = """
     WITH s AS (
         SELECT 1 FROM syncs
         WHERE sync_config_id = $6 AND internal_id = $7 AND namespace_id = $8
-          AND data->>'bucket_id' = $9 AND status <> 'ARCHIVED'
+          AND bucket_id = $9 AND NOT archived
     ), ins AS (
         INSERT INTO gateway_requests (command_id, key_id, method, path, body_sha256,
                                       sync_config_id)

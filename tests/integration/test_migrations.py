@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import secrets
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -58,3 +61,59 @@ async def test_unpublished_outbox_rows_keep_their_headers_through_0005(
     assert (await scratch.fetchval("SELECT current_database()")).startswith("synclife_migrations_")
     rows = await scratch.fetch("SELECT value, headers FROM outbox ORDER BY id")
     assert [unpack_headers(r["headers"]) for r in rows] == [headers, []]
+
+
+async def test_0014_fills_the_list_columns_and_a_change_of_a_sync_updates_in_place(
+    scratch: asyncpg.Connection,
+) -> None:
+    """Rows from before 0014 get their bucket, creation time and archived flag; afterwards
+    no index of ``syncs`` covers a column a change writes, so a change is a HOT update."""
+    before = [(name, sql) for name, sql in migrations() if name < "0014"]
+    for _, sql in before:
+        await scratch.execute(sql)
+    doc = {"bucket_id": "bkt_1", "created_at": "2026-12-05T08:00:00.123456Z", "status": "ARCHIVED"}
+    for sid, status in [("sync_a", "ACTIVE"), ("sync_b", "ARCHIVED")]:
+        await scratch.execute(
+            """INSERT INTO syncs (sync_config_id, internal_id, namespace_id, status, version,
+                                  data, updated_at)
+               VALUES ($1, 'org_1', 'ns_1', $2, 1, $3::jsonb, now())""",
+            sid,
+            status,
+            json.dumps({**doc, "status": status}),
+        )
+    await scratch.execute(
+        """CREATE TABLE schema_migrations (name text PRIMARY KEY, checksum text NOT NULL,
+                                          applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    await scratch.executemany(
+        "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
+        [(name, hashlib.sha256(sql.encode()).hexdigest()) for name, sql in before],
+    )
+    assert (await migrate(scratch))[0].startswith("0014")
+    rows = await scratch.fetch(
+        "SELECT sync_config_id, bucket_id, created_at, archived FROM syncs ORDER BY 1"
+    )
+    created = datetime(2026, 12, 5, 8, 0, 0, 123456, tzinfo=UTC)
+    assert [tuple(r) for r in rows] == [
+        ("sync_a", "bkt_1", created, False),
+        ("sync_b", "bkt_1", created, True),
+    ]
+
+    definitions = await scratch.fetch(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'syncs' ORDER BY indexname"
+    )
+    written = {"status", "version", "next_sync_at", "lock_expires_at", "data", "updated_at"}
+    for row in definitions:
+        words = set(re.findall(r"[a-z_]+", row["indexdef"].split(" USING ", 1)[1]))
+        assert not words & written, row["indexdef"]
+    # A change as the batch's write makes it: Postgres counts it as a HOT update.
+    counted = "SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'syncs'"
+    await scratch.execute("SELECT pg_stat_force_next_flush()")
+    before_change = await scratch.fetchval(counted)
+    await scratch.execute(
+        """UPDATE syncs SET status = 'SUSPENDED', archived = false, version = 2,
+                  data = data || '{"status": "SUSPENDED"}', updated_at = now()
+           WHERE sync_config_id = 'sync_a'"""
+    )
+    await scratch.execute("SELECT pg_stat_force_next_flush()")
+    assert await scratch.fetchval(counted) == before_change + 1

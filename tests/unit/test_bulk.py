@@ -112,7 +112,7 @@ def test_the_selector_as_sql_binds_every_value() -> None:
         '{"team": "a", "tier": 2}',
     ]
     assert condition == (
-        "internal_id = $1 AND namespace_id = $2 AND status <> 'ARCHIVED' AND "
+        "internal_id = $1 AND namespace_id = $2 AND NOT archived AND "
         "data->>'bucket_id' = $3 AND data->>'provider' = $4 AND status = $5 AND "
         "data->'metadata' @> $6::jsonb"
     )

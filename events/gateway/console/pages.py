@@ -62,7 +62,7 @@ _TIMELINE: Final = """
     FROM sync_history
     WHERE sync_config_id = $1
       AND EXISTS (SELECT 1 FROM syncs WHERE sync_config_id = $1 AND internal_id = $2
-                  AND namespace_id = $3 AND data->>'bucket_id' = $4 AND status <> 'ARCHIVED')
+                  AND namespace_id = $3 AND bucket_id = $4 AND NOT archived)
       AND ($5::int IS NULL OR version < $5)
     ORDER BY version DESC LIMIT $6"""
 #: The list's filters as query parameters, and the model fields they fill.
@@ -74,10 +74,10 @@ FILTERS: Final = {
     "stale": "is_stale",
 }
 _BUCKETS: Final = """
-    SELECT data->>'bucket_id' AS bucket, count(*) AS total,
+    SELECT bucket_id AS bucket, count(*) AS total,
            count(*) FILTER (WHERE status = 'SUSPENDED') AS suspended,
            count(*) FILTER (WHERE status = 'FAILED') AS failed
-    FROM syncs WHERE internal_id = $1 AND namespace_id = $2 AND status <> 'ARCHIVED'
+    FROM syncs WHERE internal_id = $1 AND namespace_id = $2 AND NOT archived
     GROUP BY 1 ORDER BY 1 LIMIT 500"""
 _NOW: Final = "SELECT clock_timestamp() + $1::interval"
 

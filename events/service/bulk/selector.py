@@ -22,7 +22,7 @@ _DOCUMENT_FIELDS: Final = ("bucket_id", "connection_id", "provider")
 def where(selector: BulkSelector, internal_id: str, namespace_id: str) -> tuple[str, list[Any]]:
     """The ``WHERE`` condition of ``selector`` over ``syncs`` and its arguments ($1, $2, ...)."""
     args: list[Any] = [internal_id, namespace_id]
-    parts = ["internal_id = $1", "namespace_id = $2", "status <> 'ARCHIVED'"]
+    parts = ["internal_id = $1", "namespace_id = $2", "NOT archived"]
     for name in _DOCUMENT_FIELDS:
         value = getattr(selector, name)
         if value is not None:
