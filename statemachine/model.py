@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -253,6 +254,13 @@ class SyncConfiguration(SyncSettings):
         provider = info.data.get("provider")
         return value if provider is None else check_source_path(provider, value)
 
+    @field_validator("locked", mode="before")
+    @classmethod
+    def _locked_is_derived(cls, value: Any) -> bool:
+        # Whatever a stored or received document says (even a value that is no boolean): the
+        # after-validator derives it from the lock holder.
+        return False
+
     @model_validator(mode="after")
     def _consistent(self) -> SyncConfiguration:
         # ``locked`` is in every dump; whatever value a stored or received document carries,
@@ -263,8 +271,19 @@ class SyncConfiguration(SyncSettings):
         if self.locked is not locked:
             object.__setattr__(self, "locked", locked)
         if self.status is SyncStatus.SUSPENDED and "pause_holds" not in self.model_fields_set:
-            # A document from before holds: its pause is the one hold it has.
-            object.__setattr__(self, "pause_holds", [PauseHold.model_validate(_legacy_hold(self))])
+            # A document from before holds: its pause is the one hold it has. Marked as set, so
+            # that validating this instance again (as a field of an event or a result, or a
+            # copy of it) never derives it a second time.
+            try:
+                hold = PauseHold.model_validate(_legacy_hold(self))
+            except ValidationError as exc:
+                fields = ", ".join(str(e["loc"][0]) for e in exc.errors() if e["loc"])
+                raise ValueError(
+                    f"pause_holds: the pause fields of a document without holds do not make "
+                    f"a valid hold ({fields})"
+                ) from None
+            object.__setattr__(self, "pause_holds", [hold])
+            self.__pydantic_fields_set__.add("pause_holds")
         problem = self.consistency_problem()
         if problem is not None:
             raise ValueError(problem)

@@ -66,8 +66,9 @@ async def test_unpublished_outbox_rows_keep_their_headers_through_0005(
 async def test_0014_fills_the_list_columns_and_a_change_of_a_sync_updates_in_place(
     scratch: asyncpg.Connection,
 ) -> None:
-    """Rows from before 0014 get their bucket, creation time and archived flag; afterwards
-    no index of ``syncs`` covers a column a change writes, so a change is a HOT update."""
+    """Rows from before 0014 get their bucket, creation time and archived flag (generated
+    from the row); afterwards no index of ``syncs`` covers a column a change writes, so a
+    change is a HOT update."""
     before = [(name, sql) for name, sql in migrations() if name < "0014"]
     for _, sql in before:
         await scratch.execute(sql)
@@ -111,7 +112,7 @@ async def test_0014_fills_the_list_columns_and_a_change_of_a_sync_updates_in_pla
     await scratch.execute("SELECT pg_stat_force_next_flush()")
     before_change = await scratch.fetchval(counted)
     await scratch.execute(
-        """UPDATE syncs SET status = 'SUSPENDED', archived = false, version = 2,
+        """UPDATE syncs SET status = 'SUSPENDED', version = 2,
                   data = data || '{"status": "SUSPENDED"}', updated_at = now()
            WHERE sync_config_id = 'sync_a'"""
     )

@@ -182,18 +182,15 @@ def _sync_columns(sync: SyncConfiguration, data: str) -> tuple[Any, ...]:
 _WRITE: Final = """
     WITH inserted AS (
         INSERT INTO syncs (sync_config_id, internal_id, namespace_id, status, version,
-                           next_sync_at, lock_expires_at, data, updated_at, bucket_id,
-                           created_at, archived)
+                           next_sync_at, lock_expires_at, data, updated_at)
         SELECT id, internal_id, namespace_id, status, version, next_sync_at,
-               lock_expires_at, data::jsonb, updated_at, data::jsonb->>'bucket_id',
-               synclife_created_at(data::jsonb), status = 'ARCHIVED'
+               lock_expires_at, data::jsonb, updated_at
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],
                     $6::timestamptz[], $7::timestamptz[], $8::text[], $9::timestamptz[])
              AS u(id, internal_id, namespace_id, status, version, next_sync_at,
                   lock_expires_at, data, updated_at)
     ), updated AS (
-        UPDATE syncs AS s SET status = u.r->>1, archived = u.r->>1 = 'ARCHIVED',
-               version = (u.r->>2)::int,
+        UPDATE syncs AS s SET status = u.r->>1, version = (u.r->>2)::int,
                next_sync_at = (u.r->>3)::timestamptz,
                lock_expires_at = (u.r->>4)::timestamptz,
                data = u.data::jsonb, updated_at = (u.r->>5)::timestamptz
