@@ -73,8 +73,9 @@ async def quiesce(settings: Settings, org_id: str, check: Callable[[], None], ec
 
 async def remove_run(settings: Settings, run_id: str, org_id: str, schema: str) -> None:
     """Delete what run ``run_id`` left in Postgres: the pgbench ``schema``, its outbox rows,
-    dead letters, processed commands and history, and its organization's syncs, keys,
-    namespaces and the organization itself (when ``org_id`` is set)."""
+    dead letters, processed commands and history, and its organization's jobs, syncs, the
+    gateway's records of its keys' requests, keys, namespaces and the organization itself
+    (when ``org_id`` is set)."""
     conn = await connect(settings)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -90,7 +91,13 @@ async def remove_run(settings: Settings, run_id: str, org_id: str, schema: str) 
             "DELETE FROM sync_history WHERE sync_config_id LIKE $1", f"sync_bench{run_id}x%"
         )
         if org_id:
-            for table in ("syncs", "api_keys", "namespaces", "organizations"):
+            # The gateway's request records (--http) by the run's keys, then the run's rows.
+            await conn.execute(
+                """DELETE FROM gateway_requests
+                   WHERE key_id IN (SELECT key_id FROM api_keys WHERE internal_id = $1)""",
+                org_id,
+            )
+            for table in ("sync_jobs", "syncs", "api_keys", "namespaces", "organizations"):
                 await conn.execute(
                     f"DELETE FROM {table} WHERE internal_id = $1",  # noqa: S608
                     org_id,
