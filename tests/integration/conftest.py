@@ -15,9 +15,11 @@ from aiokafka import AIOKafkaProducer
 
 from events.client import SynclifeClient
 from events.devtools import stack
+from events.gateway import Gateway
 from events.service.app import Service
 from events.service.db import connect, migrate
 from events.service.settings import Settings
+from tests.helpers.gateway import Api, api_for, running_gateway
 from tests.helpers.live import Clock, Seen, Tenant, new_tenant, own_topics, watch
 
 pytestmark = pytest.mark.stack
@@ -117,3 +119,17 @@ async def big_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
     await producer.start()
     yield producer
     await producer.stop()
+
+
+# The HTTP gateway (a module of tests shares one; a module may define its own, e.g. with the
+# console's secret) and a client of it with the test's tenant's key.
+@pytest.fixture(scope="module")
+async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
+    async with running_gateway(settings) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def api(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Api]:
+    async with api_for(gateway, tenant) as a:
+        yield a

@@ -19,7 +19,7 @@ from events.gateway.console import CSP
 from events.service.app import Service
 from events.service.settings import Settings
 from tests.helpers.console import Console, console_for
-from tests.helpers.gateway import Api, api_for, create_body, key_with, running_gateway
+from tests.helpers.gateway import Api, create_body, key_with, running_gateway
 from tests.helpers.live import Tenant
 
 pytestmark = pytest.mark.stack
@@ -32,12 +32,6 @@ BUCKET = "bkt_console"
 async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
     async with running_gateway(settings, console_secret=SecretStr(SECRET)) as gw:
         yield gw
-
-
-@pytest.fixture
-async def api(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Api]:
-    async with api_for(gateway, tenant) as a:
-        yield a
 
 
 @pytest.fixture

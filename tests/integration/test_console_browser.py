@@ -14,7 +14,7 @@ from events.gateway import Gateway
 from events.service.app import Service
 from events.service.settings import Settings
 from tests.helpers.browser import Browser, chromium
-from tests.helpers.gateway import Api, api_for, create_body, key_with, running_gateway
+from tests.helpers.gateway import Api, create_body, key_with, running_gateway
 from tests.helpers.live import Tenant
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
@@ -38,12 +38,6 @@ async def browser(window: Browser) -> Browser:
     await window.open("/console/signin")
     await window._do(window.driver.delete_all_cookies)  # a new operator each test
     return window
-
-
-@pytest.fixture
-async def api(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Api]:
-    async with api_for(gateway, tenant) as a:
-        yield a
 
 
 async def create(api: Api, bucket: str, **more: object) -> dict[str, object]:

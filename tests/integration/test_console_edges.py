@@ -39,12 +39,6 @@ async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway
 
 
 @pytest.fixture
-async def api(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Api]:
-    async with api_for(gateway, tenant) as a:
-        yield a
-
-
-@pytest.fixture
 async def console(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Console]:
     async with console_for(gateway) as c:
         page = await c.sign_in(tenant.write_key, tenant.namespace)

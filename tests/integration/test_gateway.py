@@ -23,18 +23,6 @@ pytestmark = pytest.mark.stack
 BUCKET = "bkt_marketing_assets"
 
 
-@pytest.fixture(scope="module")
-async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
-    async with running_gateway(settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def api(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Api]:
-    async with api_for(gateway, tenant) as a:
-        yield a
-
-
 async def create(api: Api, bucket: str = BUCKET, **more: object) -> dict[str, object]:
     answer = await api.call("POST", f"/v1/buckets/{bucket}/syncs", create_body(**more))
     assert answer.status == 200, answer.body

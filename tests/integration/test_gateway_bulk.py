@@ -4,30 +4,15 @@ with the same Idempotency-Key, and the errors."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
 from events.client import new_operation_id
-from events.gateway import Gateway
-from events.service.app import Service
 from events.service.settings import Settings
-from tests.helpers.gateway import Api, api_for, create_body, key_with, running_gateway
+from tests.helpers.gateway import Api, create_body, key_with
 from tests.helpers.live import Tenant
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture(scope="module")
-async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
-    async with running_gateway(settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def api(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Api]:
-    async with api_for(gateway, tenant) as a:
-        yield a
 
 
 async def make_syncs(api: Api, bucket: str, n: int) -> list[str]:

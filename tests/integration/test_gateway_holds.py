@@ -3,31 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from events.gateway import Gateway
-from events.service.app import Service
 from events.service.settings import Settings
-from tests.helpers.gateway import Api, api_for, create_body, key_with, running_gateway
+from tests.helpers.gateway import Api, create_body, key_with
 from tests.helpers.live import Tenant
 
 pytestmark = pytest.mark.stack
 
 BUCKET = "bkt_marketing_assets"
-
-
-@pytest.fixture(scope="module")
-async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
-    async with running_gateway(settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def api(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Api]:
-    async with api_for(gateway, tenant) as a:
-        yield a
 
 
 async def new_sync(api: Api) -> str:

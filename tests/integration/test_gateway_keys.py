@@ -6,35 +6,20 @@ bad key is still named before a bad body."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 
 from events.auth import hash_key
-from events.gateway import Gateway
 from events.gateway.caller import KEY_IDS
-from events.service.app import Service
 from events.service.db import connect
 from events.service.settings import Settings
 from events.service.tenancy import create_key, create_namespace, revoke_key
-from tests.helpers.gateway import KEYS, Api, api_for, create_body, running_gateway
+from tests.helpers.gateway import KEYS, Api, create_body
 from tests.helpers.live import Tenant
 
 pytestmark = pytest.mark.stack
 
 BUCKET = "bkt_keys"
-
-
-@pytest.fixture(scope="module")
-async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
-    async with running_gateway(settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def api(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Api]:
-    async with api_for(gateway, tenant) as a:
-        yield a
 
 
 async def _known_key(api: Api, settings: Settings, tenant: Tenant) -> tuple[str, str, str]:

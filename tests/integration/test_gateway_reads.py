@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,18 +18,6 @@ from tests.helpers.gateway import Api, api_for, create_body, running_gateway
 from tests.helpers.live import Tenant, new_tenant
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture(scope="module")
-async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
-    async with running_gateway(settings) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def api(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Api]:
-    async with api_for(gateway, tenant) as a:
-        yield a
 
 
 def bucket() -> str:
