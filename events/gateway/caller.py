@@ -26,7 +26,7 @@ from aiohttp import web
 
 from events.auth import SCOPES, grants, hash_key, parse_authorization
 from events.gateway.common import clean_header, gateway_of, who
-from events.service.access import Access, AccessDenied, check
+from events.service.access import KEY_LOOKUP, Access, AccessDenied, check
 from events.service.tenancy import ApiKey
 
 __all__ = ["KEY_IDS", "Caller", "record_authorized"]
@@ -40,18 +40,9 @@ _MAX_KEYS: Final = 4096
 # namespace it names, the database's clock: one value for the whole statement), ``ok``: the
 # same row passes ``check`` (and is the key the command id was derived from), then the write's
 # record as ``writes._RECORD`` makes it, only if ``ok``.
-_RECORD_AUTHORIZED: Final = """
+_RECORD_AUTHORIZED: Final = f"""
     WITH t AS MATERIALIZED (SELECT clock_timestamp() AS now),
-    k AS (
-        SELECT key_id, internal_id, user_id, scopes, namespaces, expires_at, revoked_at
-        FROM api_keys WHERE key_hash = $1
-    ), touched AS (
-        UPDATE api_keys SET last_used_at = now()
-        WHERE key_id IN (
-            SELECT a.key_id FROM api_keys a JOIN k USING (key_id)
-            WHERE a.last_used_at IS NULL OR a.last_used_at < now() - interval '60 seconds'
-            FOR UPDATE OF a SKIP LOCKED)
-    ), ns AS (
+    {KEY_LOOKUP}, ns AS (
         SELECT n.namespace_id FROM namespaces n JOIN k ON n.internal_id = k.internal_id
         WHERE n.namespace_id = $2 OR n.name = $2
         ORDER BY n.namespace_id = $2 DESC LIMIT 1
@@ -77,7 +68,7 @@ _RECORD_AUTHORIZED: Final = """
            g.body_sha256, g.sync_config_id AS recorded_sync, p.result::text AS result
     FROM t LEFT JOIN k ON true
     LEFT JOIN gateway_requests g ON g.command_id = $6
-    LEFT JOIN processed_commands p ON p.command_id = $6"""
+    LEFT JOIN processed_commands p ON p.command_id = $6"""  # noqa: S608 - constants only
 
 
 def _granting(needed: str) -> list[str]:

@@ -19,7 +19,7 @@ from events.service.tenancy import ApiKey
 from statemachine import CommandError, ErrorCode
 from statemachine.errors import bounded
 
-__all__ = ["Access", "AccessDenied", "authorize", "caller_of", "check"]
+__all__ = ["KEY_LOOKUP", "Access", "AccessDenied", "authorize", "caller_of", "check"]
 
 _NEVER: Final = datetime.min.replace(tzinfo=UTC)  # the time of a check that needs none
 
@@ -114,11 +114,11 @@ class AccessDenied(SynclifeError):
         return cls(_STATUS[error.code], error.code.value, error.message)
 
 
-# One statement: the key by its hash, the namespace it names within the key's organization
-# (an id before a name), the database's clock; and the key's last use, at most once a minute
-# and never waiting on a row another transaction holds.
-_AUTHORIZE: Final = """
-    WITH k AS (
+#: The common table expressions of a key's look-up: ``k``, the key by its hash ($1), and
+#: ``touched``, its last use, at most once a minute and never waiting on a row another
+#: transaction holds (``_AUTHORIZE``, and the gateway's write that records its request).
+KEY_LOOKUP: Final = """
+    k AS (
         SELECT key_id, internal_id, user_id, scopes, namespaces, expires_at, revoked_at
         FROM api_keys WHERE key_hash = $1
     ), touched AS (
@@ -127,14 +127,19 @@ _AUTHORIZE: Final = """
             SELECT a.key_id FROM api_keys a JOIN k USING (key_id)
             WHERE a.last_used_at IS NULL OR a.last_used_at < now() - interval '60 seconds'
             FOR UPDATE OF a SKIP LOCKED)
-    )
+    )"""
+
+# One statement: the key and its last use (``KEY_LOOKUP``), the namespace it names within the
+# key's organization (an id before a name), the database's clock.
+_AUTHORIZE: Final = f"""
+    WITH {KEY_LOOKUP}
     SELECT k.key_id, k.internal_id, k.user_id, k.scopes, k.namespaces, k.expires_at,
            k.revoked_at,
            (SELECT n.namespace_id FROM namespaces n
             WHERE n.internal_id = k.internal_id AND (n.namespace_id = $2 OR n.name = $2)
             ORDER BY n.namespace_id = $2 DESC LIMIT 1) AS namespace_id,
            clock_timestamp() AS now
-    FROM (SELECT 1) AS one LEFT JOIN k ON true"""
+    FROM (SELECT 1) AS one LEFT JOIN k ON true"""  # noqa: S608 - constants only
 
 
 async def authorize(
