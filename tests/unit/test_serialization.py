@@ -63,23 +63,7 @@ def _changes() -> list[Change]:
 
 
 def _event(change: Change) -> LifecycleEvent:
-    sync = change.sync
-    return LifecycleEvent(
-        sync_config_id=sync.sync_config_id,
-        bucket_id=sync.bucket_id,
-        namespace_id=sync.namespace_id,
-        internal_id=sync.internal_id,
-        version=sync.version,
-        occurred_at=sync.updated_at,
-        command_id=None if change.system else str(uuid.uuid4()),
-        actor=change.actor,
-        reason=change.reason,
-        trigger=change.trigger,
-        sync=sync,
-        from_status=change.from_status,
-        to_status=change.to_status,
-        **change.extra,
-    )
+    return rows._event_model(change, None if change.system else str(uuid.uuid4()))
 
 
 @pytest.mark.parametrize("change", _changes(), ids=lambda c: f"{c.event_type.value}")
