@@ -30,7 +30,7 @@ from events.devtools.bench.markdown import (
     replace_block,
     to_json,
 )
-from events.devtools.bench.observers import latency_figures, percentile
+from events.devtools.bench.observers import latency_figures, percentile, tail_split
 from events.devtools.bench.report import RepeatResult, goals, over_baseline, summarise, table_rows
 from events.devtools.loadgen import Command, due_count, due_time, pacing_delay, send_paced
 from events.devtools.procfs import CpuMeter
@@ -444,3 +444,18 @@ def test_bench_refuses_a_file_without_the_block_before_running(tmp_path: Path) -
     assert result.exit_code == 2 and "expected one <!-- bench:start -->" in result.output
     result = CliRunner().invoke(bench, ["--json", "--markdown"])
     assert result.exit_code == 2 and "one of them" in result.output
+
+
+def test_tail_split_reports_where_the_slowest_commands_waited() -> None:
+    # 100 commands: 99 fast ones decided in 2 ms; the slowest waited 40 ms for the relay.
+    latency = [5.0] * 99 + [50.0]
+    to_decision = [2.0] * 99 + [3.0]
+    lags = [1.0] * 99 + [40.0]
+    observed = [2.0] * 99 + [7.0]
+    split = tail_split(latency, to_decision, lags, observed)
+    assert split == {
+        "tail_to_decision_ms": 3.0,
+        "tail_relay_lag_ms": 40.0,
+        "tail_to_observed_ms": 7.0,
+    }
+    assert math.isnan(tail_split([], [], [], [])["tail_relay_lag_ms"])

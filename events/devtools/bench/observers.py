@@ -22,7 +22,14 @@ from events.envelope import header
 from events.kafka import kafka_options
 from events.service.settings import Settings
 
-__all__ = ["ResultCount", "StatusChanges", "latency_figures", "percentile", "wait_done"]
+__all__ = [
+    "ResultCount",
+    "StatusChanges",
+    "latency_figures",
+    "percentile",
+    "tail_split",
+    "wait_done",
+]
 
 STATUS_CHANGED: Final = b"sync.status_changed"
 
@@ -65,6 +72,24 @@ async def wait_done(
             await asyncio.wait_for(done.wait(), 1.0)
         if time.monotonic() > deadline:
             raise BenchError(f"timed out: {status()}")
+
+
+def tail_split(
+    latency: Sequence[float],
+    to_decision: Sequence[float],
+    lags: Sequence[float],
+    to_observed: Sequence[float],
+) -> dict[str, float]:
+    """Where the slowest 1% of commands (at least one) spent their time: the median, over
+    them, of scheduled send -> decision, relay lag and send -> observed (ms). The lists are
+    per command, in the same order."""
+    slowest = sorted(range(len(latency)), key=latency.__getitem__, reverse=True)
+    tail = slowest[: max(1, len(latency) // 100)] if latency else []
+    return {
+        "tail_to_decision_ms": percentile([to_decision[i] for i in tail], 50),
+        "tail_relay_lag_ms": percentile([lags[i] for i in tail], 50),
+        "tail_to_observed_ms": percentile([to_observed[i] for i in tail], 50),
+    }
 
 
 class ResultCount:
@@ -178,4 +203,5 @@ class StatusChanges:
             # relay's send -> observed by the bench's consumer.
             "to_decision_p50_ms": percentile(self.to_decision, 50),
             "to_observed_p50_ms": percentile(self.to_observed, 50),
+            **tail_split(self.latency, self.to_decision, self.lags, self.to_observed),
         }

@@ -40,6 +40,9 @@ LATENCY_FIGURES: Final = (
     "relay_lag_p99_ms",
     "to_decision_p50_ms",
     "to_observed_p50_ms",
+    "tail_to_decision_ms",
+    "tail_relay_lag_ms",
+    "tail_to_observed_ms",
 )
 PERCENTILES: Final = ("p50", "p95", "p99")
 
@@ -83,7 +86,10 @@ def latency_line(lat: dict[str, float]) -> str:
     return (
         f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms (p50: scheduled -> decision "
         f"{lat['to_decision_p50_ms']:.1f}, relay lag {lat['relay_lag_p50_ms']:.1f}, "
-        f"send -> observed {lat['to_observed_p50_ms']:.1f}; pacer late p99 "
+        f"send -> observed {lat['to_observed_p50_ms']:.1f}; slowest 1%: "
+        f"{lat.get('tail_to_decision_ms', math.nan):.1f} / "
+        f"{lat.get('tail_relay_lag_ms', math.nan):.1f} / "
+        f"{lat.get('tail_to_observed_ms', math.nan):.1f}; pacer late p99 "
         f"{lat.get('send_late_p99_ms', math.nan):.1f})"
     )
 
@@ -236,6 +242,14 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], Rows]:
         f"latency over the bare round trip at {_num(low)}/s, ms p50 / p99 "
         f"(goal <= +{goal['p50']:g} / +{goal['p99']:g})",
         over("low"),
+    )
+    row(
+        f"  where the slowest 1% at {_num(low)}/s wait, ms: to the decision / relay lag / "
+        "relay -> observed",
+        lambda s: " / ".join(
+            _num(md(s, f"low_tail_{part}_ms"), 1)
+            for part in ("to_decision", "relay_lag", "to_observed")
+        ),
     )
     row(f"latency at {_num(rate)}/s, ms p50 / p95 / p99", lat("fixed"))
     row(f"bare Kafka round trip at {_num(rate)}/s, ms p50 / p95 / p99", lat("baseline_fixed"))
