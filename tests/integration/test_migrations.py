@@ -118,3 +118,39 @@ async def test_0014_fills_the_list_columns_and_a_change_of_a_sync_updates_in_pla
     )
     await scratch.execute("SELECT pg_stat_force_next_flush()")
     assert await scratch.fetchval(counted) == before_change + 1
+
+
+async def test_0015_compresses_results_and_outbox_values_with_lz4(
+    scratch: asyncpg.Connection,
+) -> None:
+    """A result and an outbox value long enough to be compressed are compressed with lz4
+    (the local stack's Postgres is built with it), and read back unchanged."""
+    await migrate(scratch)
+    methods = await scratch.fetch(
+        """SELECT attrelid::regclass::text AS tbl, attname, attcompression::text AS method
+           FROM pg_attribute
+           WHERE (attrelid, attname) IN (('processed_commands'::regclass, 'result'),
+                                         ('outbox'::regclass, 'value'))
+           ORDER BY 1"""
+    )
+    assert [(r["tbl"], r["attname"], r["method"]) for r in methods] == [
+        ("outbox", "value", "l"),  # lz4
+        ("processed_commands", "result", "l"),
+    ]
+    text = json.dumps({"sync": {f"field_{i}": "value " * 8 for i in range(60)}})
+    await scratch.execute(
+        """INSERT INTO processed_commands (command_id, command_type, outcome, result)
+           VALUES ('cmd_1', 'sync.pause', 'applied', $1)""",
+        text,
+    )
+    await scratch.execute(
+        "INSERT INTO outbox (topic, key, value, headers) VALUES ('t', NULL, $1, '')",
+        text.encode(),
+    )
+    stored = await scratch.fetchrow(
+        """SELECT p.result, pg_column_compression(p.result) AS pc,
+                  o.value, pg_column_compression(o.value) AS oc
+           FROM processed_commands AS p, outbox AS o"""
+    )
+    assert (stored["pc"], stored["oc"]) == ("lz4", "lz4")
+    assert stored["result"] == text and stored["value"] == text.encode()
