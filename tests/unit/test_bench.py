@@ -31,6 +31,7 @@ from events.devtools.bench.markdown import (
     to_json,
 )
 from events.devtools.bench.observers import latency_figures, percentile, tail_split
+from events.devtools.bench.reference import reference_ms
 from events.devtools.bench.report import RepeatResult, goals, over_baseline, summarise, table_rows
 from events.devtools.loadgen import Command, due_count, due_time, pacing_delay, send_paced
 from events.devtools.procfs import CpuMeter
@@ -459,3 +460,16 @@ def test_tail_split_reports_where_the_slowest_commands_waited() -> None:
         "tail_to_observed_ms": 7.0,
     }
     assert math.isnan(tail_split([], [], [], [])["tail_relay_lag_ms"])
+
+
+def test_the_reference_workload_takes_cpu_time_and_its_median_is_reported() -> None:
+    measured = reference_ms(rounds=3)
+    assert 0 < measured < 10_000
+    rows = [_repeat(1000, 500), _repeat(1100, 500), _repeat(900, 500)]
+    for row, ms in zip(rows, (30.0, 50.0, 40.0), strict=True):
+        row.reference_ms = ms
+    summary = summarise(1000, rows, 100.0, 80.0)
+    assert summary["median"]["reference_ms"] == 40.0
+    _, table = table_rows({"scales": [summary], "options": {"rate": 1000.0, "pgbench_clients": 4}})
+    [line] = [r for r in table if r[0].startswith("the machine's speed")]
+    assert line[1] == ["40.0"]

@@ -71,6 +71,9 @@ class RepeatResult:
     low: dict[str, float] | None = None
     baseline_low: dict[str, float] | None = None
     baseline_fixed: dict[str, float] | None = None
+    #: CPU ms of the bench's reference workload before the repeat (``reference``): how fast
+    #: the machine was.
+    reference_ms: float = math.nan
 
 
 def _median(values: Sequence[float]) -> float:
@@ -150,6 +153,7 @@ def summarise(
         "half_rate": med(lambda r: r.half_rate),
         "create_rate": create_rate,
         "peak_rss_mb": peak_rss,
+        "reference_ms": med(lambda r: r.reference_ms),
     }
     median["low_rate"] = med(lambda r: r.low_rate)
     for name in LATENCY_FIGURES:
@@ -274,6 +278,10 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], Rows]:
     row("serve peak RSS, MB", lambda s: _num(md(s, "peak_rss_mb")))
     row("creating the syncs, commands/s", lambda s: _num(md(s, "create_rate")))
     row("commands not applied (should be 0)", lambda s: str(s["not_applied"]))
+    row(
+        "the machine's speed: CPU ms of the bench's reference workload (lower is faster)",
+        lambda s: _num(md(s, "reference_ms"), 1),
+    )
     return ["metric", *(f"{s['syncs']:,} syncs" for s in scales)], rows
 
 

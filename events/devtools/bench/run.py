@@ -34,6 +34,7 @@ from events.devtools.bench.markdown import command_line
 from events.devtools.bench.options import BenchOptions
 from events.devtools.bench.pgbench import Pgbench
 from events.devtools.bench.phases import Phases
+from events.devtools.bench.reference import reference_ms
 from events.devtools.bench.report import (
     RepeatResult,
     baseline_line,
@@ -176,6 +177,8 @@ class Bench:
                 first_phase = workload.phase + 1
                 self.echo(f"{tag} max throughput: {opts.commands:,} pause/resume commands")
                 commands = workload.pause_resume(opts.commands, scale)
+                reference = reference_ms()
+                self.echo(f"{tag}   reference workload {reference:.1f} ms of CPU")
                 cpu_before = meter.read()
                 tput, pub = await phases.flood(commands, "throughput")
                 cpu_max = meter.per_command(cpu_before, meter.read(), len(commands))
@@ -229,6 +232,7 @@ class Bench:
                         low=low,
                         baseline_low=base_low,
                         baseline_fixed=base_fixed,
+                        reference_ms=reference,
                     )
                 )
             peak = serve.peak_rss_mb()
