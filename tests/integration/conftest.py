@@ -1,7 +1,8 @@
 """Fixtures on the real stack: Kafka (KRaft) and Postgres, started or reused by ``stack.up``.
 
 Each test session uses its own topics and consumer group, so runs never see each other's
-messages; the database is shared (every id the tests make is unique).
+messages, and deletes its topics at its end; the database is shared (every id the tests make
+is unique).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from events.client import SynclifeClient
 from events.devtools import stack
@@ -20,13 +22,22 @@ from events.service.app import Service
 from events.service.db import connect, migrate
 from events.service.settings import Settings
 from tests.helpers.gateway import Api, api_for, running_gateway
-from tests.helpers.live import Clock, Seen, Tenant, new_tenant, own_topics, watch
+from tests.helpers.live import (
+    SESSION_TOPICS,
+    Clock,
+    Seen,
+    Tenant,
+    delete_topics,
+    new_tenant,
+    own_topics,
+    watch,
+)
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="session")
-async def settings() -> Settings:
+async def settings() -> AsyncIterator[Settings]:
     env = await stack.up(Settings(), lambda line: print(line))
     os.environ.update(env)
     s = Settings(
@@ -44,7 +55,14 @@ async def settings() -> Settings:
         await migrate(conn)
     finally:
         await conn.close()
-    return s
+    yield s
+    # The services of the session's fixtures, which depend on these settings, are stopped.
+    try:
+        deleted = await delete_topics(s, SESSION_TOPICS)
+    except KafkaError as exc:  # left on the broker: not a failure of the tests
+        print(f"the session's topics were not deleted: {exc!r}")
+    else:
+        print(f"deleted the session's {len(deleted)} topics")
 
 
 @pytest.fixture(scope="session")

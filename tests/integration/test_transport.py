@@ -23,7 +23,7 @@ from events.kafka import KafkaAuthError
 from events.service.app import Service
 from events.service.settings import Settings
 from statemachine import Outcome, SyncStatus
-from tests.helpers.live import Tenant, running
+from tests.helpers.live import Tenant, own_topics, running
 
 pytestmark = pytest.mark.stack
 
@@ -55,20 +55,19 @@ def over_scram(
     base: Settings, user: stack.ScramUser, mechanism: str, *, password: str | None = None
 ) -> Settings:
     """``base`` on the SCRAM listener, with topics and a consumer group of its own."""
-    run = secrets.token_hex(4)
-    fields = base.model_dump() | {
-        "kafka_bootstrap_servers": user.bootstrap_servers,
-        "kafka_security_protocol": "SASL_PLAINTEXT",
-        "kafka_sasl_mechanism": mechanism,
-        "kafka_sasl_username": user.username,
-        "kafka_sasl_password": password or user.password.get_secret_value(),
-        "commands_topic": f"test.{run}.commands",
-        "lifecycle_topic": f"test.{run}.lifecycle",
-        "results_topic": f"test.{run}.results",
-        "dlq_topic": f"test.{run}.dlq",
-        "consumer_group": f"test-{run}",
-        "client_id": f"test-{run}",
-    }
+    own = own_topics()
+    fields = (
+        base.model_dump()
+        | own
+        | {
+            "kafka_bootstrap_servers": user.bootstrap_servers,
+            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_sasl_mechanism": mechanism,
+            "kafka_sasl_username": user.username,
+            "kafka_sasl_password": password or user.password.get_secret_value(),
+            "client_id": own["consumer_group"],
+        }
+    )
     return Settings(**fields)
 
 
