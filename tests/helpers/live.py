@@ -14,10 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from events.devtools import stack
-from events.kafka import kafka_options
 from events.messages import CommandResult, LifecycleEvent
 from events.service.app import Service
 from events.service.db import connect
@@ -25,8 +23,9 @@ from events.service.settings import Settings
 from events.service.tenancy import create_key, create_namespace, create_org
 
 #: Every topic ``own_topics`` names in this test session starts with this (then more hex
-#: digits): the session deletes them at its end (``delete_topics``).
-SESSION_TOPICS: Final = f"test.{secrets.token_hex(3)}"
+#: digits): the session deletes them at its end (tests/integration/conftest.py). The "s" keeps
+#: it from matching names made before (``test.`` and eight hex digits).
+SESSION_TOPICS: Final = f"test.s{secrets.token_hex(3)}"
 
 
 def own_topics() -> dict[str, Any]:
@@ -39,23 +38,6 @@ def own_topics() -> dict[str, Any]:
         "dlq_topic": f"{run}.dlq",
         "consumer_group": f"test-{run[len('test.') :]}",
     }
-
-
-async def delete_topics(settings: Settings, prefix: str) -> list[str]:
-    """Delete every topic whose name starts with ``prefix``; returns their names.
-
-    A test session creates a few hundred topics. On a local broker that runs for days they
-    add up (thousands of partitions, seen), until its heap is full and every full collection
-    stops it for about 0.4 s: the bench's latencies and the tests' waits then pay for it."""
-    admin = AIOKafkaAdminClient(**kafka_options(settings, client_id=f"{settings.client_id}-gc"))
-    await admin.start()
-    try:
-        names = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
-        for start in range(0, len(names), 200):
-            await admin.delete_topics(names[start : start + 200], timeout_ms=60_000)
-    finally:
-        await admin.close()
-    return names
 
 
 async def with_own_topics(settings: Settings, **update: Any) -> Settings:

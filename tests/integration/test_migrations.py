@@ -152,5 +152,6 @@ async def test_0015_compresses_results_and_outbox_values_with_lz4(
                   o.value, pg_column_compression(o.value) AS oc
            FROM processed_commands AS p, outbox AS o"""
     )
+    assert stored is not None
     assert (stored["pc"], stored["oc"]) == ("lz4", "lz4")
     assert stored["result"] == text and stored["value"] == text.encode()

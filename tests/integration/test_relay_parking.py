@@ -26,7 +26,7 @@ from events.envelope import pack_headers
 from events.service.app import Service
 from events.service.db import connect
 from events.service.settings import Settings
-from tests.helpers.live import Seen, run_cli, watch, with_own_topics
+from tests.helpers.live import SESSION_TOPICS, Seen, run_cli, watch, with_own_topics
 
 pytestmark = pytest.mark.stack
 
@@ -255,7 +255,7 @@ async def test_a_row_for_a_topic_that_does_not_exist_is_parked_until_the_topic_i
     results: Seen,
 ) -> None:
     tag = secrets.token_hex(4)
-    missing = f"test.{tag}.missing"
+    missing = f"{SESSION_TOPICS}x{tag}.missing"
     key = f"k-{tag}"
     ids = await _insert(
         conn,

@@ -84,7 +84,7 @@ def tail_split(
     them, of scheduled send -> decision, relay lag and send -> observed (ms). The lists are
     per command, in the same order."""
     slowest = sorted(range(len(latency)), key=latency.__getitem__, reverse=True)
-    tail = slowest[: max(1, len(latency) // 100)] if latency else []
+    tail = slowest[: max(1, math.ceil(len(latency) / 100))] if latency else []
     return {
         "tail_to_decision_ms": percentile([to_decision[i] for i in tail], 50),
         "tail_relay_lag_ms": percentile([lags[i] for i in tail], 50),
