@@ -166,13 +166,20 @@ def bench_options(
     help="Run serve from this checkout (e.g. a git worktree of another commit, with the same "
     "database schema), to compare.",
 )
-@click.option("--keep", is_flag=True, help="Keep the topics, tenant, syncs and scratch schema.")
+@click.option(
+    "--keep", is_flag=True, help="Keep the topics, tenant, syncs, scratch schema and database."
+)
 @click.option(
     "--http",
     is_flag=True,
     help="Also compare pause/resume round trips over a `synclife gateway` with Kafka's.",
 )
 @click.option("--http-rate", type=float, default=None, help="Their offered load (200/s).")
+@click.option(
+    "--shared-database",
+    is_flag=True,
+    help="Run on the configured database, not on a fresh one of the run's own.",
+)
 @click.option("--quick", is_flag=True, help="A smoke check: small, one run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (every figure).")
 @click.option(
@@ -211,6 +218,7 @@ async def bench(
     keep: bool,
     http: bool,
     http_rate: float | None,
+    shared_database: bool,
     quick: bool,
     as_json: bool,
     markdown: bool,
@@ -252,6 +260,7 @@ async def bench(
             keep=keep or None,
             http=http or None,
             http_rate=http_rate,
+            shared_database=shared_database or None,
         )
         report = await run_bench(load_settings(), options, echo_err)
     if as_json:

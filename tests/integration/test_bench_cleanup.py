@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from events.devtools.bench.database import remove_run
+from events.devtools.bench.database import create_database, drop_database, remove_run
 from events.devtools.loadgen import create_tenant
 from events.service.db import connect
 from events.service.settings import Settings
@@ -69,3 +69,21 @@ async def test_remove_run_deletes_its_jobs_and_gateway_records_and_no_one_elses(
         await remove_run(settings, other_run, other, f"synclife_bench_{other_run}")
     finally:
         await conn.close()
+
+
+async def test_a_run_s_own_database_is_created_empty_and_dropped(settings: Settings) -> None:
+    name = f"synclife_bench_t{secrets.token_hex(4)}"
+    own = await create_database(settings, name)
+    assert own is not None
+    conn = await connect(own)
+    try:
+        assert await conn.fetchval("SELECT current_database()") == name
+        assert await conn.fetchval("SELECT to_regclass('public.syncs')") is None
+    finally:
+        await conn.close()
+    await drop_database(settings, name)
+    admin = await connect(settings)
+    try:
+        assert not await admin.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", name)
+    finally:
+        await admin.close()

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from pydantic import SecretStr
 
 from events.cli.dev import bench, bench_options
 from events.devtools.bench import BenchOptions, format_table
+from events.devtools.bench.database import with_database
 from events.devtools.bench.markdown import (
     BLOCK_END,
     BLOCK_START,
@@ -35,6 +37,7 @@ from events.devtools.bench.reference import reference_ms
 from events.devtools.bench.report import RepeatResult, goals, over_baseline, summarise, table_rows
 from events.devtools.loadgen import Command, due_count, due_time, pacing_delay, send_paced
 from events.devtools.procfs import CpuMeter
+from events.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -404,6 +407,7 @@ def test_docs_performance_has_one_marked_block_holding_a_table() -> None:
         BenchOptions(scales=(1000, 20_000), rate=800.0, low_rate=150.0, http=True, http_rate=50.0),
         BenchOptions.quick(http=True),
         BenchOptions(latency_seconds=2.5, repeats=5, commands=5000),
+        BenchOptions.quick(shared_database=True),
     ],
 )
 def test_the_command_line_runs_the_same_options(options: BenchOptions) -> None:
@@ -418,6 +422,7 @@ def test_the_command_line_runs_the_same_options(options: BenchOptions) -> None:
     params["pgbench"] = params.pop("pgbench_path")
     params["keep"] = params["keep"] or None
     params["http"] = params["http"] or None
+    params["shared_database"] = params["shared_database"] or None
     assert bench_options(**params) == options
     if options == BenchOptions():
         assert line == "synclife bench"
@@ -473,3 +478,22 @@ def test_the_reference_workload_takes_cpu_time_and_its_median_is_reported() -> N
     _, table = table_rows({"scales": [summary], "options": {"rate": 1000.0, "pgbench_clients": 4}})
     [line] = [r for r in table if r[0].startswith("the machine's speed")]
     assert line[1] == ["40.0"]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "postgresql://u:p%40ss@127.0.0.1:15432/synclife",
+            "postgresql://u:p%40ss@127.0.0.1:15432/synclife_bench_x",
+        ),
+        (
+            "postgresql://u:pw@db1:5432,db2:5432/app?target_session_attrs=read-write",
+            "postgresql://u:pw@db1:5432,db2:5432/synclife_bench_x?target_session_attrs=read-write",
+        ),
+        ("postgresql://u@localhost", "postgresql://u@localhost/synclife_bench_x"),
+    ],
+)
+def test_a_run_s_own_database_is_on_the_same_servers(url: str, expected: str) -> None:
+    settings = Settings(database_url=SecretStr(url))
+    assert with_database(settings, "synclife_bench_x").database_url.get_secret_value() == expected

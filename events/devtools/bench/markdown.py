@@ -71,6 +71,8 @@ def command_line(options: dict[str, Any]) -> str:
             argv += [flag, _plain(value)]
     if options.get("http"):
         argv.append("--http")
+    if options.get("shared_database"):
+        argv.append("--shared-database")
     return shlex.join(argv)
 
 

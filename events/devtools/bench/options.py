@@ -13,8 +13,9 @@ class BenchOptions:
     """Sync counts to measure, commands per max-throughput phase, repeats, the fixed rate, the
     low rate (latency against the bare Kafka baseline) and how long each paced phase lasts,
     pgbench's duration, clients and path, a cProfile output for serve, another checkout's
-    serve, whether to keep what the run created, and whether to compare round trips over the
-    HTTP gateway with Kafka's (``--http``) and at which rate."""
+    serve, whether to keep what the run created, whether to compare round trips over the
+    HTTP gateway with Kafka's (``--http``) and at which rate, and whether to run on the
+    configured database instead of a fresh one of the run's own (``--shared-database``)."""
 
     scales: tuple[int, ...] = (1000,)
     commands: int = 20_000
@@ -30,6 +31,7 @@ class BenchOptions:
     keep: bool = False
     http: bool = False
     http_rate: float = 200.0
+    shared_database: bool = False
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchOptions:

@@ -22,6 +22,8 @@ from aiokafka import AIOKafkaProducer
 from events.devtools import stack
 from events.devtools.bench.baseline import create_scratch_topic, kafka_baseline, warm_up
 from events.devtools.bench.database import (
+    create_database,
+    drop_database,
     not_applied,
     postgres_version,
     quiesce,
@@ -63,7 +65,9 @@ __all__ = ["run_bench"]
 
 class Bench:
     """One run: topics ``bench.<run>.*``, consumer group ``bench-<run>``, an organization
-    ``bench-<run>``, a scratch schema ``synclife_bench_<run>`` for pgbench."""
+    ``bench-<run>``, a scratch schema ``synclife_bench_<run>`` for pgbench, all in a database
+    ``synclife_bench_<run>`` of the run's own (unless ``--shared-database``, or the role may
+    not create one)."""
 
     def __init__(self, settings: Settings, options: BenchOptions, echo: Echo, workdir: Path):
         self.options = options
@@ -79,6 +83,8 @@ class Bench:
             }
         )
         self.schema = f"synclife_bench_{run}"
+        self.shared = settings  # the configured database: where the run's own is made
+        self.database: str | None = None  # the run's own, once created
         self.baseline_topic = f"bench.{run}.baseline"
         self.org_id = ""
         self.pgbench = Pgbench(self.settings, options, self.schema, workdir)
@@ -90,8 +96,14 @@ class Bench:
 
     async def setup(self) -> None:
         """The topics, the tenant (whose key the commands carry) and the producers."""
+        if not self.options.shared_database:
+            await self._own_database()
         s = self.settings
-        self.echo(f"bench run {self.run_id}: topics bench.{self.run_id}.*, schema {self.schema}")
+        where = self.database or "the configured database"
+        self.echo(
+            f"bench run {self.run_id}: topics bench.{self.run_id}.*, schema {self.schema}, "
+            f"in {where}"
+        )
         await retry(
             "creating topics",
             lambda: stack.ensure_topics(s, s.kafka_bootstrap_servers, lambda _: None),
@@ -122,17 +134,33 @@ class Bench:
             self.echo,
         )
 
+    async def _own_database(self) -> None:
+        name = f"synclife_bench_{self.run_id}"
+        own = await create_database(self.settings, name)
+        if own is None:
+            note = "the role may not create a database: the run used the configured one"
+            self.notes.append(note)
+            self.echo(f"WARNING: {note}")
+            return
+        self.database = name
+        self.settings = own
+        self.pgbench = Pgbench(own, self.options, self.schema, self.workdir)
+
     async def teardown(self) -> None:
         for producer in (self._fast, self._paced):
             if producer is not None:
                 with contextlib.suppress(Exception):
                     await producer.stop()
         if self.options.keep:
-            self.echo(f"kept: org {self.org_id}, topics bench.{self.run_id}.*, {self.schema}")
+            where = f"database {self.database}" if self.database else self.schema
+            self.echo(f"kept: org {self.org_id}, topics bench.{self.run_id}.*, {where}")
             return
         self.echo("cleaning up (topics, tenant, syncs, scratch schema; --keep keeps them)")
         with contextlib.suppress(Exception):
-            await remove_run(self.settings, self.run_id, self.org_id, self.schema)
+            if self.database is not None:
+                await drop_database(self.shared, self.database)
+            else:
+                await remove_run(self.settings, self.run_id, self.org_id, self.schema)
         with contextlib.suppress(Exception):
             await delete_topics(kafka_options(self.settings), f"bench.{self.run_id}.")
 
