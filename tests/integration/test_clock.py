@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import asyncpg
 import pytest
-from pydantic import SecretStr
 
 from events.client import SynclifeClient, new_sync_id
+from events.devtools.bench.database import create_database, drop_database
 from events.devtools.loadgen import serve_env, session_pid, spawn_serve
 from events.devtools.stack.install import require_tool
 from events.service.db import connect, migrate
@@ -60,25 +60,16 @@ async def own_database(settings: Settings) -> AsyncIterator[Settings]:
     """``settings`` on a database of their own (created, migrated, dropped after)."""
     url = urlsplit(settings.database_url.get_secret_value())
     name = f"{url.path.lstrip('/')}_clock_{secrets.token_hex(4)}"
-    admin = await connect(settings)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    own = await with_own_topics(
-        settings, database_url=SecretStr(url._replace(path=f"/{name}").geturl())
-    )
+    created = await create_database(settings, name)
+    assert created is not None
+    own = await with_own_topics(settings, database_url=created.database_url)
     conn = await connect(own)
     try:
         await migrate(conn)
     finally:
         await conn.close()
     yield own
-    admin = await connect(settings)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(settings, name)
 
 
 def free_port() -> int:

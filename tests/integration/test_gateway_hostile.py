@@ -25,9 +25,8 @@ import pytest
 from multidict import CIMultiDict
 
 from events.gateway import Gateway
-from events.service.app import Service
 from events.service.settings import Settings
-from tests.helpers.gateway import KEYS, Api, api_for, create_body, running_gateway
+from tests.helpers.gateway import KEYS, Api, api_for, create_body
 from tests.helpers.live import Tenant, new_tenant
 
 pytestmark = pytest.mark.stack
@@ -36,12 +35,6 @@ BUCKET = "bkt_hostile"
 MB = 1_000_000
 #: The guard on a raw exchange: a gateway that does not answer at all fails the test.
 GUARD_SECONDS = 60
-
-
-@pytest.fixture(scope="module")
-async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway]:
-    async with running_gateway(settings) as gw:
-        yield gw
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from events.devtools.bench.database import create_database, drop_database
 from events.envelope import unpack_headers
-from events.service.db import connect, migrate, migrations
+from events.service.db import migrate, migrations
 from events.service.settings import Settings
 
 pytestmark = pytest.mark.stack
@@ -23,16 +24,14 @@ pytestmark = pytest.mark.stack
 async def scratch(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A connection to a new, empty database, dropped afterwards."""
     name = f"synclife_migrations_{secrets.token_hex(4)}"
-    admin = await connect(settings)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    # The same server and login; the keyword overrides the URL's database.
-    conn = await asyncpg.connect(settings.database_url.get_secret_value(), database=name)
+    own = await create_database(settings, name)
+    assert own is not None
+    conn = await asyncpg.connect(own.database_url.get_secret_value())
     try:
         yield conn
     finally:
         await conn.close()
-        await admin.execute(f'DROP DATABASE "{name}"')
-        await admin.close()
+        await drop_database(settings, name)
 
 
 async def test_unpublished_outbox_rows_keep_their_headers_through_0005(
