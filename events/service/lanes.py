@@ -25,7 +25,13 @@ from events.service.processor import Record, UnreadableRecord
 from events.service.retry import Backoff, Retrying
 from events.service.settings import Settings
 
-__all__ = ["FINAL_COMMIT_SECONDS", "HEAVY_LANE_FRACTION", "Lanes", "Rebalance"]
+__all__ = [
+    "FINAL_COMMIT_SECONDS",
+    "HEAVY_LANE_FRACTION",
+    "TURN_WAIT_SECONDS",
+    "Lanes",
+    "Rebalance",
+]
 
 log = logging.getLogger("synclife.service")
 
@@ -34,6 +40,9 @@ FINAL_COMMIT_SECONDS = 5.0
 #: A lane with at least max_batch_records / this waiting applies its batch without waiting
 #: for its turn (see _run_lane).
 HEAVY_LANE_FRACTION: Final = 32
+#: At a light load a lane waits for its turn this long at most, then applies its batch beside
+#: the other lane's (see _run_lane).
+TURN_WAIT_SECONDS: Final = 0.003
 FETCH_WAIT_SECONDS = 1.0  # after SIGTERM, a fetch still waiting (for an assignment) is cut
 # A rebalance waits this long, at most, for the batches in flight to commit.
 SETTLE_SECONDS = 10.0
@@ -97,6 +106,7 @@ class Lanes(ABC):
         self._lanes: list[_Lane] = []
         self._room = asyncio.Event()  # set when the lanes took records off their queues
         self._turn = asyncio.Lock()  # held by the lane applying a batch at light load
+        self.turn_wait_seconds = TURN_WAIT_SECONDS
         self._hold: FetchHold | None = None  # set once the consumer has started
         # Per partition, the offset after the last record queued under its current assignment.
         self._queued_to: dict[TopicPartition, int] = {}
@@ -283,9 +293,11 @@ class Lanes(ABC):
             # Few records waiting: the load is light, and the lanes take turns (one transaction
             # at a time) while their records keep arriving: fewer, larger batches and commits,
             # and the CPU left to the rest of the path. Lanes with many records waiting (heavy
-            # load) run side by side: one decides while another waits for Postgres.
-            light = len(lane.queue) < heavy
-            async with self._turn if light else contextlib.nullcontext():
+            # load) run side by side: one decides while another waits for Postgres. A turn is
+            # waited for TURN_WAIT_SECONDS at most: a batch that takes long (a slow commit)
+            # then holds up only its own lane's commands.
+            turn = len(lane.queue) < heavy and await self._take_turn()
+            try:
                 if not lane.queue or self.stop.is_set():  # emptied by a rebalance, or stopping
                     continue
                 records = [lane.queue.popleft() for _ in range(min(size, len(lane.queue)))]
@@ -305,6 +317,9 @@ class Lanes(ABC):
                     lane.busy = False
                     lane.idle.set()
                     self._hold_fetches()
+            finally:
+                if turn:
+                    self._turn.release()
             for tp, end in ends.items():
                 # A partition revoked while the batch was in flight (and maybe assigned again
                 # since) is not this batch's to commit any more: its next owner went on from
@@ -313,6 +328,16 @@ class Lanes(ABC):
                 if self._epochs.get(tp, 0) == epochs[tp]:
                     self._pending[tp] = max(self._pending.get(tp, 0), end)
             self._commit_soon()
+
+    async def _take_turn(self) -> bool:
+        """Wait for the lane applying a batch at a light load, ``turn_wait_seconds`` at most;
+        True if this lane holds the turn now (and releases it after its batch)."""
+        try:
+            async with asyncio.timeout(self.turn_wait_seconds):
+                await self._turn.acquire()
+        except TimeoutError:
+            return False
+        return True
 
     def _hold_fetches(self) -> None:
         """Fetches wait at the broker (``FetchHold``) while a lane has records or a batch."""

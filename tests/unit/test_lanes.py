@@ -1,6 +1,7 @@
 """How the apply lanes share Postgres: at a light load they take turns (one batch at a time,
-so the records arriving meanwhile join the next batch); a lane with many records waiting
-does not wait for its turn. ``Service._apply`` is replaced by a recorder: no I/O here."""
+so the records arriving meanwhile join the next batch), each waiting for its turn a few
+milliseconds at most; a lane with many records waiting does not wait for its turn.
+``Service._apply`` is replaced by a recorder: no I/O here."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from events.service.app import Service
-from events.service.lanes import HEAVY_LANE_FRACTION, _Lane
+from events.service.lanes import HEAVY_LANE_FRACTION, TURN_WAIT_SECONDS, _Lane
 from events.service.settings import Settings
 
 BATCH = 2 * HEAVY_LANE_FRACTION  # max_batch_records
@@ -37,11 +38,13 @@ class _Recorder:
         self.most_in_flight = 0
         self.batches: list[list[Any]] = []
         self.first_started = asyncio.Event()
+        self.started_at: list[float] = []  # each batch's start, in loop time
 
     async def __call__(self, pool: Any, records: Sequence[Any]) -> bool:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         self.batches.append(list(records))
+        self.started_at.append(asyncio.get_running_loop().time())
         self.first_started.set()
         try:
             await asyncio.sleep(self.seconds)
@@ -52,8 +55,11 @@ class _Recorder:
         return True
 
 
-def _service(recorder: _Recorder) -> tuple[Service, list[_Lane]]:
+def _service(recorder: _Recorder, turn_wait: float = 10.0) -> tuple[Service, list[_Lane]]:
+    """Two lanes; a light lane waits ``turn_wait`` seconds for its turn at most (by default
+    longer than any batch here, so that the tests of turn-taking do not depend on timing)."""
     service = Service(Settings(max_batch_records=BATCH, apply_concurrency=2), schedule=False)
+    service.turn_wait_seconds = turn_wait
     service._apply = recorder  # type: ignore[method-assign]
     service._commit_soon = lambda: None  # type: ignore[method-assign]
     service._lanes = [_Lane(), _Lane()]
@@ -99,6 +105,22 @@ async def test_records_arriving_while_a_lane_waits_for_its_turn_join_its_batch()
     await tasks
     assert [[r.offset for r in batch] for batch in recorder.batches] == [[0], [0, 1]]
     assert recorder.most_in_flight == 1
+
+
+async def test_a_light_lane_waits_for_its_turn_only_so_long() -> None:
+    """A batch that takes long holds up only its own lane: the other one, light, applies its
+    batch beside it once its turn wait is over, not after it."""
+    recorder = _Recorder(0.5)
+    service, (a, b) = _service(recorder, turn_wait=TURN_WAIT_SECONDS)
+    _queue(a, 0, 1)
+    tasks = asyncio.create_task(_run(service, [a, b], recorder))
+    await asyncio.wait_for(recorder.first_started.wait(), 5)
+    queued = asyncio.get_running_loop().time()
+    _queue(b, 1, 1)
+    await tasks
+    assert recorder.most_in_flight == 2
+    assert recorder.started_at[1] - queued < 0.25  # not after the 0.5 s of a's batch
+    assert service._turn.locked() is False  # the turn was given back
 
 
 async def test_heavy_lanes_apply_side_by_side() -> None:
