@@ -2,7 +2,8 @@
 
 Starts (or reuses) the local stack, runs the service and a gateway in this process on topics
 of their own, seeds a namespace (three buckets, paused holds, a failing sync, runs of one sync
-through the worker protocol), and photographs the pages in headless Chromium.
+through the worker protocol), and photographs the pages in headless Chromium. Its topics are
+deleted at the end.
 
     python -m tests.helpers.screenshots [OUTPUT_DIR]
 """
@@ -18,12 +19,14 @@ from pydantic import SecretStr
 
 from events.client import SynclifeClient, new_sync_id
 from events.devtools import stack
+from events.devtools.loadgen import delete_topics
+from events.kafka import kafka_options
 from events.service.app import Service
 from events.service.db import connect, migrate
 from events.service.settings import Settings
 from tests.helpers.browser import chromium
 from tests.helpers.gateway import running_gateway
-from tests.helpers.live import new_tenant, own_topics
+from tests.helpers.live import SESSION_TOPICS, new_tenant, own_topics
 
 BUCKETS = ("bkt_marketing_assets", "bkt_finance_reports", "bkt_support_tickets")
 PROVIDERS = ("google_drive", "s3", "sharepoint", "snowflake", "tigris")
@@ -128,6 +131,19 @@ async def main(out: Path) -> None:
     finally:
         service.stop.set()
         await asyncio.wait_for(task, 30)
+        await _remove_topics(settings)
+
+
+async def _remove_topics(settings: Settings) -> None:
+    """Delete the run's outbox rows (another relay would publish them again), then its topics:
+    the broker keeps no partitions of a script run by hand."""
+    conn = await connect(settings)
+    try:
+        await conn.execute("DELETE FROM outbox WHERE starts_with(topic, $1)", SESSION_TOPICS)
+    finally:
+        await conn.close()
+    deleted = await delete_topics(kafka_options(settings), SESSION_TOPICS)
+    print(f"deleted the run's {len(deleted)} topics", file=sys.stderr)
 
 
 if __name__ == "__main__":

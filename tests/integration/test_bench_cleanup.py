@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from events.devtools.bench.database import create_database, drop_database, remove_run
+from events.devtools.bench.database import remove_run
 from events.devtools.loadgen import create_tenant
+from events.devtools.stack.databases import create_database, drop_database
 from events.service.db import connect
 from events.service.settings import Settings
 

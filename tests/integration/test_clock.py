@@ -30,8 +30,8 @@ import asyncpg
 import pytest
 
 from events.client import SynclifeClient, new_sync_id
-from events.devtools.bench.database import create_database, drop_database
 from events.devtools.loadgen import serve_env, session_pid, spawn_serve
+from events.devtools.stack.databases import create_database, drop_database
 from events.devtools.stack.install import require_tool
 from events.service.db import connect, migrate
 from events.service.scheduler import SCHEDULER_LOCK

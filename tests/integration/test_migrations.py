@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from events.devtools.bench.database import create_database, drop_database
+from events.devtools.stack.databases import create_database, drop_database
 from events.envelope import unpack_headers
 from events.service.db import migrate, migrations
 from events.service.settings import Settings

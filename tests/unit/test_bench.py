@@ -21,7 +21,6 @@ from pydantic import SecretStr
 
 from events.cli.dev import bench, bench_options
 from events.devtools.bench import BenchOptions, format_table
-from events.devtools.bench.database import with_database
 from events.devtools.bench.markdown import (
     BLOCK_END,
     BLOCK_START,
@@ -37,6 +36,7 @@ from events.devtools.bench.reference import reference_ms
 from events.devtools.bench.report import RepeatResult, goals, over_baseline, summarise, table_rows
 from events.devtools.loadgen import Command, due_count, due_time, pacing_delay, send_paced
 from events.devtools.procfs import CpuMeter
+from events.devtools.stack.databases import with_database
 from events.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,6 @@ from aiokafka import AIOKafkaProducer
 from events.devtools import stack
 from events.devtools.bench.baseline import create_scratch_topic, kafka_baseline, warm_up
 from events.devtools.bench.database import (
-    create_database,
-    drop_database,
     not_applied,
     postgres_version,
     quiesce,
@@ -56,6 +54,7 @@ from events.devtools.loadgen import (
     own_topics,
 )
 from events.devtools.procfs import CpuMeter, machine_info
+from events.devtools.stack.databases import create_database, drop_database
 from events.kafka import idempotent_producer, kafka_options
 from events.service.db import connect, migrate
 from events.service.settings import Settings
