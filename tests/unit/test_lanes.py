@@ -38,13 +38,11 @@ class _Recorder:
         self.most_in_flight = 0
         self.batches: list[list[Any]] = []
         self.first_started = asyncio.Event()
-        self.started_at: list[float] = []  # each batch's start, in loop time
 
     async def __call__(self, pool: Any, records: Sequence[Any]) -> bool:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         self.batches.append(list(records))
-        self.started_at.append(asyncio.get_running_loop().time())
         self.first_started.set()
         try:
             await asyncio.sleep(self.seconds)
@@ -109,18 +107,34 @@ async def test_records_arriving_while_a_lane_waits_for_its_turn_join_its_batch()
 
 async def test_a_light_lane_waits_for_its_turn_only_so_long() -> None:
     """A batch that takes long holds up only its own lane: the other one, light, applies its
-    batch beside it once its turn wait is over, not after it."""
-    recorder = _Recorder(0.5)
-    service, (a, b) = _service(recorder, turn_wait=TURN_WAIT_SECONDS)
-    _queue(a, 0, 1)
-    tasks = asyncio.create_task(_run(service, [a, b], recorder))
-    await asyncio.wait_for(recorder.first_started.wait(), 5)
-    queued = asyncio.get_running_loop().time()
-    _queue(b, 1, 1)
-    await tasks
-    assert recorder.most_in_flight == 2
-    assert recorder.started_at[1] - queued < 0.25  # not after the 0.5 s of a's batch
-    assert service._turn.locked() is False  # the turn was given back
+    batch beside it once its turn wait is over, while the first is still in flight."""
+    release, first, second = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    in_flight: list[int] = []
+
+    async def held(pool: Any, records: Sequence[Any]) -> bool:
+        in_flight.append(records[0].partition)
+        (second if first.is_set() else first).set()
+        await release.wait()  # a's batch, then b's, until released
+        return True
+
+    service, (a, b) = _service(_Recorder(0), turn_wait=TURN_WAIT_SECONDS)
+    service._apply = held  # type: ignore[method-assign]
+    tasks = [asyncio.create_task(service._run_lane(lane, pool=None)) for lane in (a, b)]  # type: ignore[arg-type]
+    try:
+        _queue(a, 0, 1)
+        await asyncio.wait_for(first.wait(), 5)
+        _queue(b, 1, 1)
+        # b's batch starts while a's is held: it did not wait for a's to end.
+        await asyncio.wait_for(second.wait(), 5)
+        assert in_flight == [0, 1]
+        assert service._turn.locked()  # a holds the turn; b went without it
+    finally:
+        release.set()
+        service.stop.set()
+        for lane in (a, b):
+            lane.wake.set()
+        await asyncio.gather(*tasks)
+    assert service._turn.locked() is False  # given back once, by a
 
 
 async def test_heavy_lanes_apply_side_by_side() -> None:

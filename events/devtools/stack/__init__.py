@@ -33,7 +33,8 @@ layout's model (docs/operating.md).
 
 This module is the orchestration; each part has a module of its own: ``kafka`` (the broker),
 ``scram`` (its SCRAM user), ``topics``, ``postgres``, ``install`` (Debian packages), ``process``
-(commands, pids, ports), ``files`` (the stack dir) and ``addresses`` (ports, URLs, environment).
+(commands, pids, ports), ``files`` (the stack dir), ``addresses`` (ports, URLs, environment) and
+``databases`` (scratch databases on the server, for the bench and tests).
 """
 
 from __future__ import annotations
