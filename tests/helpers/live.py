@@ -8,14 +8,17 @@ import contextlib
 import secrets
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from events.devtools import stack
+from events.devtools.loadgen import delete_topics
+from events.kafka import kafka_options
 from events.messages import CommandResult, LifecycleEvent
 from events.service.app import Service
 from events.service.db import connect
@@ -38,6 +41,24 @@ def own_topics() -> dict[str, Any]:
         "dlq_topic": f"{run}.dlq",
         "consumer_group": f"test-{run[len('test.') :]}",
     }
+
+
+async def remove_session_topics(settings: Settings, say: Callable[[str], None]) -> None:
+    """Delete this session's outbox rows, then its topics (every ``own_topics`` name), once
+    the services that used them are stopped. The rows go first: a relay of another process on
+    this database would otherwise try to publish them to a topic no longer there. Topics the
+    broker keeps are told to ``say``, not raised: left on the broker, they fail nothing."""
+    conn = await connect(settings)
+    try:
+        await conn.execute("DELETE FROM outbox WHERE starts_with(topic, $1)", SESSION_TOPICS)
+    finally:
+        await conn.close()
+    try:
+        deleted = await delete_topics(kafka_options(settings), SESSION_TOPICS)
+    except KafkaError as exc:
+        say(f"the session's topics were not all deleted: {exc}")
+    else:
+        say(f"deleted the session's {len(deleted)} topics")
 
 
 async def with_own_topics(settings: Settings, **update: Any) -> Settings:

@@ -15,19 +15,16 @@ import os
 import sys
 from pathlib import Path
 
-from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from events.client import SynclifeClient, new_sync_id
 from events.devtools import stack
-from events.devtools.loadgen import delete_topics
-from events.kafka import kafka_options
 from events.service.app import Service
 from events.service.db import connect, migrate
 from events.service.settings import Settings
 from tests.helpers.browser import chromium
 from tests.helpers.gateway import running_gateway
-from tests.helpers.live import SESSION_TOPICS, new_tenant, own_topics
+from tests.helpers.live import new_tenant, own_topics, remove_session_topics
 
 BUCKETS = ("bkt_marketing_assets", "bkt_finance_reports", "bkt_support_tickets")
 PROVIDERS = ("google_drive", "s3", "sharepoint", "snowflake", "tigris")
@@ -115,7 +112,7 @@ async def main(out: Path) -> None:
             await conn.close()
         await _photograph(settings, out)
     finally:
-        await _remove_topics(settings)
+        await remove_session_topics(settings, lambda line: print(line, file=sys.stderr))
 
 
 async def _photograph(settings: Settings, out: Path) -> None:
@@ -139,23 +136,6 @@ async def _photograph(settings: Settings, out: Path) -> None:
     finally:
         service.stop.set()
         await asyncio.wait_for(task, 30)
-
-
-async def _remove_topics(settings: Settings) -> None:
-    """Delete the run's outbox rows (another relay would publish them again), then its topics:
-    the broker keeps no partitions of a script run by hand. Topics the broker keeps are named,
-    not raised: the screenshots are written by then."""
-    conn = await connect(settings)
-    try:
-        await conn.execute("DELETE FROM outbox WHERE starts_with(topic, $1)", SESSION_TOPICS)
-    finally:
-        await conn.close()
-    try:
-        deleted = await delete_topics(kafka_options(settings), SESSION_TOPICS)
-    except KafkaError as exc:
-        print(f"the run's topics were not all deleted: {exc}", file=sys.stderr)
-    else:
-        print(f"deleted the run's {len(deleted)} topics", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -13,24 +13,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from events.client import SynclifeClient
 from events.devtools import stack
-from events.devtools.loadgen import delete_topics
 from events.gateway import Gateway
-from events.kafka import kafka_options
 from events.service.app import Service
 from events.service.db import connect, migrate
 from events.service.settings import Settings
 from tests.helpers.gateway import Api, api_for, running_gateway
 from tests.helpers.live import (
-    SESSION_TOPICS,
     Clock,
     Seen,
     Tenant,
     new_tenant,
     own_topics,
+    remove_session_topics,
     watch,
 )
 
@@ -58,19 +55,7 @@ async def settings() -> AsyncIterator[Settings]:
         await conn.close()
     yield s
     # The services of the session's fixtures, which depend on these settings, are stopped.
-    # What they left unpublished for these topics goes first: a relay of another process on
-    # this database would otherwise try to publish it to a topic no longer there.
-    conn = await connect(s)
-    try:
-        await conn.execute("DELETE FROM outbox WHERE starts_with(topic, $1)", SESSION_TOPICS)
-    finally:
-        await conn.close()
-    try:
-        deleted = await delete_topics(kafka_options(s), SESSION_TOPICS)
-    except KafkaError as exc:  # left on the broker: not a failure of the tests
-        print(f"the session's topics were not all deleted: {exc}")
-    else:
-        print(f"deleted the session's {len(deleted)} topics")
+    await remove_session_topics(s, print)
 
 
 @pytest.fixture(scope="session")

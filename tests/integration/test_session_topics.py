@@ -1,5 +1,6 @@
 """A test session deletes the topics it created, and only those (tests/integration/conftest.py
-calls ``loadgen.delete_topics`` with the session's prefix at its end)."""
+calls ``remove_session_topics``, which calls ``loadgen.delete_topics`` with the session's
+prefix, at its end)."""
 
 from __future__ import annotations
 
