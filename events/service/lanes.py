@@ -41,7 +41,7 @@ FINAL_COMMIT_SECONDS = 5.0
 #: for its turn (see _run_lane).
 HEAVY_LANE_FRACTION: Final = 32
 #: At a light load a lane waits for its turn this long at most, then applies its batch beside
-#: the other lane's (see _run_lane).
+#: the one in flight (see _run_lane).
 TURN_WAIT_SECONDS: Final = 0.003
 FETCH_WAIT_SECONDS = 1.0  # after SIGTERM, a fetch still waiting (for an assignment) is cut
 # A rebalance waits this long, at most, for the batches in flight to commit.

@@ -6,7 +6,7 @@ milliseconds at most; a lane with many records waiting does not wait for its tur
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import pytest
@@ -53,12 +53,15 @@ class _Recorder:
         return True
 
 
-def _service(recorder: _Recorder, turn_wait: float = 10.0) -> tuple[Service, list[_Lane]]:
-    """Two lanes; a light lane waits ``turn_wait`` seconds for its turn at most (by default
-    longer than any batch here, so that the tests of turn-taking do not depend on timing)."""
+def _service(
+    apply: Callable[[Any, Sequence[Any]], Awaitable[bool]], turn_wait: float = 10.0
+) -> tuple[Service, list[_Lane]]:
+    """Two lanes applying through ``apply``; a light lane waits ``turn_wait`` seconds for its
+    turn at most (by default longer than any batch here, so that the tests of turn-taking do
+    not depend on timing)."""
     service = Service(Settings(max_batch_records=BATCH, apply_concurrency=2), schedule=False)
     service.turn_wait_seconds = turn_wait
-    service._apply = recorder  # type: ignore[method-assign]
+    service._apply = apply  # type: ignore[method-assign,assignment]
     service._commit_soon = lambda: None  # type: ignore[method-assign]
     service._lanes = [_Lane(), _Lane()]
     return service, service._lanes
@@ -117,8 +120,7 @@ async def test_a_light_lane_waits_for_its_turn_only_so_long() -> None:
         await release.wait()  # a's batch, then b's, until released
         return True
 
-    service, (a, b) = _service(_Recorder(0), turn_wait=TURN_WAIT_SECONDS)
-    service._apply = held  # type: ignore[method-assign]
+    service, (a, b) = _service(held, turn_wait=TURN_WAIT_SECONDS)
     tasks = [asyncio.create_task(service._run_lane(lane, pool=None)) for lane in (a, b)]  # type: ignore[arg-type]
     try:
         _queue(a, 0, 1)

@@ -12,13 +12,7 @@ from events.devtools.bench.errors import Echo
 from events.service.db import connect
 from events.service.settings import Settings
 
-__all__ = [
-    "not_applied",
-    "postgres_version",
-    "quiesce",
-    "remove_run",
-    "vacuum",
-]
+__all__ = ["not_applied", "postgres_version", "quiesce", "remove_run", "vacuum"]
 
 _VACUUMED: Final = ("syncs", "sync_timers", "outbox", "processed_commands", "sync_history")
 

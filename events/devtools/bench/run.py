@@ -154,7 +154,8 @@ class Bench:
             where = f"database {self.database}" if self.database else self.schema
             self.echo(f"kept: org {self.org_id}, topics bench.{self.run_id}.*, {where}")
             return
-        self.echo("cleaning up (topics, tenant, syncs, scratch schema; --keep keeps them)")
+        what = f"database {self.database}" if self.database else "tenant, syncs, scratch schema"
+        self.echo(f"cleaning up (topics, {what}; --keep keeps them)")
         with contextlib.suppress(Exception):
             if self.database is not None:
                 await drop_database(self.shared, self.database)
