@@ -7,14 +7,10 @@ JSON data not yet validated) or an ``Undecodable`` with the reason it goes to th
 from __future__ import annotations
 
 import json
-from base64 import urlsafe_b64decode
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
-
-from pydantic import ConfigDict, TypeAdapter, ValidationError
-from pydantic_core import from_json, to_json
 
 from statemachine.commands import CommandType
 from statemachine.errors import ErrorCode, bounded
@@ -30,9 +26,7 @@ __all__ = [
     "decode_command",
     "derived_id",
     "header",
-    "pack_headers",
     "rfc3339",
-    "unpack_headers",
 ]
 
 CONTENT_TYPE: Final = "application/json"
@@ -119,30 +113,6 @@ def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | No
         if key.lower() == name:
             found = value
     return found
-
-
-def pack_headers(headers: Sequence[tuple[str, bytes]]) -> str:
-    """Kafka headers as one text value (an outbox row's): ``[["name","<base64>"], ...]``.
-
-    Any bytes round-trip, NUL included (a dead-lettered record keeps the headers it came with).
-    """
-    return to_json(headers, bytes_mode="base64").decode()
-
-
-# Reads the JSON and decodes the base64 in one pass, in pydantic-core: half the time of a
-# from_json and a b64decode per value (the relay unpacks every row it publishes).
-_HEADERS: Final = TypeAdapter(list[tuple[str, bytes]], config=ConfigDict(val_json_bytes="base64"))
-# Its validator's own method: without the adapter's wrapper (its options checked per call).
-_VALIDATE_HEADERS: Final = _HEADERS.validator.validate_json
-
-
-def unpack_headers(text: str) -> list[tuple[str, bytes]]:
-    """The headers ``pack_headers`` packed. Either base64 alphabet is read (URL-safe, or
-    standard with line breaks, as Postgres's ``encode(..., 'base64')`` writes it)."""
-    try:
-        return _VALIDATE_HEADERS(text)  # type: ignore[no-any-return]
-    except ValidationError:  # line breaks: rows that migration 0005 converted
-        return [(name, urlsafe_b64decode(value)) for name, value in from_json(text)]
 
 
 def _fields(headers: Any) -> dict[str, bytes | None]:

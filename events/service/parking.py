@@ -23,8 +23,8 @@ import asyncpg
 from aiokafka import errors
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from events.envelope import unpack_headers
 from events.service.observability import OUTBOX_PARKED, RELAY_PARKED
+from events.service.packed_headers import unpack_headers
 
 __all__ = [
     "HELD",

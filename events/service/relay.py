@@ -46,12 +46,12 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from events.envelope import unpack_headers
 from events.kafka import max_request_size, started_producer, stop_producer
 from events.service.db import connect
 from events.service.faults import crash_point
 from events.service.leader import acquire_leadership, keep_running, kept_alive
 from events.service.observability import RELAY_PUBLISH_SECONDS, RELAY_PUBLISHED
+from events.service.packed_headers import unpack_headers
 from events.service.parking import Parking, refusal, too_large
 from events.service.processor import NOTIFY_CHANNEL
 from events.service.settings import Settings

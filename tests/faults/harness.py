@@ -41,8 +41,8 @@ from aiokafka import AIOKafkaProducer
 from events.devtools import loadgen, stack
 from events.devtools.loadgen import Sender, lock_holders, own_topics, serve_env, session_pid
 from events.devtools.procfs import cpu_model, memory_kib
-from events.envelope import unpack_headers
 from events.kafka import idempotent_producer
+from events.service.packed_headers import unpack_headers
 from events.service.relay import RELAY_LOCK
 from events.service.settings import Settings
 from events.service.tenancy import create_key

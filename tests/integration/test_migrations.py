@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 
 from events.devtools.stack.databases import create_database, drop_database
-from events.envelope import unpack_headers
 from events.service.db import migrate, migrations
+from events.service.packed_headers import unpack_headers
 from events.service.settings import Settings
 
 pytestmark = pytest.mark.stack

@@ -11,9 +11,9 @@ import secrets
 import asyncpg
 import pytest
 
-from events.envelope import pack_headers
 from events.service.app import Service
 from events.service.db import connect
+from events.service.packed_headers import pack_headers
 from events.service.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, _XID8_MAX, configure_session
 from events.service.settings import Settings
 from tests.helpers.live import Seen

@@ -22,9 +22,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from events.envelope import pack_headers
 from events.service.app import Service
 from events.service.db import connect
+from events.service.packed_headers import pack_headers
 from events.service.settings import Settings
 from tests.helpers.live import SESSION_TOPICS, Seen, run_cli, watch, with_own_topics
 

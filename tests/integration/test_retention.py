@@ -19,10 +19,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from events.client import new_sync_id
-from events.envelope import pack_headers
 from events.messages import CommandResult
 from events.service.app import Service
 from events.service.db import connect
+from events.service.packed_headers import pack_headers
 from events.service.retention import Retention
 from events.service.settings import Settings
 from statemachine import ErrorCode, Outcome

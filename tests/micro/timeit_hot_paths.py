@@ -23,10 +23,10 @@ from events.envelope import (
     ce_headers,
     command_headers,
     decode_command,
-    pack_headers,
-    unpack_headers,
 )
 from events.service.observability import log_context
+from events.service.packed_headers import pack_headers, unpack_headers
+from events.service.processor.rows import packed_ce_headers
 from events.service.relay import OutboxRelay
 from events.service.settings import Settings
 
@@ -42,13 +42,17 @@ HEADERS = command_headers(
     source="synclife-bench",
 )
 VALUE = json.dumps({"paused_by_user_id": "user_bench", "reason": "bench"}).encode()
-PACKED = pack_headers(
+AT = datetime(2026, 12, 5, 8, 52, 13, 123456, tzinfo=UTC)
+EVENT_ID = "0b9f6a8e-2c3d-4e5f-8a9b-0c1d2e3f4a5b"
+# An event's headers as a batch packs them, and as ``pack_headers`` packs any (a dead letter's).
+PACKED = packed_ce_headers(EVENT_ID, "sync.status_changed", KEY.decode(), AT)
+PACKED_ANY = pack_headers(
     ce_headers(
-        event_id="0b9f6a8e-2c3d-4e5f-8a9b-0c1d2e3f4a5b",
+        event_id=EVENT_ID,
         event_type="sync.status_changed",
         source="synclife",
         subject=KEY.decode(),
-        time=datetime(2026, 12, 5, 8, 52, 13, 123456, tzinfo=UTC),
+        time=AT,
     )
 )
 
@@ -62,25 +66,26 @@ def _log_context() -> None:
         pass
 
 
+def _pack() -> object:
+    return packed_ce_headers(EVENT_ID, "sync.status_changed", KEY.decode(), AT)
+
+
 def _unpack() -> object:
     return unpack_headers(PACKED)
+
+
+def _unpack_any() -> object:
+    return unpack_headers(PACKED_ANY)
 
 
 def _relay_rows(count: int) -> list[dict[str, Any]]:
     """A page of the outbox as the bench leaves it: per command, its lifecycle event (with the
     sync's JSON) and its result, headers as the batch packs them."""
-    at = datetime(2026, 12, 5, 8, 52, 13, 123456, tzinfo=UTC)
     rows: list[dict[str, Any]] = []
     for i in range(count):
         sync = f"sync_{i % 200:04d}_0123456789abcdef"
         for topic, kind, size in (("events", "sync.status_changed", 1500), ("results", "r", 400)):
-            headers = ce_headers(
-                event_id=f"{i:08d}-2c3d-4e5f-8a9b-0c1d2e3f4a5b",
-                event_type=kind,
-                source="synclife",
-                subject=sync,
-                time=at,
-            )
+            headers = packed_ce_headers(f"{i:08d}-2c3d-4e5f-8a9b-0c1d2e3f4a5b", kind, sync, AT)
             rows.append(
                 {
                     "horizon": 1,
@@ -88,7 +93,7 @@ def _relay_rows(count: int) -> list[dict[str, Any]]:
                     "topic": topic,
                     "key": sync.encode(),
                     "value": b"v" * size,
-                    "headers": pack_headers(headers),
+                    "headers": headers,
                 }
             )
     return rows
@@ -125,7 +130,9 @@ def _relay_page(pages: int, rows: list[dict[str, Any]]) -> float:
 BENCHMARKS: dict[str, Callable[[], object]] = {
     "decode_command": _decode,
     "log_context": _log_context,
+    "packed_ce_headers": _pack,
     "unpack_headers": _unpack,
+    "unpack_headers_any": _unpack_any,
 }
 
 

@@ -210,7 +210,7 @@ def test_a_message_type_is_a_metric_label_only_if_it_is_one_of_ours() -> None:
 def test_a_dead_letter_with_a_null_header_value_is_a_row_the_relay_can_read() -> None:
     """Kafka header values may be null: the dead letter keeps the header, with an empty value,
     and its outbox row's headers unpack (a row that did not would stop the relay)."""
-    from events.envelope import unpack_headers
+    from events.service.packed_headers import unpack_headers
 
     w = World()
     a = w.key("key_a")

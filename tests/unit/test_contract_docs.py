@@ -27,8 +27,9 @@ from events.contract.messages import (
     command_message_id,
     event_message_id,
 )
-from events.envelope import ce_headers, unpack_headers
+from events.envelope import ce_headers
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
+from events.service.packed_headers import unpack_headers
 from events.service.processor import command_result
 from events.service.processor.decisions import Batch
 from events.service.settings import Settings

@@ -12,9 +12,9 @@ from aiokafka import errors
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from events.envelope import pack_headers, unpack_headers
 from events.service import parking
 from events.service import relay as relay_module
+from events.service.packed_headers import pack_headers, unpack_headers
 from events.service.parking import REASONS, refusal, too_large
 from events.service.relay import _NEXT_PAGE, _NEXT_PAGE_SINCE, OutboxRelay, _Page
 from events.service.settings import Settings

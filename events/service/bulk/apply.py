@@ -30,13 +30,18 @@ from typing import Any, Final
 import asyncpg
 
 from events.auth import SCOPE_ADMIN, grants
-from events.envelope import SOURCE, ce_headers
 from events.messages import BULK_EVENT_TYPES, BulkCounts, BulkEvent, CommandResult
 from events.service.bulk.commands import APPLY, UNDO, per_sync_command, refused_up_front
 from events.service.bulk.selector import match
 from events.service.faults import crash_point
 from events.service.processor.decisions import Batch
-from events.service.processor.rows import event_id, outbox_row, result_row, timer_of
+from events.service.processor.rows import (
+    event_id,
+    outbox_row,
+    packed_ce_headers,
+    result_row,
+    timer_of,
+)
 from events.service.processor.sql import write
 from events.service.settings import Settings
 from statemachine import CommandType, Outcome, SyncConfiguration, decide
@@ -424,12 +429,8 @@ class _Work:
             selector=selector,
             counts=counts,
         )
-        headers = ce_headers(
-            event_id=event_id(req.operation_id, version),
-            event_type=event_type,
-            source=SOURCE,
-            subject=req.operation_id,
-            time=now,
+        headers = packed_ce_headers(
+            event_id(req.operation_id, version), event_type, req.operation_id, now
         )
         self.batch.writes.outbox.append(
             outbox_row(

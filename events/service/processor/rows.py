@@ -3,7 +3,6 @@ sync's timer, and the JSON of its events and results (each sync version serializ
 
 from __future__ import annotations
 
-from base64 import urlsafe_b64encode
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -14,8 +13,9 @@ from typing import Any, Final
 import pydantic_core
 from pydantic import BaseModel
 
-from events.envelope import CONTENT_TYPE, SOURCE, SPECVERSION, pack_headers, rfc3339
+from events.envelope import rfc3339
 from events.messages import RESULT_TYPE, CommandResult, LifecycleEvent
+from events.service.packed_headers import pack_ce_headers, pack_headers
 from events.service.settings import Settings
 from statemachine import Change, Decision, SyncConfiguration, SyncStatus
 from statemachine.decision import JobEffect, JobPhase
@@ -138,39 +138,15 @@ def outbox_row(
     return (topic, raw_key, value, packed)
 
 
-def _b64(text: str) -> str:
-    return urlsafe_b64encode(text.encode()).decode()
-
-
-def _b64_time(moment: datetime) -> str:
+@lru_cache(maxsize=256)
+def _moment_text(moment: datetime, offset: timedelta | None) -> str:
     # Keyed by the offset too: equal instants at different offsets are written differently.
-    return _b64_moment(moment, moment.utcoffset())
-
-
-@lru_cache(maxsize=256)
-def _b64_moment(moment: datetime, offset: timedelta | None) -> str:
-    return _b64(rfc3339(moment))
-
-
-@lru_cache(maxsize=256)
-def _b64_type(event_type: str) -> str:
-    return _b64(event_type)
-
-
-_HEAD: Final = f'[["ce_specversion","{_b64(SPECVERSION)}"],["ce_id","'
-_SOURCE_AND_TIME: Final = f'"],["ce_source","{_b64(SOURCE)}"],["ce_time","'
-_CONTENT_TYPE: Final = f'"],["content-type","{_b64(CONTENT_TYPE)}"]'
+    return rfc3339(moment)
 
 
 def packed_ce_headers(event_id: str, event_type: str, subject: str, time: datetime) -> str:
-    """``pack_headers(ce_headers(...))`` of a message synclife writes (source ``SOURCE``),
-    built from its parts: the constant headers are encoded once, a batch's time and the
-    event types once each (a unit test holds the text equal)."""
-    return (
-        f'{_HEAD}{_b64(event_id)}"],["ce_type","{_b64_type(event_type)}'
-        f"{_SOURCE_AND_TIME}{_b64_time(time)}{_CONTENT_TYPE}"
-        f',["ce_subject","{_b64(subject)}"]]'
-    )
+    """``pack_ce_headers`` of a message synclife writes, a batch's time written once."""
+    return pack_ce_headers(event_id, event_type, _moment_text(time, time.utcoffset()), subject)
 
 
 def result_row(
