@@ -305,7 +305,7 @@ async def test_a_stored_sync_that_no_longer_validates_answers_internal(
     assert created.status is SyncStatus.SUSPENDED  # no timer: the scheduler leaves it alone
     await sql(
         settings,
-        """UPDATE syncs SET data = jsonb_set(data, '{batch_size}', '100000')
+        """UPDATE syncs SET data = jsonb_set(data::jsonb, '{batch_size}', '100000')
            WHERE sync_config_id = $1""",
         sync_id,
     )

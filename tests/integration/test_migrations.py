@@ -112,7 +112,7 @@ async def test_0014_fills_the_list_columns_and_a_change_of_a_sync_updates_in_pla
     before_change = await scratch.fetchval(counted)
     await scratch.execute(
         """UPDATE syncs SET status = 'SUSPENDED', version = 2,
-                  data = data || '{"status": "SUSPENDED"}', updated_at = now()
+                  data = jsonb_set(data::jsonb, '{status}', '"SUSPENDED"'), updated_at = now()
            WHERE sync_config_id = 'sync_a'"""
     )
     await scratch.execute("SELECT pg_stat_force_next_flush()")
@@ -154,3 +154,59 @@ async def test_0015_compresses_results_and_outbox_values_with_lz4(
     assert stored is not None
     assert (stored["pc"], stored["oc"]) == ("lz4", "lz4")
     assert stored["result"] == text and stored["value"] == text.encode()
+
+
+async def test_0016_keeps_documents_and_list_columns_and_sets_them_for_new_syncs(
+    scratch: asyncpg.Connection,
+) -> None:
+    """A document stored as jsonb before 0016 reads back the same (as json); its list
+    columns keep their values; a sync created afterwards gets its bucket and creation time
+    from its document, and a change of it stays a HOT update."""
+    before = [(name, sql) for name, sql in migrations() if name < "0016"]
+    for _, sql in before:
+        await scratch.execute(sql)
+    old = {"bucket_id": "bkt_1", "created_at": "2026-12-05T08:00:00.123456Z", "n": [1, "ü"]}
+    await scratch.execute(
+        """INSERT INTO syncs (sync_config_id, internal_id, namespace_id, status, version,
+                              data, updated_at)
+           VALUES ('sync_a', 'org_1', 'ns_1', 'ACTIVE', 1, $1::jsonb, now())""",
+        json.dumps(old),
+    )
+    await scratch.execute(
+        """CREATE TABLE schema_migrations (name text PRIMARY KEY, checksum text NOT NULL,
+                                          applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    await scratch.executemany(
+        "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
+        [(name, hashlib.sha256(sql.encode()).hexdigest()) for name, sql in before],
+    )
+    assert (await migrate(scratch))[0].startswith("0016")
+    kind = "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'syncs'::regclass"
+    assert await scratch.fetchval(f"{kind} AND attname = 'data'") == "json"
+    new = '{"bucket_id":"bkt_2","created_at":"2026-12-06T09:30:00+01:00","n":[]}'
+    await scratch.execute(
+        """INSERT INTO syncs (sync_config_id, internal_id, namespace_id, status, version,
+                              data, updated_at)
+           VALUES ('sync_b', 'org_1', 'ns_1', 'ARCHIVED', 1, $1::json, now())""",
+        new,
+    )
+    rows = await scratch.fetch(
+        """SELECT sync_config_id, data::text AS data, bucket_id, created_at, archived
+           FROM syncs ORDER BY 1"""
+    )
+    assert json.loads(rows[0]["data"]) == old
+    assert rows[1]["data"] == new  # the text as written
+    assert [tuple(r)[2:] for r in rows] == [
+        ("bkt_1", datetime(2026, 12, 5, 8, 0, 0, 123456, tzinfo=UTC), False),
+        ("bkt_2", datetime(2026, 12, 6, 8, 30, tzinfo=UTC), True),
+    ]
+    counted = "SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'syncs'"
+    await scratch.execute("SELECT pg_stat_force_next_flush()")
+    before_change = await scratch.fetchval(counted)
+    await scratch.execute(
+        """UPDATE syncs SET status = 'SUSPENDED', version = 2, updated_at = now(),
+                  data = '{"bucket_id":"bkt_1","created_at":"2026-12-05T08:00:00.123456Z"}'
+           WHERE sync_config_id = 'sync_a'"""
+    )
+    await scratch.execute("SELECT pg_stat_force_next_flush()")
+    assert await scratch.fetchval(counted) == before_change + 1

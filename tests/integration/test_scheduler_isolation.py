@@ -62,7 +62,7 @@ async def test_a_sync_that_does_not_validate_does_not_stop_the_others(
         # Stored data that no longer validates (a status no version of the service knows),
         # and a timer that puts it first in every pass.
         await conn.execute(
-            """UPDATE syncs SET data = jsonb_set(data, '{status}', '"NOT_A_STATUS"')
+            """UPDATE syncs SET data = jsonb_set(data::jsonb, '{status}', '"NOT_A_STATUS"')
                WHERE sync_config_id = $1""",
             bad,
         )

@@ -113,8 +113,8 @@ def test_the_selector_as_sql_binds_every_value() -> None:
     ]
     assert condition == (
         "internal_id = $1 AND namespace_id = $2 AND NOT archived AND "
-        "data->>'bucket_id' = $3 AND data->>'provider' = $4 AND status = $5 AND "
-        "data->'metadata' @> $6::jsonb"
+        "bucket_id = $3 AND data->>'provider' = $4 AND status = $5 AND "
+        "(data->'metadata')::jsonb @> $6::jsonb"
     )
     only_connection = BulkSelector(connection_id="c")
     condition, args = where(only_connection, "o", "n")

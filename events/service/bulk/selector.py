@@ -1,8 +1,9 @@
 """A bulk selector as SQL over ``syncs``, within one organization and namespace.
 
-Every field given must match: ``bucket_id``, ``connection_id`` and ``provider`` in the stored
-document, ``status`` in its column, ``metadata`` as containment (each pair present with that
-value). Archived syncs are never matched (they are gone for reads).
+Every field given must match: ``bucket_id`` and ``status`` in their columns (the bucket's is
+indexed), ``connection_id`` and ``provider`` in the stored document, ``metadata`` as
+containment (each pair present with that value). Archived syncs are never matched (they are
+gone for reads).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from statemachine.commands import BulkSelector
 
 __all__ = ["count_matches", "match", "where"]
 
-_DOCUMENT_FIELDS: Final = ("bucket_id", "connection_id", "provider")
+_DOCUMENT_FIELDS: Final = ("connection_id", "provider")
 
 
 def where(selector: BulkSelector, internal_id: str, namespace_id: str) -> tuple[str, list[Any]]:
     """The ``WHERE`` condition of ``selector`` over ``syncs`` and its arguments ($1, $2, ...)."""
     args: list[Any] = [internal_id, namespace_id]
     parts = ["internal_id = $1", "namespace_id = $2", "NOT archived"]
+    if selector.bucket_id is not None:
+        args.append(selector.bucket_id)
+        parts.append(f"bucket_id = ${len(args)}")
     for name in _DOCUMENT_FIELDS:
         value = getattr(selector, name)
         if value is not None:
@@ -33,7 +37,7 @@ def where(selector: BulkSelector, internal_id: str, namespace_id: str) -> tuple[
         parts.append(f"status = ${len(args)}")
     if selector.metadata:
         args.append(json.dumps(selector.metadata))
-        parts.append(f"data->'metadata' @> ${len(args)}::jsonb")
+        parts.append(f"(data->'metadata')::jsonb @> ${len(args)}::jsonb")
     return " AND ".join(parts), args
 
 

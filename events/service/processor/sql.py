@@ -184,7 +184,7 @@ _WRITE: Final = """
         INSERT INTO syncs (sync_config_id, internal_id, namespace_id, status, version,
                            next_sync_at, lock_expires_at, data, updated_at)
         SELECT id, internal_id, namespace_id, status, version, next_sync_at,
-               lock_expires_at, data::jsonb, updated_at
+               lock_expires_at, data::json, updated_at
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],
                     $6::timestamptz[], $7::timestamptz[], $8::text[], $9::timestamptz[])
              AS u(id, internal_id, namespace_id, status, version, next_sync_at,
@@ -193,7 +193,7 @@ _WRITE: Final = """
         UPDATE syncs AS s SET status = u.r->>1, version = (u.r->>2)::int,
                next_sync_at = (u.r->>3)::timestamptz,
                lock_expires_at = (u.r->>4)::timestamptz,
-               data = u.data::jsonb, updated_at = (u.r->>5)::timestamptz
+               data = u.data::json, updated_at = (u.r->>5)::timestamptz
         FROM (SELECT r, convert_from(
                            substring($11::bytea FROM (r->>7)::int + 1 FOR (r->>8)::int), 'UTF8'
                        ) AS data
