@@ -30,23 +30,26 @@ ONE_SYNC: Final = f"SELECT data::text AS data FROM syncs WHERE {_MINE}"  # noqa:
 #: active, and no progress since its last sync for longer than max(2 x polling interval,
 #: 120 s). A sync that never synced is not stale (no last sync to be stale against).
 STALE: Final = """(
-    coalesce(data->>'sync_mode', 'continuous') = 'continuous'
-    AND coalesce((data->>'is_active')::boolean, false)
+    status = 'ACTIVE'
+    AND coalesce(data->>'sync_mode', 'continuous') = 'continuous'
     AND (data->>'last_sync_at') IS NOT NULL
     AND extract(epoch FROM {now} - (data->>'last_sync_at')::timestamptz)
         > greatest(2 * coalesce((data->>'polling_interval_seconds')::int, 300), 120))"""
 
 # The filters of both lists (a null parameter filters nothing): $1 org, $2 namespace,
 # $3 bucket, $4 connection, $5 status, $6 is_active, $7 provider, $8 paused, $9 is_stale,
-# $10 the clock offset (time is the database's clock plus it).
+# $10 the clock offset (time is the database's clock plus it). ``is_active`` and ``paused``
+# are read from the status column: a document has them exactly when its status is ACTIVE,
+# SUSPENDED (the model refuses any other), and a column costs nothing to read where a field
+# of the document (json) is parsed out of it, about 7 us a row.
 _FILTERS: Final = f"""
     internal_id = $1 AND namespace_id = $2 AND NOT archived
     AND ($3::text IS NULL OR bucket_id = $3)
     AND ($4::text IS NULL OR data->>'connection_id' = $4)
     AND ($5::text IS NULL OR status = $5)
-    AND ($6::boolean IS NULL OR coalesce((data->>'is_active')::boolean, false) = $6)
+    AND ($6::boolean IS NULL OR (status = 'ACTIVE') = $6)
     AND ($7::text IS NULL OR data->>'provider' = $7)
-    AND ($8::boolean IS NULL OR coalesce((data->>'paused')::boolean, false) = $8)
+    AND ($8::boolean IS NULL OR (status = 'SUSPENDED') = $8)
     AND ($9::boolean IS NULL OR {STALE.format(now="(clock_timestamp() + $10::interval)")} = $9)"""
 
 #: A page, newest first, after the keyset cursor ($11 created_at, $12 id) if any, then

@@ -90,6 +90,17 @@ async def test_list_newest_first_filtered_and_paged(api: Api) -> None:
     assert [s["sync_config_id"] for s in suspended.body["results"]] == [made[0]["sync_config_id"]]
     inactive = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {"is_active": False})
     assert made[0]["sync_config_id"] in [s["sync_config_id"] for s in inactive.body["results"]]
+    # The flags filter as the documents say (read from the status column).
+    everyone = (await api.call("POST", "/v1/syncs/list", {"bucket_id": here})).body["results"]
+    assert len(everyone) == 5
+    for flag in ("is_active", "paused"):
+        for wanted in (True, False):
+            got = await api.call("POST", "/v1/syncs/list", {"bucket_id": here, flag: wanted})
+            assert got.status == 200, (flag, wanted, got.body)
+            expected = [s["sync_config_id"] for s in everyone if s[flag] is wanted]
+            assert [s["sync_config_id"] for s in got.body["results"]] == expected, (flag, wanted)
+    paused = await api.call("POST", "/v1/syncs/list", {"bucket_id": here, "paused": True})
+    assert [s["sync_config_id"] for s in paused.body["results"]] == [made[0]["sync_config_id"]]
 
     await api.call("DELETE", path(made[4]))  # archived: left out of lists
     after = await api.call(
