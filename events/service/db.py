@@ -187,7 +187,7 @@ async def connect_host_by_host(
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
-    """A pool on ``SYNCLIFE_DATABASE_URL``. jsonb stays text: pydantic parses it directly."""
+    """A pool on ``SYNCLIFE_DATABASE_URL``. json and jsonb stay text: pydantic parses them."""
     try:
         pool = await asyncpg.create_pool(
             dsn=settings.database_url.get_secret_value(),

@@ -31,16 +31,16 @@ _VALIDATE_HEADERS: Final = _HEADERS.validator.validate_json
 
 # The packed headers of a CloudEvent synclife writes (``ce_headers`` with source ``SOURCE``
 # and a subject): ``["ce","<id>","<type>","<time>","<subject>"]``, the constant headers left
-# out. A third of ``pack_headers``'s size, written in a third of its time and read in a third
-# (the batch packs two per command, the relay reads them back). ``pack_headers``'s text is a
-# list of lists: it never starts with the tag.
+# out: a third of ``pack_headers``'s size, read back in a third of its time (the batch packs
+# two per command, the relay reads them back). ``pack_headers``'s text is a list of lists: it
+# never starts with the tag.
 _CE_TAG: Final = '["ce",'
 _CE_SPECVERSION: Final = ("ce_specversion", SPECVERSION.encode())
 _CE_SOURCE: Final = ("ce_source", SOURCE.encode())
 _CE_CONTENT_TYPE: Final = ("content-type", CONTENT_TYPE.encode())
 
 
-def pack_ce_headers(event_id: str, event_type: str, time: str, subject: str) -> str:
+def pack_ce_headers(*, event_id: str, event_type: str, subject: str, time: str) -> str:
     """``pack_headers(ce_headers(...))`` of a message synclife writes (source ``SOURCE``),
     ``time`` already in RFC 3339, in the compact form ``unpack_headers`` reads back as them."""
     return to_json(("ce", event_id, event_type, time, subject)).decode()

@@ -90,9 +90,13 @@ async def test_list_newest_first_filtered_and_paged(api: Api) -> None:
     assert [s["sync_config_id"] for s in suspended.body["results"]] == [made[0]["sync_config_id"]]
     inactive = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {"is_active": False})
     assert made[0]["sync_config_id"] in [s["sync_config_id"] for s in inactive.body["results"]]
-    # The flags filter as the documents say (read from the status column).
+    # The flags filter as the documents say (read from the status column): one sync of each
+    # kind (made[1] paused and resumed: ACTIVE; made[0] SUSPENDED; the others PENDING).
+    for action in ("/pause", "/resume"):
+        assert (await api.call("POST", path(made[1], action))).status == 200
     everyone = (await api.call("POST", "/v1/syncs/list", {"bucket_id": here})).body["results"]
     assert len(everyone) == 5
+    assert {s["status"] for s in everyone} == {"ACTIVE", "SUSPENDED", "PENDING"}
     for flag in ("is_active", "paused"):
         for wanted in (True, False):
             got = await api.call("POST", "/v1/syncs/list", {"bucket_id": here, flag: wanted})

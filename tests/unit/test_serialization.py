@@ -156,7 +156,7 @@ def test_compact_ce_headers_round_trip_any_text(
     general form of headers that start like the compact one is not mistaken for it."""
     from events.service.packed_headers import pack_ce_headers
 
-    packed = pack_ce_headers(event_id, event_type, time, subject)
+    packed = pack_ce_headers(event_id=event_id, event_type=event_type, subject=subject, time=time)
     assert dict(unpack_headers(packed)) == {
         "ce_specversion": b"1.0",
         "ce_id": event_id.encode(),

@@ -10,6 +10,7 @@
 ALTER TABLE syncs ALTER COLUMN bucket_id DROP EXPRESSION;
 ALTER TABLE syncs ALTER COLUMN created_at DROP EXPRESSION;
 ALTER TABLE syncs ALTER COLUMN data TYPE json USING data::json;
+DROP FUNCTION IF EXISTS synclife_created_at(jsonb);  -- 0012's, for the generated column
 
 CREATE OR REPLACE FUNCTION synclife_sync_created() RETURNS trigger
     LANGUAGE plpgsql

@@ -146,7 +146,8 @@ def _moment_text(moment: datetime, offset: timedelta | None) -> str:
 
 def packed_ce_headers(event_id: str, event_type: str, subject: str, time: datetime) -> str:
     """``pack_ce_headers`` of a message synclife writes, a batch's time written once."""
-    return pack_ce_headers(event_id, event_type, _moment_text(time, time.utcoffset()), subject)
+    text = _moment_text(time, time.utcoffset())
+    return pack_ce_headers(event_id=event_id, event_type=event_type, subject=subject, time=text)
 
 
 def result_row(
