@@ -34,6 +34,19 @@ async def scratch(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         await drop_database(settings, name)
 
 
+async def _record_applied(conn: asyncpg.Connection, before: list[tuple[str, str]]) -> None:
+    """Record the migrations ``before`` as applied, as an older version left them; the next
+    ``migrate`` applies the rest."""
+    await conn.execute(
+        """CREATE TABLE schema_migrations (name text PRIMARY KEY, checksum text NOT NULL,
+                                          applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    await conn.executemany(
+        "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
+        [(name, hashlib.sha256(sql.encode()).hexdigest()) for name, sql in before],
+    )
+
+
 async def test_unpublished_outbox_rows_keep_their_headers_through_0005(
     scratch: asyncpg.Connection,
 ) -> None:
@@ -46,15 +59,7 @@ async def test_unpublished_outbox_rows_keep_their_headers_through_0005(
            VALUES ('t', 'k', 'v', $1::kafka_header[]), ('t', 'k', 'w', '{}')""",
         headers,
     )
-    # The rest, as `migrate` applies them (it records the earlier ones as applied first).
-    await scratch.execute(
-        """CREATE TABLE schema_migrations (name text PRIMARY KEY, checksum text NOT NULL,
-                                          applied_at timestamptz NOT NULL DEFAULT now())"""
-    )
-    await scratch.executemany(
-        "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
-        [(name, hashlib.sha256(sql.encode()).hexdigest()) for name, sql in before],
-    )
+    await _record_applied(scratch, before)
     applied = await migrate(scratch)
     assert applied and applied[0].startswith("0005")
     assert (await scratch.fetchval("SELECT current_database()")).startswith("synclife_migrations_")
@@ -81,14 +86,7 @@ async def test_0014_fills_the_list_columns_and_a_change_of_a_sync_updates_in_pla
             status,
             json.dumps({**doc, "status": status}),
         )
-    await scratch.execute(
-        """CREATE TABLE schema_migrations (name text PRIMARY KEY, checksum text NOT NULL,
-                                          applied_at timestamptz NOT NULL DEFAULT now())"""
-    )
-    await scratch.executemany(
-        "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
-        [(name, hashlib.sha256(sql.encode()).hexdigest()) for name, sql in before],
-    )
+    await _record_applied(scratch, before)
     assert (await migrate(scratch))[0].startswith("0014")
     rows = await scratch.fetch(
         "SELECT sync_config_id, bucket_id, created_at, archived FROM syncs ORDER BY 1"
@@ -172,14 +170,7 @@ async def test_0016_keeps_documents_and_list_columns_and_sets_them_for_new_syncs
            VALUES ('sync_a', 'org_1', 'ns_1', 'ACTIVE', 1, $1::jsonb, now())""",
         json.dumps(old),
     )
-    await scratch.execute(
-        """CREATE TABLE schema_migrations (name text PRIMARY KEY, checksum text NOT NULL,
-                                          applied_at timestamptz NOT NULL DEFAULT now())"""
-    )
-    await scratch.executemany(
-        "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)",
-        [(name, hashlib.sha256(sql.encode()).hexdigest()) for name, sql in before],
-    )
+    await _record_applied(scratch, before)
     assert (await migrate(scratch))[0].startswith("0016")
     kind = "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'syncs'::regclass"
     assert await scratch.fetchval(f"{kind} AND attname = 'data'") == "json"
