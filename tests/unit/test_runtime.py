@@ -32,3 +32,23 @@ def test_tune_gc_freezes_the_startup_objects_and_raises_the_young_threshold() ->
     gc.collect()
     del cycle
     assert gc.collect() >= 1
+
+
+@pytest.mark.usefixtures("_restored")
+def test_a_batchs_live_objects_do_not_start_a_young_collection() -> None:
+    """Two batches in flight hold 20,000 to 40,000 container objects at their peak; under
+    the threshold, holding them (and freeing them) runs no collection."""
+    tune_gc()
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        held = [{"n": i} for i in range(60_000)]
+        del held
+    finally:
+        gc.callbacks.remove(count)
+    assert collections == []
