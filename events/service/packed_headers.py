@@ -34,7 +34,8 @@ _VALIDATE_HEADERS: Final = _HEADERS.validator.validate_json
 # out: a third of ``pack_headers``'s size, read back in a third of its time (the batch packs
 # two per command, the relay reads them back). ``pack_headers``'s text is a list of lists: it
 # never starts with the tag.
-_CE_TAG: Final = '["ce",'
+_CE: Final = "ce"
+_CE_TAG: Final = f'["{_CE}",'
 _CE_SPECVERSION: Final = ("ce_specversion", SPECVERSION.encode())
 _CE_SOURCE: Final = ("ce_source", SOURCE.encode())
 _CE_CONTENT_TYPE: Final = ("content-type", CONTENT_TYPE.encode())
@@ -43,7 +44,7 @@ _CE_CONTENT_TYPE: Final = ("content-type", CONTENT_TYPE.encode())
 def pack_ce_headers(*, event_id: str, event_type: str, subject: str, time: str) -> str:
     """``pack_headers(ce_headers(...))`` of a message synclife writes (source ``SOURCE``),
     ``time`` already in RFC 3339, in the compact form ``unpack_headers`` reads back as them."""
-    return to_json(("ce", event_id, event_type, time, subject)).decode()
+    return to_json((_CE, event_id, event_type, time, subject)).decode()
 
 
 def unpack_headers(text: str) -> list[tuple[str, bytes]]:
