@@ -31,7 +31,12 @@ from events.devtools.bench.markdown import (
     replace_block,
     to_json,
 )
-from events.devtools.bench.observers import latency_figures, percentile, tail_split
+from events.devtools.bench.observers import (
+    commands_per_write,
+    latency_figures,
+    percentile,
+    tail_split,
+)
 from events.devtools.bench.reference import reference_ms
 from events.devtools.bench.report import RepeatResult, goals, over_baseline, summarise, table_rows
 from events.devtools.loadgen import Command, due_count, due_time, pacing_delay, send_paced
@@ -215,8 +220,29 @@ def test_medians_and_table() -> None:
     assert "5.0 / 9.0 / 12.0" in table
     assert "note: a note" in table
     assert "110 / - / - / 50" in table  # CPU per command: serve / kafka / postgres / bench
+    assert _row(table, "commands per sync row written") == "-"  # not measured by this report
     widths = {len(line) for line in table.splitlines()[2:-2]}
     assert len(widths) == 1, "the table's rows are aligned"
+
+
+def _row(table: str, label: str) -> str:
+    """The cell of the one-column table's row whose label holds ``label``."""
+    (line,) = [line for line in table.splitlines() if label in line]
+    return line.split()[-1]
+
+
+def test_commands_per_write_is_events_over_distinct_sync_and_batch_time() -> None:
+    changes = [(b"s1", b"t1")] * 3 + [(b"s2", b"t1"), (b"s1", b"t2")]
+    assert commands_per_write(changes) == pytest.approx(5 / 3)
+    assert commands_per_write([(b"s1", b"t1"), (b"s2", b"t1")]) == 1.0
+    assert math.isnan(commands_per_write([]))
+    repeats = [_repeat(3000, 2000), _repeat(4000, 2000), _repeat(5000, 2000)]
+    for repeat, per_write in zip(repeats, (2.5, 1.0, 3.0), strict=True):
+        repeat.commands_per_write = per_write
+    scale = summarise(1000, repeats, 0, 80)
+    assert scale["median"]["commands_per_write"] == 2.5
+    scale["loadavg_1m"] = [0.5, 1.5]
+    assert _row(format_table(_report([scale])), "commands per sync row written") == "2.50"
 
 
 def _trips(kafka_p50: float, http_p50: float) -> dict[str, Any]:

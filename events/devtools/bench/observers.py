@@ -25,6 +25,8 @@ from events.service.settings import Settings
 __all__ = [
     "ResultCount",
     "StatusChanges",
+    "SyncWrites",
+    "commands_per_write",
     "latency_figures",
     "percentile",
     "tail_split",
@@ -140,6 +142,66 @@ class ResultCount:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+def commands_per_write(changes: Sequence[tuple[bytes | None, bytes | None]]) -> float:
+    """Commands per sync row written, from each ``sync.status_changed`` of a phase (every
+    command of a max-throughput phase emits one) as its (``ce_subject``, ``ce_time``): a
+    change's time is its batch's decision time, so the commands a batch applied to one sync
+    share one pair, written as one row. NaN for no events."""
+    return len(changes) / len(set(changes)) if changes else math.nan
+
+
+class SyncWrites:
+    """How the batches of a phase coalesced its commands: the lifecycle topic's end offsets
+    are noted before it (``mark``) and its ``sync.status_changed`` events read up to the ends
+    after it (``count``, once the service is quiet; outside the measured time)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._marks: dict[TopicPartition, int] = {}
+
+    async def mark(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **kafka_options(self.settings, client_id=f"{self.settings.client_id}-writes"),
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            await assign_all(consumer, self.settings.lifecycle_topic, at_end=True)
+            self._marks = await consumer.end_offsets(sorted(consumer.assignment()))
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+
+    async def count(self) -> float:
+        """``commands_per_write`` of the events published since ``mark``."""
+        consumer = self._consumer
+        assert consumer is not None  # noqa: S101 - marked
+        try:
+            ends = await consumer.end_offsets(list(self._marks))
+            for tp, at in self._marks.items():
+                consumer.seek(tp, at)
+            changes: list[tuple[bytes | None, bytes | None]] = []
+            left = {tp for tp in self._marks if ends[tp] > self._marks[tp]}
+            deadline = time.monotonic() + 60
+            while left:
+                if time.monotonic() > deadline:
+                    raise BenchError("timed out reading the phase's lifecycle events")
+                fetched = await consumer.getmany(timeout_ms=1000)
+                for tp, records in fetched.items():
+                    for r in records:
+                        if r.offset < ends[tp] and header(r.headers, "ce_type") == STATUS_CHANGED:
+                            changes.append(
+                                (header(r.headers, "ce_subject"), header(r.headers, "ce_time"))
+                            )
+                left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
+            return commands_per_write(changes)
+        finally:
+            await consumer.stop()
+            self._consumer = None
 
 
 class StatusChanges:

@@ -74,6 +74,9 @@ class RepeatResult:
     #: CPU ms of the bench's reference workload before the repeat (``reference``): how fast
     #: the machine was.
     reference_ms: float = math.nan
+    #: The max-throughput phase's commands per sync row written: how many commands on one
+    #: sync its batches coalesced into one load and one update (1.0: none).
+    commands_per_write: float = math.nan
 
 
 def _median(values: Sequence[float]) -> float:
@@ -154,6 +157,7 @@ def summarise(
         "create_rate": create_rate,
         "peak_rss_mb": peak_rss,
         "reference_ms": med(lambda r: r.reference_ms),
+        "commands_per_write": med(lambda r: r.commands_per_write),
     }
     median["low_rate"] = med(lambda r: r.low_rate)
     for name in LATENCY_FIGURES:
@@ -268,6 +272,11 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], Rows]:
 
     users = " / ".join(CPU_USERS)
     row(f"CPU us per command at max: {users}", cpu("max"))
+    row(
+        "  commands per sync row written at max (a batch's commands on one sync: one load, "
+        "one update)",
+        lambda s: _num(md(s, "commands_per_write"), 2),
+    )
     row(f"CPU us per command at {_num(rate)}/s: {users}", cpu("fixed"))
     if all("rt_http_p50_ms" in s["median"] for s in scales):
         rt_rate = _num(scales[0]["median"]["rt_rate"])

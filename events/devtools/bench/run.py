@@ -31,6 +31,7 @@ from events.devtools.bench.database import (
 from events.devtools.bench.errors import BenchError, Echo, retry
 from events.devtools.bench.http import GatewayProcess, http_round_trips, kafka_round_trips
 from events.devtools.bench.markdown import command_line
+from events.devtools.bench.observers import SyncWrites
 from events.devtools.bench.options import BenchOptions
 from events.devtools.bench.pgbench import Pgbench
 from events.devtools.bench.phases import Phases
@@ -207,12 +208,16 @@ class Bench:
                 commands = workload.pause_resume(opts.commands, scale)
                 reference = reference_ms()
                 self.echo(f"{tag}   reference workload {reference:.1f} ms of CPU")
+                writes = SyncWrites(self.settings)
+                await retry("reading lifecycle events", writes.mark, self.echo)
                 cpu_before = meter.read()
                 tput, pub = await phases.flood(commands, "throughput")
                 cpu_max = meter.per_command(cpu_before, meter.read(), len(commands))
                 self.echo(f"{tag}   {tput:,.0f} commands/s (published at {pub:,.0f}/s)")
                 self.echo(f"{tag}   {cpu_line(cpu_max)}")
                 await quiesce(self.settings, self.org_id, serve.check, self.echo)
+                per_write = await writes.count()
+                self.echo(f"{tag}   {per_write:.2f} commands per sync row written")
                 base_fixed = await self._baseline(serve, opts.rate, scale, tag)
                 self.echo(f"{tag} latency at {opts.rate:,.0f}/s for {opts.latency_seconds:g}s")
                 cpu_before = meter.read()
@@ -261,6 +266,7 @@ class Bench:
                         baseline_low=base_low,
                         baseline_fixed=base_fixed,
                         reference_ms=reference,
+                        commands_per_write=per_write,
                     )
                 )
             peak = serve.peak_rss_mb()
