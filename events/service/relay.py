@@ -4,21 +4,20 @@ One relay is active at a time (a session advisory lock on its own connection); t
 wait to take over. It wakes on ``NOTIFY`` and polls as a fallback, since a notification is
 only a hint: it is lost if nobody listens at commit time.
 
-Order: a change of a sync is written only by a statement that read the previous change
-committed (the version fence), so a later change of a sync always has a larger id and commits
-later; reading every unpublished row in id order (never "id > last seen") therefore keeps
-each sync's events in version order and skips nothing committed out of sequence. Publishing
-is at-least-once: a crash between the send and the delete resends rows with the same event
-ids.
+Order: a change of a sync is written only by a statement that read the previous change committed
+(the version fence), so a later change of a sync always has a larger id and commits later; reading
+every unpublished row in id order (never "id > last seen") therefore keeps each sync's events in
+version order and skips nothing committed out of sequence. Publishing is at-least-once: a crash
+between the send and the delete resends rows with the same event ids.
 
-Where a read starts: not at the outbox's first id. A queue table's front is where its deleted
-rows are until vacuum removes them, and a read in id order went through every one of them.
-Each row records the transaction that wrote it (``xid``); a row that a snapshot does not see
-belongs to a transaction at or above that snapshot's xmin (older ones had all ended). So once
-a read has returned every unpublished row its snapshot saw (its page was not full), the next
-read only needs ``xid >= that xmin``: the rows committed since, and the few before them that
-committed after that xmin. A new leader reads everything, in id order, and so does a read
-after a full page (a backlog: the rows are there to be read anyway).
+Where a read starts: not at the outbox's first id. A queue table's front is where its deleted rows
+are until vacuum removes them, and a read in id order went through every one of them. Each row
+records the transaction that wrote it (``xid``); a row that a snapshot does not see belongs to a
+transaction at or above that snapshot's xmin (older ones had all ended). So once a read has
+returned every unpublished row its snapshot saw (its page was not full), the next read only needs
+``xid >= that xmin``: the rows committed since, and the few before them that committed after that
+xmin. A new leader reads everything, in id order, and so does a read after a full page (a backlog:
+the rows are there to be read anyway).
 
 Pipelined: while one page is on its way to Kafka, the next is read (excluding the rows in
 flight) and queued behind it, so the database read overlaps the wait for Kafka's
@@ -44,7 +43,7 @@ from typing import Any, Final
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from events.kafka import max_request_size, started_producer, stop_producer
 from events.service.db import connect
@@ -99,7 +98,7 @@ _NEXT_PAGE_SINCE: Final = _READ.format(
 )
 _XID8_MAX: Final = 2**63 - 1  # as a bigint: far beyond any transaction id
 _PARTITIONER: Final = DefaultPartitioner()
-_PARTITION_CACHE: Final = 10_000  # keys whose partition is remembered (then forgotten at once)
+_HASH_CACHE: Final = 10_000  # keys whose hash is remembered (then forgotten at once)
 
 
 @dataclass(eq=False)
@@ -140,7 +139,7 @@ class OutboxRelay:
         self.is_leader = False
         self._partitions: dict[str, list[int]] = {}
         self._published_ids: list[int] = []  # acknowledged by Kafka, not yet deleted
-        self._by_key: dict[tuple[bytes, int], int] = {}
+        self._hashes: dict[bytes, int] = {}  # a key's hash, for every topic (``_partition``)
         # Every unpublished row not in flight has an xid at or above it (module docstring).
         self._horizon = 0
         self._poisoned = False  # a batch of the producer failed: replace it before sending
@@ -287,8 +286,7 @@ class OutboxRelay:
         The rows of the pages acknowledged since the last read are deleted by the statement
         that reads this page: one round trip, and the page excludes them (its snapshot still
         has them), as it excludes the rows in flight. A read that finds nothing new has
-        deleted them too.
-        """
+        deleted them too."""
         published, self._published_ids = self._published_ids, []
         size = self.settings.relay_batch_size
         flying = [i for page in in_flight for i in page.ids]
@@ -446,19 +444,18 @@ class OutboxRelay:
     async def _send(
         self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]
     ) -> list[tuple[asyncio.Future[Any], list[int]]]:
-        """Queue ``rows`` (in id order) as one record batch per partition, or more when full.
-
-        The same partition as ``producer.send`` would choose (the default murmur2 partitioner,
-        cached per key), the same order within each partition, one delivery future per batch
-        instead of one coroutine and future per row. Returns each batch's future and row ids."""
+        """Queue ``rows`` (in id order) as one record batch per partition, or more when full:
+        the partition ``producer.send`` would choose, in order within each partition, one
+        delivery future per batch (not per row). Returns each batch's future and row ids."""
         batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
         sent: list[tuple[asyncio.Future[Any], list[int]]] = []
-        known, by_key = self._partitions, self._by_key
+        known = self._partitions
         for r in rows:
             topic, key = r["topic"], r["key"]
             partitions = known.get(topic)  # ``_screen`` looked the page's topics up
-            partition = None if partitions is None else by_key.get((key, len(partitions)))
-            if partition is None:
+            if partitions is not None and key is not None:
+                partition = partitions[self._hash(key) % len(partitions)]
+            else:
                 partition = await self._partition(producer, topic, key)
             tp = (topic, partition)
             headers = unpack_headers(r["headers"])
@@ -480,14 +477,17 @@ class OutboxRelay:
             partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
         if key is None:
             return int(_PARTITIONER(None, partitions, partitions))
-        cached = self._by_key.get((key, len(partitions)))
-        if cached is None:
-            if len(self._by_key) >= _PARTITION_CACHE:
-                self._by_key.clear()
-            cached = self._by_key[(key, len(partitions))] = _PARTITIONER(
-                key, partitions, partitions
-            )
-        return cached
+        return partitions[self._hash(key) % len(partitions)]
+
+    def _hash(self, key: bytes) -> int:
+        """``DefaultPartitioner``'s hash of ``key``, before a topic's modulo. Remembered for
+        every topic: a command's result and its events share their sync's key."""
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= _HASH_CACHE:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return hashed
 
     async def close(self) -> None:
         if self._own_producer and self._producer is not None:

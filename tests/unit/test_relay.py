@@ -456,11 +456,45 @@ async def test_a_screened_page_goes_to_the_same_partitions_as_an_unscreened_one(
     for _ in range(2):  # the second time, every key's partition is cached
         assert await relay._screen(None, _Producer(room=5), rows) == rows  # type: ignore[arg-type]
         assert await batches(relay, rows) == fresh
-    relay._by_key.clear()
+    relay._hashes.clear()
     assert await batches(relay, rows) == fresh
     keyless = [{**rows[0], "key": None}]
     ((_, partition, sent),) = await batches(relay, keyless)
     assert partition in range(6) and [value for _, value, _ in sent] == [rows[0]["value"]]
+
+
+async def test_a_keys_cached_hash_gives_each_topic_its_own_default_partition() -> None:
+    """A key's hash is remembered for every topic (a result and an event share their sync's
+    key): with topics of different partition counts, each row still goes to the partition the
+    default partitioner chooses for its topic, whether the key was hashed for another topic
+    first or not, and after the cache was emptied."""
+    counts = {"events": 6, "results": 4}
+
+    class _Uneven(_Producer):
+        async def partitions_for(self, topic: str) -> set[int]:
+            return set(range(counts[topic]))
+
+    rows: list[Any] = _rows(60)
+    default = DefaultPartitioner()
+    relay = OutboxRelay(Settings())
+    for _ in range(2):  # the second time, every key's hash is cached
+        await relay._screen(None, _Uneven(room=100), rows)  # type: ignore[arg-type]
+        producer = _Uneven(room=100)
+        await relay._send(producer, rows)
+        for topic, partition, batch in producer.sent:
+            every = list(range(counts[topic]))
+            assert {default(key, every, every) for key, _, _ in batch.rows} == {partition}
+        sent = sorted(value or b"" for _, _, b in producer.sent for _, value, _ in b.rows)
+        assert sent == sorted(r["value"] for r in rows)
+    assert len(relay._hashes) == 7  # one per key, not per topic
+    relay._hashes.clear()
+    producer = _Uneven(room=100)
+    await relay._send(producer, rows)
+    assert {(t, p) for t, p, _ in producer.sent} == {
+        (r["topic"], default(r["key"], list(range(n)), list(range(n))))
+        for r in rows
+        for n in (counts[r["topic"]],)
+    }
 
 
 async def test_a_row_between_half_a_request_and_a_request_is_sent() -> None:
