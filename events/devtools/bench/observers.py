@@ -155,32 +155,35 @@ def commands_per_write(changes: Sequence[tuple[bytes | None, bytes | None]]) -> 
 class SyncWrites:
     """How the batches of a phase coalesced its commands: the lifecycle topic's end offsets
     are noted before it (``mark``) and its ``sync.status_changed`` events read up to the ends
-    after it (``count``, once the service is quiet; outside the measured time)."""
+    after it (``count``, once the service is quiet). No consumer is open in between: one
+    assigned to the topic would fetch the phase's events as they come, taking CPU from the
+    service measured."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._consumer: AIOKafkaConsumer | None = None
         self._marks: dict[TopicPartition, int] = {}
 
-    async def mark(self) -> None:
-        consumer = AIOKafkaConsumer(
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
             **kafka_options(self.settings, client_id=f"{self.settings.client_id}-writes"),
             enable_auto_commit=False,
         )
+
+    async def mark(self) -> None:
+        consumer = self._consumer()
         await consumer.start()
         try:
             await assign_all(consumer, self.settings.lifecycle_topic, at_end=True)
             self._marks = await consumer.end_offsets(sorted(consumer.assignment()))
-        except BaseException:
+        finally:
             await consumer.stop()
-            raise
-        self._consumer = consumer
 
     async def count(self) -> float:
         """``commands_per_write`` of the events published since ``mark``."""
-        consumer = self._consumer
-        assert consumer is not None  # noqa: S101 - marked
+        consumer = self._consumer()
+        await consumer.start()
         try:
+            consumer.assign(list(self._marks))
             ends = await consumer.end_offsets(list(self._marks))
             for tp, at in self._marks.items():
                 consumer.seek(tp, at)
@@ -201,7 +204,6 @@ class SyncWrites:
             return commands_per_write(changes)
         finally:
             await consumer.stop()
-            self._consumer = None
 
 
 class StatusChanges:
