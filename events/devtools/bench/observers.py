@@ -1,6 +1,7 @@
 """What the bench observes of the service's output on Kafka: how many results its results
-topic holds (max throughput), and each paced command's ``sync.status_changed`` on the
-lifecycle topic (latency and relay lag)."""
+topic holds (max throughput), how the max-throughput phase's commands were coalesced (its
+``sync.status_changed`` events per sync and batch time, read after it), and each paced
+command's ``sync.status_changed`` on the lifecycle topic (latency and relay lag)."""
 
 from __future__ import annotations
 
@@ -148,7 +149,9 @@ def commands_per_write(changes: Sequence[tuple[bytes | None, bytes | None]]) -> 
     """Commands per sync row written, from each ``sync.status_changed`` of a phase (every
     command of a max-throughput phase emits one) as its (``ce_subject``, ``ce_time``): a
     change's time is its batch's decision time, so the commands a batch applied to one sync
-    share one pair, written as one row. NaN for no events."""
+    share one pair, written as one row. The phase's status changes are assumed to be its
+    commands' (the bench keeps the scheduler quiet: a system change committed in a batch's
+    time would count as coalesced). NaN for no events."""
     return len(changes) / len(set(changes)) if changes else math.nan
 
 

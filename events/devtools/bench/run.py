@@ -216,7 +216,7 @@ class Bench:
                 self.echo(f"{tag}   {tput:,.0f} commands/s (published at {pub:,.0f}/s)")
                 self.echo(f"{tag}   {cpu_line(cpu_max)}")
                 await quiesce(self.settings, self.org_id, serve.check, self.echo)
-                per_write = await writes.count()
+                per_write = await retry("reading the phase's events", writes.count, self.echo)
                 self.echo(f"{tag}   {per_write:.2f} commands per sync row written")
                 base_fixed = await self._baseline(serve, opts.rate, scale, tag)
                 self.echo(f"{tag} latency at {opts.rate:,.0f}/s for {opts.latency_seconds:g}s")
