@@ -95,6 +95,21 @@ def tail_split(
     }
 
 
+def _consumer(settings: Settings, role: str) -> AIOKafkaConsumer:
+    """A consumer of the bench's own, in no group (``client_id`` ending in ``role``)."""
+    return AIOKafkaConsumer(
+        **kafka_options(settings, client_id=f"{settings.client_id}-{role}"),
+        enable_auto_commit=False,
+    )
+
+
+async def _ends(consumer: AIOKafkaConsumer, topic: str) -> dict[TopicPartition, int]:
+    """Assign every partition of ``topic`` to ``consumer``: their end offsets now."""
+    await assign_all(consumer, topic, at_end=True)
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(sorted(consumer.assignment()))
+    return ends
+
+
 class ResultCount:
     """Counts the results published on the bench's results topic by watching its end offsets
     (every 10 ms), not by consuming them: the bench takes no CPU from the service it measures.
@@ -110,15 +125,11 @@ class ResultCount:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **kafka_options(self.settings, client_id=f"{self.settings.client_id}-count"),
-            enable_auto_commit=False,
-        )
+        consumer = _consumer(self.settings, "count")
         await consumer.start()
         try:
-            await assign_all(consumer, self.settings.results_topic, at_end=True)
-            tps = sorted(consumer.assignment())
-            base = await consumer.end_offsets(tps)
+            base = await _ends(consumer, self.settings.results_topic)
+            tps = sorted(base)
         except BaseException:
             await consumer.stop()
             raise
@@ -166,24 +177,17 @@ class SyncWrites:
         self.settings = settings
         self._marks: dict[TopicPartition, int] = {}
 
-    def _consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            **kafka_options(self.settings, client_id=f"{self.settings.client_id}-writes"),
-            enable_auto_commit=False,
-        )
-
     async def mark(self) -> None:
-        consumer = self._consumer()
+        consumer = _consumer(self.settings, "writes")
         await consumer.start()
         try:
-            await assign_all(consumer, self.settings.lifecycle_topic, at_end=True)
-            self._marks = await consumer.end_offsets(sorted(consumer.assignment()))
+            self._marks = await _ends(consumer, self.settings.lifecycle_topic)
         finally:
             await consumer.stop()
 
     async def count(self) -> float:
         """``commands_per_write`` of the events published since ``mark``."""
-        consumer = self._consumer()
+        consumer = _consumer(self.settings, "writes")
         await consumer.start()
         try:
             consumer.assign(list(self._marks))
