@@ -63,6 +63,8 @@ _ERRORS: Final[dict[int, str]] = {
     "an id in the path that nothing can have (over 256 characters, a control character).",
     409: "The command was refused: `invalid_transition`, `already_exists`, `lock_conflict`.",
     412: "`If-Match` names another version than the stored one (`version_conflict`).",
+    408: "The request body did not arrive within `SYNCLIFE_GATEWAY_READ_TIMEOUT_SECONDS` "
+    "(`request_timeout`); the connection is closed.",
     413: "The request body is over the command size limit.",
     422: "The body or query does not validate: each bad field is named in `details.errors`; "
     "an unknown key is `extra_forbidden` (`details.accepted_fields` lists the accepted ones). "
@@ -74,8 +76,8 @@ _ERRORS: Final[dict[int, str]] = {
 }
 _READ_ERRORS: Final = (400, 401, 403, 500)
 _SYNC_READ_ERRORS: Final = (400, 401, 403, 404, 500)
-_LIST_ERRORS: Final = (400, 401, 403, 413, 422, 500)
-_WRITE_ERRORS: Final = (400, 401, 403, 404, 409, 412, 413, 422, 500, 504)
+_LIST_ERRORS: Final = (400, 401, 403, 408, 413, 422, 500)
+_WRITE_ERRORS: Final = (400, 401, 403, 404, 408, 409, 412, 413, 422, 500, 504)
 
 _PAGING_DESCRIPTION: Final = (
     "Paging: `limit` (alias `page_size`) items from `offset`, or `page` (from 1) of `limit`; "
@@ -260,7 +262,7 @@ def _vendor_routes(b: _Builder) -> None:
         params=[_BUCKET],
         body=SyncCreateRequest,
         response=SyncConfigurationModel,
-        errors=(400, 401, 403, 404, 409, 412, 413, 422, 500, 504),
+        errors=(400, 401, 403, 404, 408, 409, 412, 413, 422, 500, 504),
         write=True,
     )
     b.route(
@@ -354,7 +356,7 @@ def _vendor_routes(b: _Builder) -> None:
         body=ListSyncJobsRequest,
         body_required=False,
         response=SyncJobListResponse,
-        errors=(400, 401, 403, 404, 413, 422, 500),
+        errors=(400, 401, 403, 404, 408, 413, 422, 500),
         description=_PAGING_DESCRIPTION,
     )
     b.route(

@@ -26,7 +26,7 @@ _OP: Final = {
     "description": "The bulk operation (`bulk_` + ULID).",
     "schema": {"type": "string", "minLength": 1},
 }
-_WRITE: Final = (400, 401, 403, 404, 409, 413, 422, 500, 504)
+_WRITE: Final = (400, 401, 403, 404, 408, 409, 413, 422, 500, 504)
 _RESULT: Final = (
     "Published as the bulk command (key: the operation id) and answered with its result once "
     "every matched sync is done: `outcome` and `counts` {matched, applied, noop, rejected}. "
@@ -109,5 +109,5 @@ def _routes(b: _Builder) -> None:
         params=[],
         body=BulkPreviewRequest,
         response=BulkPreviewResponse,
-        errors=(400, 401, 403, 413, 422, 500),
+        errors=(400, 401, 403, 408, 413, 422, 500),
     )

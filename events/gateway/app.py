@@ -99,7 +99,14 @@ class Gateway:
             self.producer = await started_producer(
                 self.settings, client_id=f"{self.settings.client_id}-gateway", linger_ms=0
             )
-            self._runner = GatewayRunner(create_app(self), access_log=None)
+            # A connection gets this long for each request's headers (aiohttp's keep-alive
+            # timeout also runs while a request's headers arrive, and closes the connection
+            # then); ``json_object`` bounds its body the same.
+            self._runner = GatewayRunner(
+                create_app(self),
+                access_log=None,
+                keepalive_timeout=self.settings.gateway_read_timeout_seconds,
+            )
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.gateway_host, self.port)
             await site.start()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable
 from typing import Any, Final, TypeVar
 
 from aiohttp import web
@@ -26,11 +28,13 @@ __all__ = [
     "json_object",
     "not_found",
     "query_flag",
+    "read_in_time",
     "weak_if_match",
     "who",
 ]
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 #: Methods whose body may be absent (the SDK sends none): an empty body is ``{}``.
 _MAX_IF_MATCH_CHARS: Final = 64
@@ -84,7 +88,8 @@ async def who(request: web.Request, scope: str) -> Access:
 
 async def json_object(request: web.Request) -> tuple[dict[str, Any], bytes]:
     """The body as a JSON object (absent or empty: ``{}``), and its bytes. Read within the
-    application's size limit (413 past it); not JSON, or not an object: 400."""
+    application's size limit (413 past it) and in time (``read_in_time``: 408); not JSON, or
+    not an object: 400."""
     limit = gateway_of(request).body_limit
     if request.content_length is not None and request.content_length > limit:
         # Refused before a byte of it is read (a body without a length is cut at the limit
@@ -96,7 +101,7 @@ async def json_object(request: web.Request) -> tuple[dict[str, Any], bytes]:
             code="too_large",
             details={"limit_bytes": limit},
         )
-    raw = await request.read()
+    raw = await read_in_time(request, request.read())
     if not raw.strip():
         return {}, raw
     try:
@@ -114,6 +119,24 @@ async def json_object(request: web.Request) -> tuple[dict[str, Any], bytes]:
             code="invalid_json",
         )
     return value, raw
+
+
+async def read_in_time(request: web.Request, read: Awaitable[T]) -> T:
+    """``read``, a read of the request's body, within ``gateway_read_timeout_seconds`` of
+    now: a client that sends it slower (or stops) is answered 408, and its connection closed,
+    instead of holding the connection and its handler for as long as it likes."""
+    seconds = gateway_of(request).settings.gateway_read_timeout_seconds
+    try:
+        async with asyncio.timeout(seconds):
+            return await read
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"the request body did not arrive within {seconds:g} s",
+            code="request_timeout",
+            details={"timeout_seconds": seconds},
+        ) from None
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

@@ -58,6 +58,7 @@ _HTTP_TYPES: Final[dict[int, str]] = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "too_large",
     415: "unsupported_media_type",
 }
@@ -125,12 +126,15 @@ def error_body(
 
 def _answer(error: ApiError, request_id: str) -> web.Response:
     body = error_body(error.status, error.type, error.message, error.code, error.details)
-    return web.Response(
+    response = web.Response(
         status=error.status,
         body=json.dumps(body).encode(),
         content_type="application/json",
         headers={**error.headers, "X-Request-Id": request_id},
     )
+    if error.status == 408:
+        response.force_close()  # the rest of the body may still come: not another request
+    return response
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

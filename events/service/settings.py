@@ -104,12 +104,16 @@ class Settings(KafkaSettings):
     # free port); how long a write waits for its command's result before answering 202 (with
     # ``Prefer: respond-async``) or 504; the largest request body (0: ``max_message_bytes``,
     # the command limit), refused before it is read; how often it looks for the results its
-    # requests wait for when no NOTIFY woke it (NOTIFY is only a wake-up).
+    # requests wait for when no NOTIFY woke it (NOTIFY is only a wake-up); how long a client
+    # may take to send a request: its headers from the connection's start or the last answer
+    # (else the connection is closed; also how long an idle keep-alive connection stays open),
+    # its body from its headers (else 408).
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, le=65535)
     gateway_result_wait_seconds: float = Field(default=10.0, gt=0, le=300)
     gateway_max_body_bytes: int = Field(default=0, ge=0)
     gateway_poll_interval_ms: float = Field(default=100, gt=0, le=10_000)
+    gateway_read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     # The web console at /console (events/gateway/console/): the secret that encrypts its
     # session cookie (at least 32 characters; every gateway of a deployment needs the same one;
     # unset: a random one per process, so a session holds on that process only), how long a

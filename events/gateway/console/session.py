@@ -22,7 +22,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from events.auth import SCOPE_READ
 from events.errors import SynclifeError
-from events.gateway.common import gateway_of
+from events.gateway.common import gateway_of, read_in_time
 from events.service.access import Access, AccessDenied, authorize
 from events.service.settings import Settings
 
@@ -186,7 +186,7 @@ async def verified_form(request: web.Request, session: Session) -> MultiDictProx
     origin = request.headers.get("Origin")
     if origin is not None and not same_host(origin, request.host):
         raise web.HTTPForbidden(text="cross-origin form refused")
-    form = await request.post()
+    form = await read_in_time(request, request.post())
     given = form.get(CSRF_FIELD)
     expected = session.get(_CSRF)
     if (
