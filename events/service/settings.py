@@ -113,7 +113,7 @@ class Settings(KafkaSettings):
     gateway_result_wait_seconds: float = Field(default=10.0, gt=0, le=300)
     gateway_max_body_bytes: int = Field(default=0, ge=0)
     gateway_poll_interval_ms: float = Field(default=100, gt=0, le=10_000)
-    gateway_read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    gateway_read_timeout_seconds: float = Field(default=75.0, gt=0, le=3600)
     # The web console at /console (events/gateway/console/): the secret that encrypts its
     # session cookie (at least 32 characters; every gateway of a deployment needs the same one;
     # unset: a random one per process, so a session holds on that process only), how long a
