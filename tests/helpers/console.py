@@ -94,3 +94,12 @@ async def console_for(gateway: Gateway) -> AsyncIterator[Console]:
     jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1 too
     async with aiohttp.ClientSession(cookie_jar=jar) as session:
         yield Console(session, gateway.url)
+
+
+@contextlib.asynccontextmanager
+async def signed_in(gateway: Gateway, key: str, namespace: str) -> AsyncIterator[Console]:
+    """A console signed in with ``key`` to ``namespace`` (the sign-in checked)."""
+    async with console_for(gateway) as console:
+        page = await console.sign_in(key, namespace)
+        assert page.status == 200, page.text[:2000]
+        yield console

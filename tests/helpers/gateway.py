@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from multidict import CIMultiDict
@@ -128,6 +129,30 @@ async def key_with(settings: Settings, tenant: Tenant, scopes: list[str]) -> str
 def create_body(**more: Any) -> dict[str, Any]:
     """A create body as the vendor's SDK sends it (no provider, no user)."""
     return {"connection_id": "conn_abc123", "source_path": "assets/incoming", **more}
+
+
+async def create_sync(api: Api, bucket: str, **more: Any) -> dict[str, Any]:
+    """A sync created in ``bucket`` (encoded in the path) with ``create_body(**more)``."""
+    answer = await api.call(
+        "POST", f"/v1/buckets/{quote(bucket, safe='')}/syncs", create_body(**more)
+    )
+    assert answer.status == 200, answer.body
+    assert isinstance(answer.body, dict)
+    return answer.body
+
+
+def sync_path(sync: dict[str, Any], tail: str = "") -> str:
+    """The API's path of ``sync``, then ``tail`` (its ids as they are: a test of hostile ids
+    builds its own)."""
+    return f"/v1/buckets/{sync['bucket_id']}/syncs/{sync['sync_config_id']}{tail}"
+
+
+async def status_of(api: Api, sync: dict[str, Any]) -> str:
+    """The sync's status as the API reads it now (its bucket encoded in the path)."""
+    bucket = quote(str(sync["bucket_id"]), safe="")
+    got = await api.call("GET", f"/v1/buckets/{bucket}/syncs/{sync['sync_config_id']}")
+    assert got.status == 200, got.body
+    return str(got.body["status"])
 
 
 @contextlib.asynccontextmanager

@@ -18,8 +18,8 @@ from events.gateway import Gateway
 from events.gateway.console import CSP
 from events.service.app import Service
 from events.service.settings import Settings
-from tests.helpers.console import Console, console_for
-from tests.helpers.gateway import Api, create_body, key_with, running_gateway
+from tests.helpers.console import Console, console_for, signed_in
+from tests.helpers.gateway import Api, create_sync, key_with, running_gateway, status_of
 from tests.helpers.live import Tenant
 
 pytestmark = pytest.mark.stack
@@ -36,22 +36,8 @@ async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway
 
 @pytest.fixture
 async def console(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Console]:
-    async with console_for(gateway) as c:
-        page = await c.sign_in(tenant.write_key, tenant.namespace)
-        assert page.status == 200, page.text[:2000]
+    async with signed_in(gateway, tenant.write_key, tenant.namespace) as c:
         yield c
-
-
-async def create(api: Api, bucket: str = BUCKET, **more: object) -> dict[str, object]:
-    answer = await api.call("POST", f"/v1/buckets/{bucket}/syncs", create_body(**more))
-    assert answer.status == 200, answer.body
-    assert isinstance(answer.body, dict)
-    return answer.body
-
-
-async def status_of(api: Api, sync: dict[str, object]) -> str:
-    got = await api.call("GET", f"/v1/buckets/{sync['bucket_id']}/syncs/{sync['sync_config_id']}")
-    return str(got.body["status"])
 
 
 async def test_sign_in_keeps_the_key_in_an_encrypted_httponly_strict_cookie_only(
@@ -94,7 +80,7 @@ async def test_a_wrong_key_or_namespace_is_refused_at_sign_in(
 
 
 async def test_every_page_has_a_strict_csp_and_no_inline_script(console: Console, api: Api) -> None:
-    sync = await create(api)
+    sync = await create_sync(api, BUCKET)
     for path in ("/console/", f"/console/b/{BUCKET}/s/{sync['sync_config_id']}"):
         page = await console.get(path)
         assert page.status == 200, page.text[:2000]
@@ -112,7 +98,7 @@ async def test_every_page_has_a_strict_csp_and_no_inline_script(console: Console
 async def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(
     console: Console, api: Api
 ) -> None:
-    sync = await create(api)
+    sync = await create_sync(api, BUCKET)
     path = f"/console/b/{BUCKET}/s/{sync['sync_config_id']}/pause"
     missing = await console.post(path, {"reason": "no token"})
     assert missing.status == 403 and "CSRF" in missing.text
@@ -128,7 +114,7 @@ async def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(
 
 async def test_metadata_with_a_script_is_shown_as_text(console: Console, api: Api) -> None:
     payload = "<script>alert('owned')</script>"
-    sync = await create(api, metadata={"note": payload}, description=payload)
+    sync = await create_sync(api, BUCKET, metadata={"note": payload}, description=payload)
     page = await console.get(f"/console/b/{BUCKET}/s/{sync['sync_config_id']}")
     assert page.status == 200
     assert payload not in page.text
@@ -140,7 +126,7 @@ async def test_metadata_with_a_script_is_shown_as_text(console: Console, api: Ap
 async def test_pause_resume_trigger_unlock_through_the_console(
     console: Console, api: Api, tenant: Tenant
 ) -> None:
-    sync = await create(api, sync_mode="continuous")
+    sync = await create_sync(api, BUCKET, sync_mode="continuous")
     paused = await console.act(sync, "pause", reason="disk <full>")
     assert paused.status == 200 and paused.flash is not None
     assert paused.flash.startswith("pause: done; status SUSPENDED"), paused.flash
@@ -163,7 +149,7 @@ async def test_pause_resume_trigger_unlock_through_the_console(
 
 
 async def test_an_error_of_the_command_is_shown(console: Console, api: Api) -> None:
-    sync = await create(api)
+    sync = await create_sync(api, BUCKET)
     refused = await console.act(sync, "pause", until="not a time")
     assert refused.flash is not None and refused.flash.startswith("pause refused (422)")
     assert await status_of(api, sync) == "PENDING"
@@ -172,7 +158,7 @@ async def test_an_error_of_the_command_is_shown(console: Console, api: Api) -> N
 async def test_a_read_key_signs_in_and_reads_but_its_actions_are_refused(
     gateway: Gateway, settings: Settings, tenant: Tenant, api: Api
 ) -> None:
-    sync = await create(api)
+    sync = await create_sync(api, BUCKET)
     reader = await key_with(settings, tenant, ["syncs:read"])
     async with console_for(gateway) as c:
         page = await c.sign_in(reader, tenant.namespace)
@@ -188,8 +174,8 @@ async def test_a_read_key_signs_in_and_reads_but_its_actions_are_refused(
 
 async def test_filters_and_cursor_paging(console: Console, api: Api) -> None:
     bucket = "bkt_console_paging"
-    made = [await create(api, bucket=bucket) for _ in range(5)]
-    other = await create(api, bucket="bkt_console_other")
+    made = [await create_sync(api, bucket) for _ in range(5)]
+    other = await create_sync(api, "bkt_console_other")
     await console.act(made[0], "pause", reason="filtered")
     seen: list[str] = []
     page = await console.get("/console/", bucket=bucket, limit="2")
@@ -213,7 +199,7 @@ async def test_filters_and_cursor_paging(console: Console, api: Api) -> None:
 async def test_the_live_stream_carries_the_namespaces_changes_only(
     gateway: Gateway, console: Console, api: Api, settings: Settings
 ) -> None:
-    sync = await create(api)
+    sync = await create_sync(api, BUCKET)
     async with console.session.get(console.base + "/console/events") as stream:
         assert stream.headers["Content-Type"].startswith("text/event-stream")
         assert (await stream.content.readline()) == b"event: ready\n"
@@ -249,7 +235,7 @@ async def test_the_events_stream_needs_a_session(gateway: Gateway) -> None:
 async def test_another_gateway_with_the_same_secret_serves_the_session(
     settings: Settings, service: Service, console: Console, api: Api
 ) -> None:
-    sync = await create(api)
+    sync = await create_sync(api, BUCKET)
     async with running_gateway(settings, console_secret=SecretStr(SECRET)) as second:
         console.base = second.url  # the same cookie jar: the same session
         page = await console.get(f"/console/b/{BUCKET}/s/{sync['sync_config_id']}")
@@ -263,8 +249,8 @@ async def test_another_gateway_with_the_same_secret_serves_the_session(
 
 async def test_bulk_pause_with_a_preview_and_its_undo(console: Console, api: Api) -> None:
     bucket = "bkt_console_bulk"
-    made = [await create(api, bucket=bucket) for _ in range(3)]
-    outside = await create(api, bucket="bkt_console_bulk_other")
+    made = [await create_sync(api, bucket) for _ in range(3)]
+    outside = await create_sync(api, "bkt_console_bulk_other")
     listed = await console.get("/console/", bucket=bucket)
     assert 'id="bulk_preview"' in listed.text
     shown = await console.get("/console/bulk/preview", bucket=bucket)

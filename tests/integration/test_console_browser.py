@@ -14,7 +14,7 @@ from events.gateway import Gateway
 from events.service.app import Service
 from events.service.settings import Settings
 from tests.helpers.browser import Browser, chromium
-from tests.helpers.gateway import Api, create_body, key_with, running_gateway
+from tests.helpers.gateway import Api, create_sync, key_with, running_gateway
 from tests.helpers.live import Tenant
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
@@ -40,13 +40,6 @@ async def browser(window: Browser) -> Browser:
     return window
 
 
-async def create(api: Api, bucket: str, **more: object) -> dict[str, object]:
-    answer = await api.call("POST", f"/v1/buckets/{bucket}/syncs", create_body(**more))
-    assert answer.status == 200, answer.body
-    assert isinstance(answer.body, dict)
-    return answer.body
-
-
 def row(sync: dict[str, object]) -> str:
     return f'tr[data-sync="{sync["sync_config_id"]}"]'
 
@@ -54,8 +47,8 @@ def row(sync: dict[str, object]) -> str:
 async def test_sign_in_filter_pause_live_and_resume(
     browser: Browser, api: Api, tenant: Tenant
 ) -> None:
-    ours = [await create(api, "bkt_browser_a") for _ in range(3)]
-    other = await create(api, "bkt_browser_b")
+    ours = [await create_sync(api, "bkt_browser_a") for _ in range(3)]
+    other = await create_sync(api, "bkt_browser_b")
     await browser.sign_in(tenant.write_key, tenant.namespace)
     assert tenant.write_key not in await browser.source()
     assert tenant.write_key not in await browser.url()
@@ -108,7 +101,7 @@ async def test_a_script_in_metadata_is_shown_as_text(
     browser: Browser, api: Api, tenant: Tenant
 ) -> None:
     payload = "<script>window.alert('owned')</script>"
-    sync = await create(api, "bkt_browser_x", metadata={"note": payload}, description=payload)
+    sync = await create_sync(api, "bkt_browser_x", metadata={"note": payload}, description=payload)
     await browser.sign_in(tenant.write_key, tenant.namespace)
     await browser.open(f"/console/b/bkt_browser_x/s/{sync['sync_config_id']}")
     assert payload in await browser.text("#metadata")  # the text itself, on the page
@@ -120,7 +113,7 @@ async def test_a_script_in_metadata_is_shown_as_text(
 async def test_an_action_with_a_read_only_key_is_refused(
     browser: Browser, api: Api, tenant: Tenant, settings: Settings
 ) -> None:
-    sync = await create(api, "bkt_browser_r")
+    sync = await create_sync(api, "bkt_browser_r")
     reader = await key_with(settings, tenant, ["syncs:read"])
     await browser.sign_in(reader, tenant.namespace)
     await browser.open(f"/console/b/bkt_browser_r/s/{sync['sync_config_id']}")
@@ -136,8 +129,8 @@ async def test_an_action_with_a_read_only_key_is_refused(
 async def test_bulk_pause_of_a_filtered_set_and_its_undo(
     browser: Browser, api: Api, tenant: Tenant
 ) -> None:
-    made = [await create(api, "bkt_browser_bulk") for _ in range(2)]
-    outside = await create(api, "bkt_browser_bulk_other")
+    made = [await create_sync(api, "bkt_browser_bulk") for _ in range(2)]
+    outside = await create_sync(api, "bkt_browser_bulk_other")
     await browser.sign_in(tenant.write_key, tenant.namespace)
     await browser.open("/console/?bucket=bkt_browser_bulk")
     await browser.click("bulk_preview")

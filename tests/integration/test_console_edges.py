@@ -22,8 +22,8 @@ from events.service.app import Service
 from events.service.db import connect
 from events.service.settings import Settings
 from events.service.tenancy import create_key, revoke_key
-from tests.helpers.console import Console, console_for
-from tests.helpers.gateway import KEYS, Api, api_for, create_body, running_gateway
+from tests.helpers.console import Console, console_for, signed_in
+from tests.helpers.gateway import KEYS, Api, api_for, create_sync, running_gateway, status_of
 from tests.helpers.live import Tenant, new_tenant
 
 pytestmark = pytest.mark.stack
@@ -40,30 +40,13 @@ async def gateway(settings: Settings, service: Service) -> AsyncIterator[Gateway
 
 @pytest.fixture
 async def console(gateway: Gateway, tenant: Tenant) -> AsyncIterator[Console]:
-    async with console_for(gateway) as c:
-        page = await c.sign_in(tenant.write_key, tenant.namespace)
-        assert page.status == 200, page.text[:2000]
+    async with signed_in(gateway, tenant.write_key, tenant.namespace) as c:
         yield c
-
-
-async def create(api: Api, bucket: str = BUCKET, **more: object) -> dict[str, object]:
-    path = f"/v1/buckets/{quote(bucket, safe='')}/syncs"
-    answer = await api.call("POST", path, create_body(**more))
-    assert answer.status == 200, answer.body
-    assert isinstance(answer.body, dict)
-    return answer.body
 
 
 def sync_path(sync: dict[str, object]) -> str:
     bucket, sync_id = str(sync["bucket_id"]), str(sync["sync_config_id"])
     return f"/console/b/{quote(bucket, safe='')}/s/{quote(sync_id, safe='')}"
-
-
-async def status_of(api: Api, sync: dict[str, object]) -> str:
-    bucket = quote(str(sync["bucket_id"]), safe="")
-    got = await api.call("GET", f"/v1/buckets/{bucket}/syncs/{sync['sync_config_id']}")
-    assert got.status == 200, got.body
-    return str(got.body["status"])
 
 
 async def sse(stream: aiohttp.ClientResponse) -> tuple[str, dict[str, object]] | None:
@@ -95,7 +78,7 @@ async def test_a_form_from_https_through_a_proxy_that_ends_tls_is_accepted(
             headers={"Origin": f"https://{host}"},
         )
         assert page.status == 200 and page.url.endswith("/console/"), page.text[:2000]
-        sync = await create(api)
+        sync = await create_sync(api, BUCKET)
         shown = await c.get(sync_path(sync))
         paused = await c.post(
             sync_path(sync) + "/pause",
@@ -119,7 +102,7 @@ def timeline_versions(text: str) -> list[int]:
 async def test_a_long_timeline_shows_the_newest_changes_with_a_link_to_older_ones(
     console: Console, api: Api
 ) -> None:
-    sync = await create(api)
+    sync = await create_sync(api, BUCKET)
     base = f"/v1/buckets/{BUCKET}/syncs/{sync['sync_config_id']}"
     for n in range(55):  # 1 create + 110 changes
         assert (await api.call("POST", base + "/pause", {"reason": f"p{n}"})).status == 200
@@ -145,8 +128,7 @@ async def test_a_revoked_key_ends_its_live_stream(
     try:
         made = await create_key(conn, tenant.org_id, ["syncs:read"])
         KEYS.add(str(made["key"]))
-        async with console_for(gateway) as c:
-            assert (await c.sign_in(str(made["key"]), tenant.namespace)).status == 200
+        async with signed_in(gateway, str(made["key"]), tenant.namespace) as c:
             async with c.session.get(c.base + "/console/events") as stream:
                 assert await sse(stream) == ("ready", {})
                 await revoke_key(conn, str(made["id"]))
@@ -168,8 +150,8 @@ async def test_ids_that_need_encoding_make_working_links_and_redirects(
     console: Console, api: Api
 ) -> None:
     bucket = "bkt&tag=1#part?x/y"
-    sync = await create(api, bucket=bucket)
-    other = await create(api, bucket="bkt")  # what a cut-off query would name
+    sync = await create_sync(api, bucket)
+    other = await create_sync(api, "bkt")  # what a cut-off query would name
     listed = await console.get("/console/", bucket=bucket)
     assert "1 matching" in listed.text
     assert f'href="{sync_path(sync)}"' in listed.text
@@ -198,7 +180,7 @@ async def test_a_list_with_filters_a_selector_cannot_carry_is_not_bulk_paused(
     console: Console, api: Api
 ) -> None:
     bucket = "bkt_console_edges_bulk"
-    made = [await create(api, bucket=bucket) for _ in range(2)]
+    made = [await create_sync(api, bucket) for _ in range(2)]
     plain = await console.get("/console/", bucket=bucket)
     assert 'id="bulk_preview">' in plain.text and 'id="bulk_note"' not in plain.text
     filtered = await console.get("/console/", bucket=bucket, paused="false")
@@ -238,10 +220,12 @@ async def test_the_live_stream_excludes_another_tenants_events(
     gateway: Gateway, settings: Settings, console: Console, api: Api
 ) -> None:
     other = await new_tenant(settings)
-    mine = await create(api)
-    async with api_for(gateway, other) as other_api, console_for(gateway) as other_console:
-        theirs = await create(other_api)
-        assert (await other_console.sign_in(other.write_key, other.namespace)).status == 200
+    mine = await create_sync(api, BUCKET)
+    async with (
+        api_for(gateway, other) as other_api,
+        signed_in(gateway, other.write_key, other.namespace) as other_console,
+    ):
+        theirs = await create_sync(other_api, BUCKET)
         async with (
             console.session.get(console.base + "/console/events") as stream,
             other_console.session.get(other_console.base + "/console/events") as their_stream,

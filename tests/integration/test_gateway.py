@@ -15,7 +15,15 @@ from events.gateway import Gateway
 from events.service.app import Service
 from events.service.db import connect
 from events.service.settings import Settings
-from tests.helpers.gateway import Api, api_for, create_body, key_with, running_gateway
+from tests.helpers.gateway import (
+    Api,
+    api_for,
+    create_body,
+    create_sync,
+    key_with,
+    running_gateway,
+    sync_path,
+)
 from tests.helpers.live import Seen, Tenant, new_tenant
 
 pytestmark = pytest.mark.stack
@@ -23,26 +31,15 @@ pytestmark = pytest.mark.stack
 BUCKET = "bkt_marketing_assets"
 
 
-async def create(api: Api, bucket: str = BUCKET, **more: object) -> dict[str, object]:
-    answer = await api.call("POST", f"/v1/buckets/{bucket}/syncs", create_body(**more))
-    assert answer.status == 200, answer.body
-    assert isinstance(answer.body, dict)
-    return answer.body
-
-
-def path(sync: dict[str, object], tail: str = "") -> str:
-    return f"/v1/buckets/{sync['bucket_id']}/syncs/{sync['sync_config_id']}{tail}"
-
-
 async def test_create_answers_the_sync_with_an_id_the_gateway_assigned(api: Api) -> None:
-    sync = await create(api, description="marketing drive")
+    sync = await create_sync(api, BUCKET, description="marketing drive")
     assert str(sync["sync_config_id"]).startswith("sync_")
     assert sync["bucket_id"] == BUCKET
     assert sync["status"] == "PENDING"
     assert sync["locked"] is False
     assert sync["description"] == "marketing drive"
     assert "lock_token" not in sync
-    got = await api.call("GET", path(sync))
+    got = await api.call("GET", sync_path(sync))
     assert got.status == 200
     assert got.body["sync_config_id"] == sync["sync_config_id"]
     assert got.headers["ETag"] == f'"{sync["version"]}"'
@@ -51,12 +48,12 @@ async def test_create_answers_the_sync_with_an_id_the_gateway_assigned(api: Api)
 async def test_the_seeds_resume_from_suspended_active_and_canceled(
     api: Api, lifecycle: Seen, client: SynclifeClient
 ) -> None:
-    sync = await create(api)
-    paused = await api.call("POST", path(sync, "/pause"))
+    sync = await create_sync(api, BUCKET)
+    paused = await api.call("POST", sync_path(sync, "/pause"))
     assert paused.status == 200, paused.body
     assert paused.body["paused"] is True and paused.body["status"] == "SUSPENDED"
 
-    resumed = await api.call("POST", path(sync, "/resume"))
+    resumed = await api.call("POST", sync_path(sync, "/resume"))
     assert resumed.status == 200, resumed.body
     body = resumed.body
     assert body["paused"] is False and body["is_active"] is True
@@ -70,16 +67,16 @@ async def test_the_seeds_resume_from_suspended_active_and_canceled(
         seen += 1
         await lifecycle.wait(sync_id, seen)  # fails after 20 s without the event
 
-    again = await api.call("POST", path(sync, "/resume"))  # from ACTIVE: noop, 200
+    again = await api.call("POST", sync_path(sync, "/resume"))  # from ACTIVE: noop, 200
     assert again.status == 200, again.body
     assert again.body["status"] == "ACTIVE"
     assert again.body["version"] == body["version"]
 
-    canceled = await create(api)
+    canceled = await create_sync(api, BUCKET)
     # The vendor's API has no cancel route: the sync is canceled through the Kafka contract.
     result = await client.cancel(str(canceled["sync_config_id"]))
     assert result.outcome.value == "applied"
-    refused = await api.call("POST", path(canceled, "/resume"))
+    refused = await api.call("POST", sync_path(canceled, "/resume"))
     assert refused.status == 409, refused.body
     assert refused.error_type == "invalid_transition"
     assert refused.body["success"] is False and refused.body["status"] == 409
@@ -88,11 +85,11 @@ async def test_the_seeds_resume_from_suspended_active_and_canceled(
 async def test_another_tenants_and_another_buckets_sync_are_not_found(
     api: Api, gateway: Gateway, settings: Settings
 ) -> None:
-    sync = await create(api)
+    sync = await create_sync(api, BUCKET)
     other = await new_tenant(settings)
     async with api_for(gateway, other) as stranger:
         for method, tail in (("GET", ""), ("POST", "/pause"), ("GET", "/metrics")):
-            answer = await stranger.call(method, path(sync, tail))
+            answer = await stranger.call(method, sync_path(sync, tail))
             assert answer.status == 404, (method, tail, answer.body)
             assert answer.error_type == "not_found"
             assert str(sync["sync_config_id"]) not in answer.text
@@ -100,51 +97,51 @@ async def test_another_tenants_and_another_buckets_sync_are_not_found(
     for method, tail in (("GET", ""), ("POST", "/pause"), ("DELETE", ""), ("GET", "/jobs/x")):
         answer = await api.call(method, wrong_bucket + tail)
         assert answer.status == 404, (method, tail, answer.body)
-    still = await api.call("GET", path(sync))
+    still = await api.call("GET", sync_path(sync))
     assert still.body["paused"] is False  # the refused pause changed nothing
 
 
 async def test_pause_patch_trigger_unlock_delete(api: Api) -> None:
-    sync = await create(api, sync_mode="continuous")
-    patched = await api.call("PATCH", path(sync), {"description": "new", "batch_size": 20})
+    sync = await create_sync(api, BUCKET, sync_mode="continuous")
+    patched = await api.call("PATCH", sync_path(sync), {"description": "new", "batch_size": 20})
     assert patched.status == 200, patched.body
     assert patched.body["description"] == "new" and patched.body["batch_size"] == 20
 
-    paused = await api.call("PATCH", path(sync), {"is_active": False})
+    paused = await api.call("PATCH", sync_path(sync), {"is_active": False})
     assert paused.status == 200, paused.body
     assert paused.body["status"] == "SUSPENDED" and paused.body["paused"] is True
-    resumed = await api.call("PATCH", path(sync), {"status": "ACTIVE"})
+    resumed = await api.call("PATCH", sync_path(sync), {"status": "ACTIVE"})
     assert resumed.status == 200, resumed.body
     assert resumed.body["status"] == "ACTIVE"
 
-    triggered = await api.call("POST", path(sync, "/trigger"), params={"full_sync": "true"})
+    triggered = await api.call("POST", sync_path(sync, "/trigger"), params={"full_sync": "true"})
     assert triggered.status == 200, triggered.body
     assert triggered.body["sync_config_id"] == sync["sync_config_id"]
     assert triggered.body["full_sync"] is True
 
-    unlocked = await api.call("POST", path(sync, "/unlock"))
+    unlocked = await api.call("POST", sync_path(sync, "/unlock"))
     assert unlocked.status == 200, unlocked.body  # nothing locked: noop
     assert unlocked.body["locked"] is False
 
-    deleted = await api.call("DELETE", path(sync))
+    deleted = await api.call("DELETE", sync_path(sync))
     assert deleted.status == 200, deleted.body
     assert deleted.body == {"sync_config_id": sync["sync_config_id"], "deleted": True}
-    gone = await api.call("GET", path(sync))
+    gone = await api.call("GET", sync_path(sync))
     assert gone.status == 404
 
 
 async def test_errors_in_the_vendors_body(api: Api, settings: Settings, tenant: Tenant) -> None:
-    sync = await create(api)
-    no_ns = await api.call("POST", path(sync, "/pause"), namespace=None)
+    sync = await create_sync(api, BUCKET)
+    no_ns = await api.call("POST", sync_path(sync, "/pause"), namespace=None)
     assert no_ns.status == 400, no_ns.body
-    bad_key = await api.call("GET", path(sync), key="sk_" + "x" * 43)
+    bad_key = await api.call("GET", sync_path(sync), key="sk_" + "x" * 43)
     assert bad_key.status == 401 and bad_key.error_type == "unauthenticated"
-    no_key = await api.call("GET", path(sync), key=None)
+    no_key = await api.call("GET", sync_path(sync), key=None)
     assert no_key.status == 401
     reader = await key_with(settings, tenant, ["syncs:read"])
-    forbidden = await api.call("POST", path(sync, "/pause"), key=reader)
+    forbidden = await api.call("POST", sync_path(sync, "/pause"), key=reader)
     assert forbidden.status == 403, forbidden.body
-    readable = await api.call("GET", path(sync), key=reader)
+    readable = await api.call("GET", sync_path(sync), key=reader)
     assert readable.status == 200
     malformed = await api.call("POST", f"/v1/buckets/{BUCKET}/syncs", raw=b'{"connection_id": ')
     assert malformed.status == 400 and malformed.error_type == "invalid_json"
@@ -179,29 +176,35 @@ async def test_errors_in_the_vendors_body(api: Api, settings: Settings, tenant: 
     assert (await chunked.json())["error"]["type"] == "too_large"
     chunked.release()
     # A body passed on as the command's data: the service names the unknown key.
-    extra = await api.call("POST", path(sync, "/pause"), {"colour": "red"})
+    extra = await api.call("POST", sync_path(sync, "/pause"), {"colour": "red"})
     assert extra.status == 422 and "colour" in extra.text, extra.body
     # Valid JSON that no text column can store: refused here, never left to time out.
-    nul = await api.call("PATCH", path(sync), raw=b'{"description": "a\\u0000b"}')
+    nul = await api.call("PATCH", sync_path(sync), raw=b'{"description": "a\\u0000b"}')
     assert nul.status == 400 and nul.error_type == "invalid_json", nul.body
     no_route = await api.call("GET", "/v1/nothing")
     assert no_route.status == 404 and no_route.body["success"] is False
 
 
 async def test_if_match(api: Api) -> None:
-    sync = await create(api)
-    paused = await api.call("POST", path(sync, "/pause"))  # the scheduler leaves it alone now
+    sync = await create_sync(api, BUCKET)
+    paused = await api.call("POST", sync_path(sync, "/pause"))  # the scheduler leaves it alone now
     assert paused.status == 200, paused.body
-    got = await api.call("GET", path(sync))
+    got = await api.call("GET", sync_path(sync))
     etag = got.headers["ETag"]
     assert etag == f'"{paused.body["version"]}"'
     stale = f'"{int(got.body["version"]) - 1}"'
-    refused = await api.call("PATCH", path(sync), {"batch_size": 7}, headers={"If-Match": stale})
+    refused = await api.call(
+        "PATCH", sync_path(sync), {"batch_size": 7}, headers={"If-Match": stale}
+    )
     assert refused.status == 412, refused.body
     assert refused.error_type == "version_conflict"
-    malformed = await api.call("PATCH", path(sync), {"batch_size": 7}, headers={"If-Match": "5"})
+    malformed = await api.call(
+        "PATCH", sync_path(sync), {"batch_size": 7}, headers={"If-Match": "5"}
+    )
     assert malformed.status == 400 and malformed.error_type == "invalid_if_match"
-    applied = await api.call("PATCH", path(sync), {"batch_size": 7}, headers={"If-Match": etag})
+    applied = await api.call(
+        "PATCH", sync_path(sync), {"batch_size": 7}, headers={"If-Match": etag}
+    )
     assert applied.status == 200, applied.body
     assert applied.body["batch_size"] == 7
     assert applied.headers["ETag"] == f'"{applied.body["version"]}"'
@@ -210,19 +213,19 @@ async def test_if_match(api: Api) -> None:
 async def test_a_retry_with_the_same_idempotency_key_has_one_effect(
     api: Api, settings: Settings
 ) -> None:
-    sync = await create(api)
+    sync = await create_sync(api, BUCKET)
     key = {"Idempotency-Key": "retry-1"}
-    first = await api.call("POST", path(sync, "/pause"), headers=key)
+    first = await api.call("POST", sync_path(sync, "/pause"), headers=key)
     assert first.status == 200, first.body
-    resumed = await api.call("POST", path(sync, "/resume"))
+    resumed = await api.call("POST", sync_path(sync, "/resume"))
     assert resumed.status == 200 and resumed.body["status"] == "ACTIVE", resumed.body
     # The first answer was "lost": the client sends the same request again. It is the same
     # command: the first result again, and no second pause (a new pause would apply now).
-    second = await api.call("POST", path(sync, "/pause"), headers=key)
+    second = await api.call("POST", sync_path(sync, "/pause"), headers=key)
     assert second.status == 200, second.body
     assert second.body["version"] == first.body["version"]
     assert second.body["status"] == "SUSPENDED"
-    now = await api.call("GET", path(sync))
+    now = await api.call("GET", sync_path(sync))
     assert now.body["status"] == "ACTIVE"
     conn = await connect(settings)
     try:
@@ -234,9 +237,9 @@ async def test_a_retry_with_the_same_idempotency_key_has_one_effect(
     finally:
         await conn.close()
     assert pauses == 1
-    control = await api.call("POST", path(sync, "/pause"), headers={"Idempotency-Key": "new"})
+    control = await api.call("POST", sync_path(sync, "/pause"), headers={"Idempotency-Key": "new"})
     assert control.status == 200 and control.body["version"] > now.body["version"]
-    other = await api.call("POST", path(sync, "/pause"), {"reason": "x"}, headers=key)
+    other = await api.call("POST", sync_path(sync, "/pause"), {"reason": "x"}, headers=key)
     assert other.status == 422, other.body
     assert other.error_type == "idempotency_key_reused"
     # A create retried: the same sync, created once.

@@ -26,7 +26,7 @@ from multidict import CIMultiDict
 
 from events.gateway import Gateway
 from events.service.settings import Settings
-from tests.helpers.gateway import KEYS, Api, api_for, create_body
+from tests.helpers.gateway import KEYS, Api, api_for, create_body, create_sync, sync_path
 from tests.helpers.live import Tenant, new_tenant
 
 pytestmark = pytest.mark.stack
@@ -178,21 +178,10 @@ def auth(tenant: Tenant) -> list[tuple[bytes | str, bytes | str]]:
     return [("Authorization", f"Bearer {tenant.write_key}"), ("X-Namespace", tenant.namespace)]
 
 
-async def create(api: Api, bucket: str = BUCKET, **more: Any) -> dict[str, Any]:
-    answer = await api.call("POST", f"/v1/buckets/{bucket}/syncs", create_body(**more))
-    assert answer.status == 200, answer.body
-    assert isinstance(answer.body, dict)
-    return answer.body
-
-
-def path(sync: dict[str, Any], tail: str = "") -> str:
-    return f"/v1/buckets/{sync['bucket_id']}/syncs/{sync['sync_config_id']}{tail}"
-
-
 async def quiet(api: Api) -> dict[str, Any]:
     """A paused sync: nothing but a request changes it (the scheduler leaves it alone)."""
-    sync = await create(api)
-    paused = await api.call("POST", path(sync, "/pause"))
+    sync = await create_sync(api, BUCKET)
+    paused = await api.call("POST", sync_path(sync, "/pause"))
     assert paused.status == 200, paused.body
     assert isinstance(paused.body, dict)
     return paused.body
@@ -200,7 +189,7 @@ async def quiet(api: Api) -> dict[str, Any]:
 
 async def unchanged(api: Api, sync: dict[str, Any]) -> None:
     """The sync is as created, and the gateway still answers."""
-    got = await api.call("GET", path(sync))
+    got = await api.call("GET", sync_path(sync))
     assert got.status == 200, got.body
     assert got.body["version"] == sync["version"], "a refused request changed the sync"
 
@@ -227,7 +216,7 @@ async def test_a_header_of_a_megabyte_is_refused_in_the_error_body(
     prefix = f"Bearer {tenant.write_key}" if name == "Authorization" else ""
     headers = [(k, v) for k, v in auth(tenant) if k != name]
     headers.append((name, prefix + "a" * MB))
-    answer = await raw_http(gateway, request_bytes("POST", path(sync, "/pause"), headers))
+    answer = await raw_http(gateway, request_bytes("POST", sync_path(sync, "/pause"), headers))
     error = answer.error((400, 431))
     assert error["type"] == "header_too_large", error
     assert len(answer.text) < 2000
@@ -239,7 +228,7 @@ async def test_too_many_headers_are_refused_in_the_error_body(
 ) -> None:
     sync = await quiet(api)
     headers = auth(tenant) + [(f"X-Junk-{i}", "1") for i in range(500)]
-    answer = await raw_http(gateway, request_bytes("POST", path(sync, "/pause"), headers))
+    answer = await raw_http(gateway, request_bytes("POST", sync_path(sync, "/pause"), headers))
     assert answer.error((400, 431))["type"] == "header_too_large"
     await unchanged(api, sync)
 
@@ -260,7 +249,7 @@ async def test_control_characters_and_bytes_not_utf8_in_a_header_value(
     original = given.get(name, "v")
     value = (original.encode() if isinstance(original, str) else original) + bad
     headers = [(k, v) for k, v in given.items() if k != name] + [(name, value)]
-    answer = await raw_http(gateway, request_bytes("POST", path(sync, "/pause"), headers))
+    answer = await raw_http(gateway, request_bytes("POST", sync_path(sync, "/pause"), headers))
     assert answer.status < 500, answer.text
     if name in ("Authorization", "X-Namespace", "If-Match"):  # not one the gateway knows: 4xx
         answer.error()
@@ -268,7 +257,7 @@ async def test_control_characters_and_bytes_not_utf8_in_a_header_value(
         answer.error()
     assert "\x1b" not in answer.text and "\x00" not in answer.text
     assert all("\x1b" not in v and "\x00" not in v for v in answer.headers.values())
-    got = await api.call("GET", path(sync))
+    got = await api.call("GET", sync_path(sync))
     assert got.status == 200  # still serving
 
 
@@ -463,7 +452,7 @@ async def test_filter_text_no_id_can_be_is_a_validation_error_naming_it(
         assert "\x00" not in answer.text and "\\u0000" not in answer.text
     # A cursor of the right shape whose id no sync or job can have: not one this API gave.
     cursor = _cursor(["2024-01-01T00:00:00+00:00", text])
-    for route in (f"/v1/buckets/{BUCKET}/syncs/list", "/v1/syncs/list", path(sync, "/jobs")):
+    for route in (f"/v1/buckets/{BUCKET}/syncs/list", "/v1/syncs/list", sync_path(sync, "/jobs")):
         answer = await api.call("POST", route, params={"cursor": cursor})
         error = check_error(answer.status, answer.text, 422)
         assert [e["field"] for e in error["details"]["errors"]] == ["query.cursor"], error
@@ -474,10 +463,10 @@ async def test_filter_text_no_id_can_be_is_a_validation_error_naming_it(
 async def test_a_cursor_of_another_tenant_or_another_filter_shows_only_the_callers_syncs(
     gateway: Gateway, api: Api, settings: Settings
 ) -> None:
-    mine = {str((await create(api))["sync_config_id"]) for _ in range(3)}
+    mine = {str((await create_sync(api, BUCKET))["sync_config_id"]) for _ in range(3)}
     other = await new_tenant(settings)
     async with api_for(gateway, other) as stranger:
-        theirs = {str((await create(stranger))["sync_config_id"]) for _ in range(3)}
+        theirs = {str((await create_sync(stranger, BUCKET))["sync_config_id"]) for _ in range(3)}
         page = await stranger.call("POST", "/v1/syncs/list", params={"limit": "1"})
         cursor = page.body["pagination"]["next_cursor"]
         assert cursor
@@ -498,7 +487,7 @@ async def test_a_cursor_of_another_tenant_or_another_filter_shows_only_the_calle
 
 async def test_trigger_with_full_sync_not_a_boolean_triggers_nothing(api: Api) -> None:
     sync = await quiet(api)
-    answer = await api.call("POST", path(sync, "/trigger"), params={"full_sync": "maybe"})
+    answer = await api.call("POST", sync_path(sync, "/trigger"), params={"full_sync": "maybe"})
     check_error(answer.status, answer.text, 422)
     await unchanged(api, sync)
 
@@ -614,7 +603,7 @@ async def test_json_nested_to_the_limit_is_taken_and_past_it_is_invalid(api: Api
     parser reads but the models cannot write back), are refused before anything is sent."""
     made = await api.call("POST", f"/v1/buckets/{BUCKET}/syncs", raw=_nested(62))
     assert made.status == 200, made.text
-    got = await api.call("GET", path(made.body))
+    got = await api.call("GET", sync_path(made.body))
     assert got.status == 200 and got.body["metadata"] == made.body["metadata"]
     before = await count(api)
     for depth in (63, 500, 5000):  # 5000: past what the parser itself reads
@@ -639,7 +628,7 @@ async def test_json_nested_to_the_limit_is_taken_and_past_it_is_invalid(api: Api
 )
 async def test_a_hostile_update_changes_nothing(api: Api, raw: bytes) -> None:
     sync = await quiet(api)
-    answer = await api.call("PATCH", path(sync), raw=raw)
+    answer = await api.call("PATCH", sync_path(sync), raw=raw)
     check_error(answer.status, answer.text, (400, 422))
     await unchanged(api, sync)
 
@@ -709,20 +698,20 @@ async def test_a_body_at_the_limit_is_read_and_one_past_it_is_413(
 async def test_another_tenants_sync_is_a_missing_sync_in_every_route(
     gateway: Gateway, api: Api, settings: Settings
 ) -> None:
-    sync = await create(api, sync_mode="continuous")
-    triggered = await api.call("POST", path(sync, "/trigger"))
+    sync = await create_sync(api, BUCKET, sync_mode="continuous")
+    triggered = await api.call("POST", sync_path(sync, "/trigger"))
     assert triggered.status == 200, triggered.body
     job = triggered.body["sync_job_id"]
-    assert (await api.call("POST", path(sync, "/pause"))).status == 200  # stays as it is now
-    sync = (await api.call("GET", path(sync))).body
+    assert (await api.call("POST", sync_path(sync, "/pause"))).status == 200  # stays as it is now
+    sync = (await api.call("GET", sync_path(sync))).body
     missing = {**sync, "sync_config_id": "sync_" + "0" * 26}
     other = await new_tenant(settings)
     async with api_for(gateway, other) as stranger:
-        own = await create(stranger)
+        own = await create_sync(stranger, BUCKET)
         for method, tail in [*SYNC_ROUTES, ("GET", f"/jobs/{job}")]:
             body = _body_for(method)
-            theirs = await stranger.call(method, path(sync, tail), body)
-            absent = await stranger.call(method, path(missing, tail), body)
+            theirs = await stranger.call(method, sync_path(sync, tail), body)
+            absent = await stranger.call(method, sync_path(missing, tail), body)
             assert theirs.status == absent.status == 404, (method, tail, theirs.text)
             assert theirs.body == absent.body, (method, tail)
             assert str(sync["sync_config_id"]) not in theirs.text
@@ -732,13 +721,13 @@ async def test_another_tenants_sync_is_a_missing_sync_in_every_route(
             )
             assert moved.status == 404 and moved.body == absent.body, (method, tail)
         # Another tenant's job under the caller's own sync.
-        job_of_theirs = await stranger.call("GET", path(own, f"/jobs/{job}"))
+        job_of_theirs = await stranger.call("GET", sync_path(own, f"/jobs/{job}"))
         assert job_of_theirs.status == 404 and job not in job_of_theirs.text
         # The same Idempotency-Key as the owner, on the owner's path: not the owner's answer.
         key = {"Idempotency-Key": "shared-key"}
-        mine = await api.call("POST", path(sync, "/unlock"), headers=key)
+        mine = await api.call("POST", sync_path(sync, "/unlock"), headers=key)
         assert mine.status == 200, mine.body
-        copied = await stranger.call("POST", path(sync, "/unlock"), headers=key)
+        copied = await stranger.call("POST", sync_path(sync, "/unlock"), headers=key)
         assert copied.status == 404, copied.text
         lists = await stranger.call("POST", f"/v1/buckets/{BUCKET}/syncs/list")
         assert all(r["sync_config_id"] != sync["sync_config_id"] for r in lists.body["results"])
@@ -750,7 +739,7 @@ async def test_another_tenants_sync_is_a_missing_sync_in_every_route(
             _body_for(method),
         )
         assert answer.status == 404, (method, tail, answer.text)
-    now = await api.call("GET", path(sync))
+    now = await api.call("GET", sync_path(sync))
     assert now.body["version"] == sync["version"] and now.body["status"] == sync["status"]
 
 
@@ -758,23 +747,27 @@ async def test_another_tenants_sync_is_a_missing_sync_in_every_route(
 
 
 async def test_an_idempotency_key_reused_for_another_request(api: Api) -> None:
-    sync = await create(api)
+    sync = await create_sync(api, BUCKET)
     key = {"Idempotency-Key": "k-1"}
-    first = await api.call("PATCH", path(sync), {"description": "one"}, headers=key)
+    first = await api.call("PATCH", sync_path(sync), {"description": "one"}, headers=key)
     assert first.status == 200, first.body
     for body, more, params in (
         ({"description": "two"}, {}, None),
         ({"description": "one"}, {"If-Match": f'"{first.body["version"]}"'}, None),
         ({"description": "one"}, {}, {"x": "1"}),
     ):
-        other = await api.call("PATCH", path(sync), body, headers={**key, **more}, params=params)
+        other = await api.call(
+            "PATCH", sync_path(sync), body, headers={**key, **more}, params=params
+        )
         assert check_error(other.status, other.text, 422)["type"] == "idempotency_key_reused"
     # On another route it is another request: the pause is applied, not the PATCH replayed.
-    paused = await api.call("POST", path(sync, "/pause"), headers=key)
+    paused = await api.call("POST", sync_path(sync, "/pause"), headers=key)
     assert paused.status == 200 and paused.body["paused"] is True, paused.body
     assert paused.body["version"] > first.body["version"]
     for odd in ("", " ", "k" * 8000, "\u00e9t\u00e9"):
-        answer = await api.call("POST", path(sync, "/unlock"), headers={"Idempotency-Key": odd})
+        answer = await api.call(
+            "POST", sync_path(sync, "/unlock"), headers={"Idempotency-Key": odd}
+        )
         assert answer.status in (200, 400), answer.text
         if answer.status == 400:
             check_error(answer.status, answer.text)
@@ -815,19 +808,23 @@ MALFORMED_IF_MATCH = [
 async def test_if_match_malformed_stale_and_weak(api: Api) -> None:
     sync = await quiet(api)
     for value in MALFORMED_IF_MATCH:
-        answer = await api.call("PATCH", path(sync), {"batch_size": 7}, headers={"If-Match": value})
+        answer = await api.call(
+            "PATCH", sync_path(sync), {"batch_size": 7}, headers={"If-Match": value}
+        )
         error = check_error(answer.status, answer.text, 400)
         assert error["type"] == "invalid_if_match", (value, error)
         assert len(answer.text) < 2000
     for value in ('"0"', 'W/"0"', f'"{sync["version"] + 1}"'):
-        answer = await api.call("PATCH", path(sync), {"batch_size": 7}, headers={"If-Match": value})
+        answer = await api.call(
+            "PATCH", sync_path(sync), {"batch_size": 7}, headers={"If-Match": value}
+        )
         assert check_error(answer.status, answer.text, 412)["type"] == "version_conflict", value
     await unchanged(api, sync)
     # If-Match compares strongly (RFC 9110): a weak tag, even of the current version, matches
     # none, on every write and on a create; a sync that is not the caller's is still 404.
     weak = {"If-Match": f'W/"{sync["version"]}"'}
     for method, tail, body in (("PATCH", "", {"batch_size": 7}), ("POST", "/resume", None)):
-        answer = await api.call(method, path(sync, tail), body, headers=weak)
+        answer = await api.call(method, sync_path(sync, tail), body, headers=weak)
         assert check_error(answer.status, answer.text, 412)["type"] == "version_conflict"
     before = await count(api)
     made = await api.call("POST", f"/v1/buckets/{BUCKET}/syncs", create_body(), headers=weak)
@@ -839,7 +836,7 @@ async def test_if_match_malformed_stale_and_weak(api: Api) -> None:
     )
     assert elsewhere.status == 404, elsewhere.text
     strong = await api.call(
-        "PATCH", path(sync), {"batch_size": 7}, headers={"If-Match": f'"{sync["version"]}"'}
+        "PATCH", sync_path(sync), {"batch_size": 7}, headers={"If-Match": f'"{sync["version"]}"'}
     )
     assert strong.status == 200, strong.text
     gone = await api.call(
@@ -864,24 +861,26 @@ async def test_if_match_malformed_stale_and_weak(api: Api) -> None:
     ],
 )
 async def test_prefer_garbage_is_ignored(api: Api, prefer: str) -> None:
-    sync = await create(api)
-    answer = await api.call("POST", path(sync, "/pause"), headers={"Prefer": prefer})
+    sync = await create_sync(api, BUCKET)
+    answer = await api.call("POST", sync_path(sync, "/pause"), headers={"Prefer": prefer})
     assert answer.status in (200, 202), answer.text
     if answer.status == 200:
         assert answer.body["paused"] is True
 
 
 async def test_the_gateway_still_serves_after_all_of_it(api: Api) -> None:
-    sync = await create(api)
-    assert (await api.call("POST", path(sync, "/pause"))).status == 200
-    assert (await api.call("POST", path(sync, "/resume"))).status == 200
+    sync = await create_sync(api, BUCKET)
+    assert (await api.call("POST", sync_path(sync, "/pause"))).status == 200
+    assert (await api.call("POST", sync_path(sync, "/resume"))).status == 200
 
 
 async def test_numbers_at_the_extremes_that_the_contract_takes_come_back_exactly(api: Api) -> None:
     """``max_objects_per_run`` has no upper bound and metadata values are free: a number far past
     any 64-bit integer is stored and read back as it was sent, never rounded or refused late."""
-    sync = await create(api, max_objects_per_run=2**70, metadata={"big": 10**4000, "tiny": 1e-300})
-    got = await api.call("GET", path(sync))
+    sync = await create_sync(
+        api, BUCKET, max_objects_per_run=2**70, metadata={"big": 10**4000, "tiny": 1e-300}
+    )
+    got = await api.call("GET", sync_path(sync))
     assert got.status == 200, got.text
     assert got.body["max_objects_per_run"] == 2**70
     assert got.body["metadata"] == {"big": 10**4000, "tiny": 1e-300}

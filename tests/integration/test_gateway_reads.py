@@ -14,7 +14,7 @@ from events.gateway import Gateway
 from events.service.app import Service
 from events.service.settings import Settings
 from statemachine import CommandType, Outcome
-from tests.helpers.gateway import Api, api_for, create_body, running_gateway
+from tests.helpers.gateway import Api, api_for, create_sync, running_gateway, sync_path
 from tests.helpers.live import Tenant, new_tenant
 
 pytestmark = pytest.mark.stack
@@ -24,22 +24,11 @@ def bucket() -> str:
     return f"bkt_{secrets.token_hex(4)}"
 
 
-async def create(api: Api, in_bucket: str, **more: Any) -> dict[str, Any]:
-    answer = await api.call("POST", f"/v1/buckets/{in_bucket}/syncs", create_body(**more))
-    assert answer.status == 200, answer.body
-    assert isinstance(answer.body, dict)
-    return answer.body
-
-
-def path(sync: dict[str, Any], tail: str = "") -> str:
-    return f"/v1/buckets/{sync['bucket_id']}/syncs/{sync['sync_config_id']}{tail}"
-
-
 async def test_list_newest_first_filtered_and_paged(api: Api) -> None:
     here = bucket()
-    made = [await create(api, here, connection_id=f"conn_{i % 2}") for i in range(5)]
-    await create(api, bucket())  # another bucket: never listed here
-    await api.call("POST", path(made[0], "/pause"))
+    made = [await create_sync(api, here, connection_id=f"conn_{i % 2}") for i in range(5)]
+    await create_sync(api, bucket())  # another bucket: never listed here
+    await api.call("POST", sync_path(made[0], "/pause"))
     newest_first = [s["sync_config_id"] for s in reversed(made)]
 
     listed = await api.call("POST", f"/v1/buckets/{here}/syncs/list")  # no body, as the SDK
@@ -93,7 +82,7 @@ async def test_list_newest_first_filtered_and_paged(api: Api) -> None:
     # The flags filter as the documents say (read from the status column): one sync of each
     # kind (made[1] paused and resumed: ACTIVE; made[0] SUSPENDED; the others PENDING).
     for action in ("/pause", "/resume"):
-        assert (await api.call("POST", path(made[1], action))).status == 200
+        assert (await api.call("POST", sync_path(made[1], action))).status == 200
     everyone = (await api.call("POST", "/v1/syncs/list", {"bucket_id": here})).body["results"]
     assert len(everyone) == 5
     assert {s["status"] for s in everyone} == {"ACTIVE", "SUSPENDED", "PENDING"}
@@ -106,7 +95,7 @@ async def test_list_newest_first_filtered_and_paged(api: Api) -> None:
     paused = await api.call("POST", "/v1/syncs/list", {"bucket_id": here, "paused": True})
     assert [s["sync_config_id"] for s in paused.body["results"]] == [made[0]["sync_config_id"]]
 
-    await api.call("DELETE", path(made[4]))  # archived: left out of lists
+    await api.call("DELETE", sync_path(made[4]))  # archived: left out of lists
     after = await api.call(
         "POST", f"/v1/buckets/{here}/syncs/list", {}, params={"include_total": "1"}
     )
@@ -122,7 +111,7 @@ async def test_list_newest_first_filtered_and_paged(api: Api) -> None:
 
 async def test_lists_are_the_callers_own(api: Api, gateway: Gateway, settings: Settings) -> None:
     here = bucket()
-    await create(api, here)
+    await create_sync(api, here)
     other = await new_tenant(settings)
     async with api_for(gateway, other) as stranger:
         theirs = await stranger.call("POST", f"/v1/buckets/{here}/syncs/list")
@@ -133,9 +122,9 @@ async def test_lists_are_the_callers_own(api: Api, gateway: Gateway, settings: S
 
 async def test_namespace_wide_list(api: Api) -> None:
     one, two = bucket(), bucket()
-    a = await create(api, one, provider="s3", source_path="my-bucket/prefix")
-    b = await create(api, two)
-    await api.call("POST", path(b, "/pause"))
+    a = await create_sync(api, one, provider="s3", source_path="my-bucket/prefix")
+    b = await create_sync(api, two)
+    await api.call("POST", sync_path(b, "/pause"))
     everything = await api.call("POST", "/v1/syncs/list", params={"include_total": "true"})
     ids = [s["sync_config_id"] for s in everything.body["results"]]
     assert ids[:2] == [b["sync_config_id"], a["sync_config_id"]]
@@ -152,16 +141,16 @@ async def test_namespace_wide_list(api: Api) -> None:
 
 
 async def test_jobs_metrics_and_history(api: Api, client: SynclifeClient) -> None:
-    sync = await create(api, bucket())
-    triggered = await api.call("POST", path(sync, "/trigger"))
+    sync = await create_sync(api, bucket())
+    triggered = await api.call("POST", sync_path(sync, "/trigger"))
     assert triggered.status == 200, triggered.body
     job_id = triggered.body["sync_job_id"]
     assert str(job_id).startswith("job_"), triggered.body
-    jobs = await api.call("POST", path(sync, "/jobs"), params={"include_total": "true"})
+    jobs = await api.call("POST", sync_path(sync, "/jobs"), params={"include_total": "true"})
     assert jobs.status == 200, jobs.body
     listed = [j["sync_job_id"] for j in jobs.body["results"]]
     assert job_id in listed
-    one = await api.call("GET", path(sync, f"/jobs/{job_id}"))
+    one = await api.call("GET", sync_path(sync, f"/jobs/{job_id}"))
     assert one.status == 200, one.body
     assert one.body["sync_config_id"] == sync["sync_config_id"]
     assert one.body["internal_id"] == sync["internal_id"]
@@ -169,12 +158,12 @@ async def test_jobs_metrics_and_history(api: Api, client: SynclifeClient) -> Non
     # same job, re-labelled) or not; its timeline row says the same.
     assert one.body["trigger"] == "manual"
     assert jobs.body["total"] == jobs.body["pagination"]["total"] == len(listed) >= 1
-    running = await api.call("POST", path(sync, "/jobs"), {"status": "running"})
+    running = await api.call("POST", sync_path(sync, "/jobs"), {"status": "running"})
     assert running.status == 200
-    missing = await api.call("GET", path(sync, "/jobs/job_nothing"))
+    missing = await api.call("GET", sync_path(sync, "/jobs/job_nothing"))
     assert missing.status == 404
 
-    metrics = await api.call("GET", path(sync, "/metrics"))
+    metrics = await api.call("GET", sync_path(sync, "/metrics"))
     assert metrics.status == 200, metrics.body
     m = metrics.body
     assert m["sync_config_id"] == sync["sync_config_id"]
@@ -184,7 +173,7 @@ async def test_jobs_metrics_and_history(api: Api, client: SynclifeClient) -> Non
     assert m["seconds_since_last_sync"] is None and m["intervals_since_last_sync"] is None
     assert m["last_job"] is not None and m["last_job"]["sync_config_id"] == sync["sync_config_id"]
 
-    history = await api.call("GET", path(sync, "/history"))
+    history = await api.call("GET", sync_path(sync, "/history"))
     assert history.status == 200, history.body
     versions = [h["version"] for h in history.body["results"]]
     assert versions == sorted(versions) and versions[0] == 1
@@ -199,7 +188,7 @@ async def queued_job(api: Api, sync: dict[str, Any]) -> dict[str, Any]:
     """The job the scheduler queued for a new sync (due at once), once it is there."""
     async with asyncio.timeout(30):
         while True:
-            jobs = await api.call("POST", path(sync, "/jobs"))
+            jobs = await api.call("POST", sync_path(sync, "/jobs"))
             assert jobs.status == 200, jobs.body
             if jobs.body["results"]:
                 (job,) = jobs.body["results"]
@@ -211,39 +200,39 @@ async def test_a_manual_trigger_relabels_the_queued_scheduled_job(api: Api) -> N
     """A new sync is due at once, so the scheduler queues a ``scheduled`` job; a trigger
     before a worker starts it names the same job, which then says ``manual``, as the event
     and the timeline do."""
-    sync = await create(api, bucket())
+    sync = await create_sync(api, bucket())
     job = await queued_job(api, sync)
     assert (job["trigger"], job["phase"]) == ("scheduled", "queued")
-    triggered = await api.call("POST", path(sync, "/trigger"))
+    triggered = await api.call("POST", sync_path(sync, "/trigger"))
     assert triggered.status == 200, triggered.body
     assert triggered.body["sync_job_id"] == job["sync_job_id"]
-    one = await api.call("GET", path(sync, f"/jobs/{job['sync_job_id']}"))
+    one = await api.call("GET", sync_path(sync, f"/jobs/{job['sync_job_id']}"))
     assert one.status == 200, one.body
     assert (one.body["trigger"], one.body["phase"]) == ("manual", "queued")
     assert one.body["full_sync"] is True  # the first run lists every file, still
-    jobs = await api.call("POST", path(sync, "/jobs"), {"include_total": True})
+    jobs = await api.call("POST", sync_path(sync, "/jobs"), {"include_total": True})
     assert jobs.body["pagination"]["total"] == 1
-    history = await api.call("GET", path(sync, "/history"))
+    history = await api.call("GET", sync_path(sync, "/history"))
     requested = [h for h in history.body["results"] if h["event_type"] == "sync.run_requested"]
     assert [h["trigger"] for h in requested] == ["scheduled", "manual"]
 
 
 async def test_status_filters_of_the_sdk_match_nothing_rather_than_refuse(api: Api) -> None:
     here = bucket()
-    sync = await create(api, here)
+    sync = await create_sync(api, here)
     for status in ("QUEUED", "INTERRUPTED", "DEACTIVATED"):
         for route in (f"/v1/buckets/{here}/syncs/list", "/v1/syncs/list"):
             listed = await api.call("POST", route, {"status": status, "include_total": True})
             assert listed.status == 200, listed.body
             assert listed.body["results"] == [] and listed.body["pagination"]["total"] == 0
-    skipped = await api.call("POST", path(sync, "/jobs"), {"status": "skipped"})
+    skipped = await api.call("POST", sync_path(sync, "/jobs"), {"status": "skipped"})
     assert skipped.status == 200 and skipped.body["results"] == [], skipped.body
 
 
 async def test_include_total_in_the_body_as_well_as_the_query(api: Api) -> None:
     here = bucket()
     for _ in range(3):
-        await create(api, here)
+        await create_sync(api, here)
     route = f"/v1/buckets/{here}/syncs/list"
     for body, params in (({"include_total": True}, None), ({}, {"include_total": "true"})):
         listed = await api.call("POST", route, body, params={"limit": "1", **(params or {})})
@@ -265,8 +254,8 @@ async def test_a_sync_never_synced_is_not_stale_however_late(
     async with running_gateway(settings, clock_offset_seconds=7200) as late:
         async with api_for(late, tenant) as api:
             here = bucket()
-            sync = await create(api, here)
-            triggered = await api.call("POST", path(sync, "/trigger"))
+            sync = await create_sync(api, here)
+            triggered = await api.call("POST", sync_path(sync, "/trigger"))
             assert triggered.status == 200, triggered.body
             job = triggered.body["sync_job_id"]
             started = await worker.send(
@@ -276,7 +265,7 @@ async def test_a_sync_never_synced_is_not_stale_however_late(
             )
             assert started is not None and started.outcome is Outcome.APPLIED, started
             assert started.run is not None
-            got = await api.call("GET", path(sync))
+            got = await api.call("GET", sync_path(sync))
             assert got.body["is_active"] is True and got.body["last_sync_at"] is None, got.body
 
             async def stale_listed() -> tuple[bool, bool]:
@@ -289,7 +278,7 @@ async def test_a_sync_never_synced_is_not_stale_however_late(
                     listed.append(len(answer.body["results"]) == 1)
                 return listed[0], listed[1]
 
-            m = (await api.call("GET", path(sync, "/metrics"))).body
+            m = (await api.call("GET", sync_path(sync, "/metrics"))).body
             assert m["seconds_since_last_sync"] is None and m["intervals_since_last_sync"] is None
             assert m["is_stale"] is False and m["healthy"] is True and m["running_job"] is True
             assert await stale_listed() == (False, True)
@@ -298,7 +287,7 @@ async def test_a_sync_never_synced_is_not_stale_however_late(
                 sync["sync_config_id"], run_id=job, lock_token=started.run["lock_token"]
             )
             assert done.outcome is Outcome.APPLIED, done
-            m = (await api.call("GET", path(sync, "/metrics"))).body
+            m = (await api.call("GET", sync_path(sync, "/metrics"))).body
             assert m["last_sync_at"] is not None and m["seconds_since_last_sync"] >= 7200
             assert m["intervals_since_last_sync"] >= 7200 / 300
             assert m["is_stale"] is True and m["healthy"] is False
