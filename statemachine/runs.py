@@ -48,6 +48,7 @@ from statemachine.model import (
     PauseHold,
     RunMetrics,
     SyncConfiguration,
+    SyncMode,
 )
 from statemachine.status import RunStatus, SyncStatus
 
@@ -153,7 +154,11 @@ def _failure(
     **extra: Any,
 ) -> CommandError | None:
     """A failed run (reported, or its lease expired): count it, back off; at the threshold a
-    continuous sync is auto-suspended (``dest`` SUSPENDED), an initial_only one FAILED."""
+    continuous sync is auto-suspended (``dest`` SUSPENDED), an initial_only one FAILED.
+
+    A sync paused while its run went on (SUSPENDED already, ``dest`` its own status) keeps its
+    holds: at the threshold a continuous one gains the hold ``system:failures`` beside them
+    (``sync.holds_changed``), so that releasing the others does not start it again."""
     sync = ch.sync
     failures = sync.consecutive_failures + 1
     last_error = error[:MAX_LAST_ERROR]
@@ -179,6 +184,8 @@ def _failure(
     )
     if problem:
         return problem
+    if dest is sync.status:  # no transition: below the threshold, or paused meanwhile
+        return _failures_hold(ch, policy, failures, last_error) or after_release(ch, by)
     if dest not in (S.SUSPENDED, S.FAILED):
         return after_release(ch, by)
     if dest is S.FAILED:
@@ -191,18 +198,46 @@ def _failure(
             trigger="failures",
             system=True,
         )
-    suspend_reason = f"auto-suspended after {failures} consecutive failures: {last_error}"
-    hold = PauseHold(
-        hold=FAILURES_HOLD,
-        reason=suspend_reason[:MAX_LAST_ERROR],
-        paused_at=ch.now,
-        paused_by_user_id=SYSTEM_ACTOR,
-    )
+    hold = _failures_hold_of(ch, failures, last_error)
     return ch.add(
         EventType.STATUS_CHANGED,
         {**status_fields(S.SUSPENDED), **hold_fields([hold])},
         actor=SYSTEM_ACTOR,
-        reason=suspend_reason[:MAX_LAST_ERROR],
+        reason=hold.reason,
+        trigger="auto_suspend",
+        system=True,
+    )
+
+
+def _failures_hold_of(ch: Changes, failures: int, last_error: str) -> PauseHold:
+    reason = f"auto-suspended after {failures} consecutive failures: {last_error}"
+    return PauseHold(
+        hold=FAILURES_HOLD,
+        reason=reason[:MAX_LAST_ERROR],
+        paused_at=ch.now,
+        paused_by_user_id=SYSTEM_ACTOR,
+    )
+
+
+def _failures_hold(
+    ch: Changes, policy: Policy, failures: int, last_error: str
+) -> CommandError | None:
+    """A paused continuous sync's run failed for the threshold's time: ``system:failures``
+    joins its holds (the status stays SUSPENDED)."""
+    sync = ch.sync
+    if (
+        sync.status is not S.SUSPENDED
+        or sync.sync_mode is not SyncMode.CONTINUOUS
+        or failures < policy.max_consecutive_failures
+        or any(h.hold == FAILURES_HOLD for h in sync.pause_holds)
+    ):
+        return None
+    hold = _failures_hold_of(ch, failures, last_error)
+    return ch.add(
+        EventType.HOLDS_CHANGED,
+        {**status_fields(S.SUSPENDED), **hold_fields([*sync.pause_holds, hold])},
+        actor=SYSTEM_ACTOR,
+        reason=hold.reason,
         trigger="auto_suspend",
         system=True,
     )

@@ -108,6 +108,43 @@ async def test_two_holders_a_users_resume_leaves_the_maintenance_pause(
     assert resume_event.runs_skipped_while_paused is not None
 
 
+async def test_a_run_failing_while_paused_keeps_the_maintenance_hold(
+    settings: Settings, service: Service, tenant: Tenant, lifecycle: Seen
+) -> None:
+    sync_id = new_sync_id()
+    async with (
+        client_of(settings, tenant, user="ops_oncall") as ops,
+        client_of(settings, tenant, user="alice") as alice,
+        client_of(settings, tenant, scope="syncs:run") as worker,
+    ):
+        await alice.create(sync_id, **CREATE)
+        started = await worker.run_start(sync_id, worker_id="w1")
+        assert started.outcome is Outcome.APPLIED and started.run is not None
+        paused = await ops.pause(sync_id, hold="maintenance:INC-7", reason="db upgrade")
+        assert paused.holds == ["maintenance:INC-7"]
+        failed = await worker.run_fail(
+            sync_id,
+            run_id=started.run["run_id"],
+            lock_token=started.run["lock_token"],
+            error="boom",
+        )
+        assert (failed.outcome, failed.status) == (Outcome.APPLIED, S.SUSPENDED)
+        assert failed.sync is not None and failed.sync.consecutive_failures == 1
+        assert [h.hold for h in failed.sync.pause_holds] == ["maintenance:INC-7"]
+        # Alice holds nothing: her plain resume releases nothing, the sync stays paused.
+        resumed = await alice.resume(sync_id)
+        assert (resumed.outcome, resumed.status) == (Outcome.NOOP, S.SUSPENDED)
+    assert failed.version is not None
+    await lifecycle.wait(sync_id, failed.version)
+    kinds = [e[1] for e in gap_free(lifecycle, sync_id)]
+    assert kinds[-2:] == ["sync.status_changed", "sync.run_failed"], kinds  # the pause, then it
+    status, version, holds = await stored_status(settings, sync_id)
+    assert (status, version) == ("SUSPENDED", failed.version)
+    assert [(h["hold"], h["paused_by_user_id"]) for h in holds] == [
+        ("maintenance:INC-7", "ops_oncall")
+    ]
+
+
 async def test_a_timed_pause_resumes_by_itself_once(
     settings: Settings,
     client: SynclifeClient,

@@ -212,6 +212,86 @@ def test_a_plain_resume_releases_the_auto_suspension_and_the_plain_holds() -> No
     assert labels(after) == ["m:1"] and after.consecutive_failures == 0
 
 
+# --- a run that fails while its sync is paused ----------------------------------------------
+
+JOB = "job_01HZX3T5ZQ8Y4V9B2M6N7P0QRS"
+TOKEN = 7
+
+
+def paused_mid_run(failures: int, mode: str = "continuous") -> SyncConfiguration:
+    """A sync whose run holds the lock, paused meanwhile by a named and a plain hold."""
+    running = active(
+        sync_mode=mode,
+        lock_token=TOKEN,
+        sync_run_counter=TOKEN,
+        current_sync_run_id=JOB,
+        locked_by_worker_id="w1",
+        locked_at=NOW - timedelta(minutes=1),
+        lock_expires_at=NOW + timedelta(minutes=5),
+        consecutive_failures=failures,
+    )
+    return run(
+        running,
+        command(C.PAUSE, {"hold": "maintenance:INC-1", "reason": "maint"}),
+        command(C.PAUSE, caller="alice"),
+    )
+
+
+def run_fails(sync: SyncConfiguration) -> Decision:
+    report = make_command(C.RUN_FAIL, {"run_id": JOB, "lock_token": TOKEN, "error": "boom"})
+    return decide(sync, report, NOW)
+
+
+def lease_expires(sync: SyncConfiguration) -> Decision:
+    return decide(sync, system_command(sync, SystemTrigger.LOCK_EXPIRED), NOW + timedelta(hours=1))
+
+
+@pytest.mark.parametrize("report", [run_fails, lease_expires])
+def test_a_run_failing_while_paused_counts_and_keeps_every_hold(report: Any) -> None:
+    sync = paused_mid_run(failures=0)
+    decision = report(sync)
+    assert decision.outcome is Outcome.APPLIED
+    # One change: the failure. No status change (it stays SUSPENDED), no hold replaced.
+    assert len(decision.changes) == 1
+    assert decision.changes[0].event_type in (EventType.RUN_FAILED, EventType.LOCK_EXPIRED)
+    after = decision.final
+    assert after is not None and after.status is S.SUSPENDED
+    assert labels(after) == ["maintenance:INC-1", "user:alice"]
+    assert after.pause_reason == "maint" and after.consecutive_failures == 1
+    assert after.lock_token is None
+    # A plain resume releases the plain hold only: the named one stays.
+    resumed = run(after, command(C.RESUME, caller="alice"))
+    assert resumed.status is S.SUSPENDED and labels(resumed) == ["maintenance:INC-1"]
+
+
+@pytest.mark.parametrize("report", [run_fails, lease_expires])
+def test_a_paused_continuous_sync_failing_at_the_threshold_gains_the_failures_hold(
+    report: Any,
+) -> None:
+    decision = report(paused_mid_run(failures=4))
+    kinds = [c.event_type for c in decision.changes]
+    assert kinds[1:] == [EventType.HOLDS_CHANGED], kinds  # not a status change: still SUSPENDED
+    added = decision.changes[1]
+    assert added.actor == "system" and added.trigger == "auto_suspend"
+    after = decision.final
+    assert after is not None and after.status is S.SUSPENDED and after.consecutive_failures == 5
+    assert labels(after) == ["maintenance:INC-1", "user:alice", FAILURES_HOLD]
+    # Releasing the named hold leaves it suspended for its failures; a plain resume then
+    # releases the plain hold and the failures' (the contract's plain resume).
+    named = run(after, command(C.RESUME, {"hold": "maintenance:INC-1"}))  # its owner
+    assert named.status is S.SUSPENDED and labels(named) == ["user:alice", FAILURES_HOLD]
+    plain = run(named, command(C.RESUME, caller="alice"))
+    assert plain.status is S.ACTIVE and plain.consecutive_failures == 0
+
+
+def test_a_paused_initial_only_sync_failing_at_the_threshold_stays_paused() -> None:
+    decision = run_fails(paused_mid_run(failures=4, mode="initial_only"))
+    assert [c.event_type for c in decision.changes] == [EventType.RUN_FAILED]
+    after = decision.final
+    assert after is not None and after.status is S.SUSPENDED
+    assert labels(after) == ["maintenance:INC-1", "user:alice"]
+
+
 # --- timed pauses ---------------------------------------------------------------------------
 
 
