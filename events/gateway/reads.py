@@ -58,7 +58,7 @@ class Page:
 
     limit: int
     offset: int
-    page: int
+    page: int | None  # None: a cursor's page, or an offset between pages
     after: tuple[datetime, str] | None
     include_total: bool
 
@@ -116,6 +116,8 @@ def page_of(request: web.Request, include_total: bool | None = None) -> Page:
     limit = _int(request, ("limit", "page_size"), 1, MAX_LIMIT) or DEFAULT_LIMIT
     page = _int(request, ("page",), 1, MAX_OFFSET)
     offset = _int(request, ("offset",), 0, MAX_OFFSET)
+    if page is not None and offset is not None and offset != (page - 1) * limit:
+        raise _bad_query("page", "page and offset name different rows: give one of them")
     if offset is None:
         offset = (page - 1) * limit if page is not None else 0
         if offset > MAX_OFFSET:
@@ -126,10 +128,13 @@ def page_of(request: web.Request, include_total: bool | None = None) -> Page:
         if text:
             after = _decode_cursor(name, text)
             break
+    # The page's number, when it has one: not after a cursor (which page it is is not known),
+    # nor at an offset between two pages (the next page would repeat some of its rows).
+    number = None if after is not None or offset % limit else offset // limit + 1
     return Page(
         limit,
         offset,
-        page or offset // limit + 1,
+        number,
         after,
         bool(query_flag(request, "include_total")) or bool(include_total),
     )
@@ -144,8 +149,8 @@ def _pagination(
         page=page.page,
         page_size=page.limit,
         total_pages=pages,
-        next_page=str(page.page + 1) if more else None,
-        previous_page=str(page.page - 1) if page.page > 1 and page.after is None else None,
+        next_page=str(page.page + 1) if more and page.page is not None else None,
+        previous_page=str(page.page - 1) if page.page is not None and page.page > 1 else None,
         next_cursor=cursor if more else None,
     )
 

@@ -56,15 +56,56 @@ async def test_list_newest_first_filtered_and_paged(api: Api) -> None:
         page = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {}, params=params)
         assert page.status == 200, page.body
         seen += [s["sync_config_id"] for s in page.body["results"]]
+        numbers = {k: page.body["pagination"][k] for k in ("page", "next_page", "previous_page")}
+        if cursor is None:
+            assert numbers == {"page": 1, "next_page": "2", "previous_page": None}
+        else:  # a page after a cursor has no number: next_page would not follow from it
+            assert numbers == {"page": None, "next_page": None, "previous_page": None}
         cursor = page.body["pagination"]["next_cursor"]
         if cursor is None:
             break
     assert seen == newest_first
 
+    # Pages by number: each next_page follows on from the last, without a row twice.
+    by_number: list[str] = []
+    number: str | None = "1"
+    while number is not None:
+        params = {"limit": "2", "page": number}
+        page = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {}, params=params)
+        assert page.body["pagination"]["page"] == int(number)
+        assert page.body["pagination"]["previous_page"] == (
+            str(int(number) - 1) if number != "1" else None
+        )
+        by_number += [s["sync_config_id"] for s in page.body["results"]]
+        number = page.body["pagination"]["next_page"]
+    assert by_number == newest_first
+
     second = await api.call(
         "POST", f"/v1/buckets/{here}/syncs/list", {}, params={"limit": "2", "page": "2"}
     )
     assert [s["sync_config_id"] for s in second.body["results"]] == newest_first[2:4]
+    agreeing = await api.call(
+        "POST",
+        f"/v1/buckets/{here}/syncs/list",
+        {},
+        params={"limit": "2", "page": "2", "offset": "2"},
+    )
+    assert agreeing.body["results"] == second.body["results"]
+    disagreeing = await api.call(
+        "POST",
+        f"/v1/buckets/{here}/syncs/list",
+        {},
+        params={"limit": "2", "page": "3", "offset": "0"},
+    )
+    assert disagreeing.status == 422, disagreeing.body
+    assert disagreeing.body["error"]["details"]["errors"][0]["field"] == "query.page"
+    between = await api.call(
+        "POST", f"/v1/buckets/{here}/syncs/list", {}, params={"limit": "2", "offset": "1"}
+    )
+    assert [s["sync_config_id"] for s in between.body["results"]] == newest_first[1:3]
+    assert between.body["pagination"]["page"] is None
+    assert between.body["pagination"]["next_page"] is None
+    assert between.body["pagination"]["next_cursor"] is not None
     offset = await api.call("POST", f"/v1/buckets/{here}/syncs/list", {}, params={"offset": "4"})
     assert [s["sync_config_id"] for s in offset.body["results"]] == newest_first[4:]
 
