@@ -43,6 +43,7 @@ from statemachine.jobs import (
     start_fields,
 )
 from statemachine.model import (
+    MAX_HOLDS,
     MAX_LAST_ERROR,
     MAX_TRACKED_IDS,
     PauseHold,
@@ -223,12 +224,14 @@ def _failures_hold(
     ch: Changes, policy: Policy, failures: int, last_error: str
 ) -> CommandError | None:
     """A paused continuous sync's run failed for the threshold's time: ``system:failures``
-    joins its holds (the status stays SUSPENDED)."""
+    joins its holds (the status stays SUSPENDED). Not past ``MAX_HOLDS``: the sync is held
+    anyway, and a failure must never be refused."""
     sync = ch.sync
     if (
         sync.status is not S.SUSPENDED
         or sync.sync_mode is not SyncMode.CONTINUOUS
         or failures < policy.max_consecutive_failures
+        or len(sync.pause_holds) >= MAX_HOLDS
         or any(h.hold == FAILURES_HOLD for h in sync.pause_holds)
     ):
         return None

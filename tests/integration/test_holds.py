@@ -145,6 +145,41 @@ async def test_a_run_failing_while_paused_keeps_the_maintenance_hold(
     ]
 
 
+async def test_a_paused_sync_whose_run_fails_for_the_fifth_time_gains_the_failures_hold(
+    settings: Settings, service: Service, tenant: Tenant, lifecycle: Seen
+) -> None:
+    sync_id = new_sync_id()
+    async with (
+        client_of(settings, tenant, user="ops_oncall") as ops,
+        client_of(settings, tenant, scope="syncs:run") as worker,
+    ):
+        await ops.create(sync_id, **CREATE)
+        for attempt in range(5):
+            started = await worker.run_start(sync_id, worker_id="w1")
+            assert started.outcome is Outcome.APPLIED and started.run is not None, started
+            if attempt == 4:  # the fifth run: paused while it goes on
+                paused = await ops.pause(sync_id, hold="maintenance:INC-8")
+                assert paused.holds == ["maintenance:INC-8"]
+            failed = await worker.run_fail(
+                sync_id,
+                run_id=started.run["run_id"],
+                lock_token=started.run["lock_token"],
+                error=f"boom {attempt}",
+            )
+            assert failed.outcome is Outcome.APPLIED, failed
+            assert failed.status is (S.SUSPENDED if attempt == 4 else S.ACTIVE)
+    assert failed.sync is not None and failed.sync.consecutive_failures == 5
+    assert failed.status is S.SUSPENDED
+    assert [h.hold for h in failed.sync.pause_holds] == ["maintenance:INC-8", "system:failures"]
+    assert failed.version is not None
+    await lifecycle.wait(sync_id, failed.version)
+    last = [(e[1], e[2]) for e in gap_free(lifecycle, sync_id)][-2:]
+    assert [kind for kind, _ in last] == ["sync.run_failed", "sync.holds_changed"]
+    added = last[1][1]
+    assert (added.actor, added.trigger) == ("system", "auto_suspend")
+    assert added.reason is not None and "after 5 consecutive failures: boom 4" in added.reason
+
+
 async def test_a_timed_pause_resumes_by_itself_once(
     settings: Settings,
     client: SynclifeClient,

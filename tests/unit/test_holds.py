@@ -22,7 +22,7 @@ from statemachine.durations import (
 )
 from statemachine.errors import CommandError, ErrorCode
 from statemachine.holds import FAILURES_HOLD, bulk_label
-from statemachine.model import SyncConfiguration
+from statemachine.model import MAX_HOLDS, SyncConfiguration
 from statemachine.runs import system_command
 from statemachine.status import SyncStatus
 from tests.helpers.syncs import SYNC_ID, T1, make_command, make_sync
@@ -282,6 +282,40 @@ def test_a_paused_continuous_sync_failing_at_the_threshold_gains_the_failures_ho
     assert named.status is S.SUSPENDED and labels(named) == ["user:alice", FAILURES_HOLD]
     plain = run(named, command(C.RESUME, caller="alice"))
     assert plain.status is S.ACTIVE and plain.consecutive_failures == 0
+
+
+@pytest.mark.parametrize("report", [run_fails, lease_expires])
+def test_a_failure_at_the_threshold_of_a_sync_with_every_hold_it_may_have_is_still_counted(
+    report: Any,
+) -> None:
+    sync = paused_mid_run(failures=4)
+    others = [command(C.PAUSE, {"hold": f"team:{i}"}) for i in range(MAX_HOLDS - 2)]
+    full = run(sync, *others)
+    assert len(full.pause_holds) == MAX_HOLDS
+    decision = report(full)
+    assert decision.outcome is Outcome.APPLIED, decision.error
+    assert [c.event_type for c in decision.changes][1:] == []  # no room for the failures' hold
+    assert decision.final is not None and decision.final.lock_token is None
+    assert decision.final.consecutive_failures == 5 and len(decision.final.pause_holds) == MAX_HOLDS
+
+
+def test_the_failures_hold_is_placed_once_and_outlives_a_timed_hold() -> None:
+    running = paused_mid_run(failures=4)
+    timed = run(running, command(C.PAUSE, {"hold": "window:1", "until": "PT1H"}))
+    decision = run_fails(timed)
+    after = decision.final
+    assert after is not None
+    assert labels(after) == ["maintenance:INC-1", "user:alice", "window:1", FAILURES_HOLD]
+    # Held already: a later failure (a run started after a resume elsewhere) adds no other.
+    again = run_fails(timed.model_copy(update={"pause_holds": after.pause_holds}))
+    assert again.final is not None and labels(again.final).count(FAILURES_HOLD) == 1
+    # The timed hold expires; the failures' hold stays, and so does the count.
+    expired = decide(
+        after, system_command(after, SystemTrigger.PAUSE_EXPIRED), NOW + timedelta(hours=2)
+    )
+    assert expired.final is not None and expired.final.status is S.SUSPENDED
+    assert labels(expired.final) == ["maintenance:INC-1", "user:alice", FAILURES_HOLD]
+    assert expired.final.consecutive_failures == 5
 
 
 def test_a_paused_initial_only_sync_failing_at_the_threshold_stays_paused() -> None:
