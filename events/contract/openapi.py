@@ -64,7 +64,7 @@ _ERRORS: Final[dict[int, str]] = {
     409: "The command was refused: `invalid_transition`, `already_exists`, `lock_conflict`.",
     412: "`If-Match` names another version than the stored one (`version_conflict`).",
     408: "The request body did not arrive within `SYNCLIFE_GATEWAY_READ_TIMEOUT_SECONDS` "
-    "(`request_timeout`); the connection is closed.",
+    "(`request_timeout`); the connection is then closed.",
     413: "The request body is over the command size limit.",
     422: "The body or query does not validate: each bad field is named in `details.errors`; "
     "an unknown key is `extra_forbidden` (`details.accepted_fields` lists the accepted ones). "
@@ -80,9 +80,11 @@ _LIST_ERRORS: Final = (400, 401, 403, 408, 413, 422, 500)
 _WRITE_ERRORS: Final = (400, 401, 403, 404, 408, 409, 412, 413, 422, 500, 504)
 
 _PAGING_DESCRIPTION: Final = (
-    "Paging: `limit` (alias `page_size`) items from `offset`, or `page` (from 1) of `limit`; "
-    "or a `cursor` (aliases `next_cursor`, `after`) from the previous page's "
-    "`pagination.next_cursor`. `include_total` counts every match (`pagination.total`)."
+    "Paging: `limit` (alias `page_size`) items from `offset`, or `page` (from 1) of `limit` "
+    "(`page` and an `offset` naming other rows: 422); or a `cursor` (aliases `next_cursor`, "
+    "`after`) from the previous page's `pagination.next_cursor`, which wins over both. "
+    "`pagination.page`, `next_page` and `previous_page` are null after a cursor and at an "
+    "offset between pages. `include_total` counts every match (`pagination.total`)."
 )
 
 

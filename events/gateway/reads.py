@@ -110,24 +110,26 @@ def _decode_cursor(name: str, text: str) -> tuple[datetime, str]:
     return moment, item_id
 
 
-def page_of(request: web.Request, include_total: bool | None = None) -> Page:
+def page_of(
+    request: web.Request, include_total: bool | None = None, default_limit: int = DEFAULT_LIMIT
+) -> Page:
     """The paging of a list request; ``include_total`` as the body gave it (the query's
-    ``include_total`` counts too)."""
-    limit = _int(request, ("limit", "page_size"), 1, MAX_LIMIT) or DEFAULT_LIMIT
+    ``include_total`` counts too). A cursor wins over ``page`` and ``offset``."""
+    limit = _int(request, ("limit", "page_size"), 1, MAX_LIMIT) or default_limit
     page = _int(request, ("page",), 1, MAX_OFFSET)
     offset = _int(request, ("offset",), 0, MAX_OFFSET)
-    if page is not None and offset is not None and offset != (page - 1) * limit:
-        raise _bad_query("page", "page and offset name different rows: give one of them")
-    if offset is None:
-        offset = (page - 1) * limit if page is not None else 0
-        if offset > MAX_OFFSET:
-            raise _bad_query("page", f"page x limit may reach at most {MAX_OFFSET} rows in")
     after = None
     for name in ("cursor", "next_cursor", "after"):
         text = request.query.get(name)
         if text:
             after = _decode_cursor(name, text)
             break
+    if after is None and page is not None and offset is not None and offset != (page - 1) * limit:
+        raise _bad_query("page", "page and offset name different rows: give one of them")
+    if offset is None:
+        offset = (page - 1) * limit if page is not None else 0
+        if offset > MAX_OFFSET and after is None:
+            raise _bad_query("page", f"page x limit may reach at most {MAX_OFFSET} rows in")
     # The page's number, when it has one: not after a cursor (which page it is is not known),
     # nor at an offset between two pages (the next page would repeat some of its rows).
     number = None if after is not None or offset % limit else offset // limit + 1

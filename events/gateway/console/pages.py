@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import time
 from datetime import datetime
@@ -149,9 +148,7 @@ async def syncs(request: web.Request) -> web.Response:
     """The syncs of the operator's namespace: filters, one page, bucket counts."""
     op = await operator(request)
     given, model, problem = filters_of(request)
-    page = page_of(request)
-    if "limit" not in request.query and "page_size" not in request.query:
-        page = dataclasses.replace(page, limit=PAGE_SIZE)
+    page = page_of(request, default_limit=PAGE_SIZE)
     pool = gateway_of(request).pool
     assert pool is not None  # noqa: S101 - started
     args = filter_args(op.access.internal_id, op.access.namespace_id, model)
