@@ -15,7 +15,7 @@ from events.service.app import Service
 from events.service.settings import Settings
 from statemachine import CommandType, Outcome
 from tests.helpers.gateway import Api, api_for, create_sync, running_gateway, sync_path
-from tests.helpers.live import Tenant, new_tenant
+from tests.helpers.live import Clock, Tenant, new_tenant
 
 pytestmark = pytest.mark.stack
 
@@ -287,12 +287,14 @@ async def test_include_total_in_the_body_as_well_as_the_query(api: Api) -> None:
 
 
 async def test_a_sync_never_synced_is_not_stale_however_late(
-    settings: Settings, service: Service, tenant: Tenant, worker: SynclifeClient
+    settings: Settings, service: Service, tenant: Tenant, worker: SynclifeClient, clock: Clock
 ) -> None:
-    """Seen by a gateway whose clock is two hours ahead: an active sync whose first run has
-    not finished has no age and is not stale (metrics and the is_stale filter agree); once a
-    run completed, the same two hours make it stale."""
-    async with running_gateway(settings, clock_offset_seconds=7200) as late:
+    """Seen by a gateway whose clock is two hours ahead of the service's: an active sync whose
+    first run has not finished has no age and is not stale (metrics and the is_stale filter
+    agree); once a run completed, the same two hours make it stale. (The service's clock may
+    have been moved forward by earlier tests of the session.)"""
+    ahead = 7200 + clock.offset.total_seconds()
+    async with running_gateway(settings, clock_offset_seconds=ahead) as late:
         async with api_for(late, tenant) as api:
             here = bucket()
             sync = await create_sync(api, here)
