@@ -417,6 +417,23 @@ def _own_routes(b: _Builder) -> None:
         response=OperationResponse,
         errors=_SYNC_READ_ERRORS,
     )
+    b.paths["/v1/events"] = {
+        "get": {
+            "operationId": "stream_events",
+            "summary": "The namespace's lifecycle events, live, as server-sent events",
+            "description": "From the moment the stream is positioned (`event: ready`), each "
+            "lifecycle event as published: `id` its id, `event` its type, `data` its data (the "
+            "sync as GET shows it). No replay: fill a gap from the reads (`version`). `reset`: "
+            "the stream fell behind, or the gateway stops; reconnect. `end`: the key may no "
+            "longer read the namespace (checked every 30 s). Scope `syncs:read`.",
+            "tags": ["synclife"],
+            "security": _SECURITY,
+            "responses": {
+                "200": {"description": "OK", "content": {"text/event-stream": {}}},
+                **b._errors((400, 401, 403, 500, 503)),
+            },
+        }
+    }
     b.probe("/healthz", "healthz", "Liveness: the process answers")
     b.probe("/readyz", "readyz", "Readiness: Postgres and Kafka reachable", ready=True)
     b.probe("/openapi.json", "openapi", "This document")

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from events.contract.filters import is_clean_id
 from events.gateway.errors import ApiError, Handler, error_middleware
+from events.gateway.live import Hub
 from events.gateway.protocol import GatewayRunner
 from events.gateway.waiter import Waiter
 from events.kafka import started_producer, stop_producer
@@ -72,6 +73,7 @@ class Gateway:
         self.port = settings.gateway_port
         self.stop = asyncio.Event()
         self.openapi: bytes | None = None  # the document, built on first request
+        self.hub = Hub(settings)  # lifecycle events for the live streams (console and API)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -248,12 +250,21 @@ async def _metrics(_: web.Request) -> web.Response:
 def create_app(gateway: Gateway) -> web.Application:
     """The application: the error middleware outermost (every failure in one body), request
     metrics inside it, bodies limited to ``gateway.body_limit`` before they are read."""
-    from events.gateway import bulk, console, reads, writes
+    from events.gateway import bulk, console, reads, stream, writes
 
     app = web.Application(
         client_max_size=gateway.body_limit, middlewares=[_measure, error_middleware, _path_ids]
     )
     app[GATEWAY] = gateway
+
+    async def end_streams(_: web.Application) -> None:
+        gateway.hub.wake_all()  # the live streams end, so that shutting down does not wait
+
+    async def stop_hub(_: web.Application) -> None:
+        await gateway.hub.close()
+
+    app.on_shutdown.append(end_streams)
+    app.on_cleanup.append(stop_hub)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -261,6 +272,7 @@ def create_app(gateway: Gateway) -> web.Application:
     writes.add_routes(app)
     reads.add_routes(app)
     bulk.add_routes(app)  # /v1/sync-bulk/...
+    stream.add_routes(app)  # /v1/events
     console.setup(app, gateway)  # the web console at /console
     return app
 

@@ -21,13 +21,12 @@ from aiohttp_session import session_middleware
 
 from events.errors import TransientError
 from events.gateway.app import GATEWAY, Gateway
-from events.gateway.console.live import Hub
 from events.gateway.console.session import storage
 from events.gateway.errors import REQUEST_ID, ApiError, Handler
 from events.service.access import AccessDenied
 from statemachine.errors import bounded
 
-__all__ = ["CSP", "HUB", "SECURITY_HEADERS", "render", "setup"]
+__all__ = ["CSP", "SECURITY_HEADERS", "render", "setup"]
 
 log = logging.getLogger("synclife.gateway.console")
 
@@ -43,7 +42,6 @@ SECURITY_HEADERS: Final = {
     "Referrer-Policy": "same-origin",  # "no-referrer" would make a form's Origin "null"
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-HUB: Final = web.AppKey("console_hub", Hub)
 _TEMPLATES: Final = web.AppKey("console_templates", jinja2.Environment)
 
 
@@ -109,8 +107,6 @@ def setup(app: web.Application, gateway: Gateway) -> None:
         middlewares=[_console_errors, session_middleware(storage(gateway.settings))]
     )
     console[GATEWAY] = gateway
-    hub = Hub(gateway.settings)
-    console[HUB] = hub
     console[_TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
@@ -119,14 +115,6 @@ def setup(app: web.Application, gateway: Gateway) -> None:
     )
     console[_TEMPLATES].filters["part"] = actions.part  # one path segment, all encoded
 
-    async def stop_streams(_: web.Application) -> None:
-        hub.wake_all()
-
-    async def stop_hub(_: web.Application) -> None:
-        await hub.close()
-
-    console.on_shutdown.append(stop_streams)
-    console.on_cleanup.append(stop_hub)
     pages.add_routes(console)
     actions.add_routes(console)
     bulk.add_routes(console)

@@ -22,7 +22,7 @@ from events.contract.http import NamespaceListRequest, SyncConfigurationModel
 from events.errors import TransientError
 from events.gateway import metrics, queries
 from events.gateway.common import gateway_of, not_found
-from events.gateway.console import HUB, SECURITY_HEADERS, render
+from events.gateway.console import SECURITY_HEADERS, render
 from events.gateway.console.bulk import (
     LAST_BULK,
     SELECTOR_FIELDS,
@@ -30,7 +30,6 @@ from events.gateway.console.bulk import (
     unsupported_of,
 )
 from events.gateway.console.chart import files_chart
-from events.gateway.console.live import RESET
 from events.gateway.console.session import (
     Operator,
     csrf_of,
@@ -38,6 +37,7 @@ from events.gateway.console.session import (
     sign_in,
     verified_form,
 )
+from events.gateway.live import RESET
 from events.gateway.reads import encode_cursor, page_of
 from events.service.access import AccessDenied
 from events.service.db import acquire
@@ -284,7 +284,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     session and its key are checked again: a revoked key, a lost scope or an expired session
     ends the stream with ``signout`` (the page reloads, to the sign-in page)."""
     op = await operator(request, SCOPE_READ)
-    hub = request.config_dict[HUB]
+    hub = gateway_of(request).hub
     tenant = (op.access.internal_id, op.access.namespace_id)
     queue = await hub.subscribe(tenant)
     response = web.StreamResponse(

@@ -1,4 +1,5 @@
-"""Live updates for the console: lifecycle events from Kafka, pushed as server-sent events.
+"""Live updates for the console and for API keys: lifecycle events from Kafka, pushed as
+server-sent events (the console's ``/console/events``, the API's ``/v1/events``).
 
 Why Kafka and not Postgres: the lifecycle topic is already the ordered record of every change
 (per sync, by version), written once by the relay and meant to be read by many; brokers serve
@@ -9,8 +10,10 @@ no load on Postgres, the one writer whose capacity bounds the service; polling
 ``sync_history`` instead would cost every gateway a statement per interval, and rows read by
 commit time are not in ``occurred_at`` order, so a poll by time could miss one.
 
-An event is reduced to what a row of the console shows (status, holds, version); a browser
-whose queue is full gets ``reset`` (reload) rather than blocking the consumer.
+An event is reduced to what a row of the console shows (status, holds, version) for a browser,
+and given whole to an API subscriber (``full``: the event as published, the sync as the API
+shows it, without its fencing token). A subscriber whose queue is full gets ``reset`` (reload,
+or read again) rather than blocking the consumer.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer
 
+from events.contract.http import SyncConfigurationModel
 from events.kafka import kafka_options, start_client
 from events.service.settings import Settings
 
-__all__ = ["RESET", "Hub", "summary"]
+__all__ = ["RESET", "Hub", "full_event", "summary"]
 
 log = logging.getLogger("synclife.gateway.console")
 
@@ -76,28 +80,43 @@ def summary(event_type: str, data: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def full_event(event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What an API subscriber gets of a lifecycle event: its id, its type and its data, the
+    sync as the API shows it (no ``lock_token``: fencing tokens stay off HTTP)."""
+    shown = {k: v for k, v in data.items() if k != "lock_token"}
+    sync = data.get("sync")
+    if isinstance(sync, dict):
+        shown["sync"] = SyncConfigurationModel.from_sync(sync).model_dump(mode="json")
+    return {"type": "event", "id": event_id, "event": event_type, "data": shown}
+
+
+Queue = asyncio.Queue[dict[str, Any]]
+
+
 class Hub:
-    """One lifecycle consumer per gateway process, fanning events out to its browsers."""
+    """One lifecycle consumer per gateway process, fanning events out to its subscribers
+    (each a queue, and whether it wants whole events or the console's summaries)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._subscribers: dict[Tenant, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self._subscribers: dict[Tenant, dict[Queue, bool]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
         self.closed = False
 
-    async def subscribe(self, tenant: Tenant) -> asyncio.Queue[dict[str, Any]]:
-        """A queue of ``tenant``'s events from now on (the consumer positioned first)."""
+    async def subscribe(self, tenant: Tenant, *, full: bool = False) -> Queue:
+        """A queue of ``tenant``'s events from now on (the consumer positioned first): the
+        console's summaries, or whole events (``full_event``) if ``full``."""
         await self._start()
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_QUEUE)
-        self._subscribers.setdefault(tenant, set()).add(queue)
+        queue: Queue = asyncio.Queue(_QUEUE)
+        self._subscribers.setdefault(tenant, {})[queue] = full
         return queue
 
-    def unsubscribe(self, tenant: Tenant, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, tenant: Tenant, queue: Queue) -> None:
         queues = self._subscribers.get(tenant)
         if queues is not None:
-            queues.discard(queue)
+            queues.pop(queue, None)
             if not queues:
                 del self._subscribers[tenant]
 
@@ -153,6 +172,7 @@ class Hub:
         names = {k: v for k, v in headers or ()}
         try:
             event_type = names.get("ce_type", b"").decode()
+            event_id = names.get("ce_id", b"").decode()
             data = json.loads(value)
         except (ValueError, UnicodeDecodeError):
             return
@@ -162,12 +182,14 @@ class Hub:
         queues = self._subscribers.get(tenant)  # type: ignore[arg-type]
         if not queues:
             return
-        shown = summary(event_type, data)
-        if shown is None:
-            return
-        for queue in list(queues):
+        shown = summary(event_type, data) if not all(queues.values()) else None
+        whole = full_event(event_id, event_type, data) if any(queues.values()) else None
+        for queue, full in list(queues.items()):
+            item = whole if full else shown
+            if item is None:
+                continue
             try:
-                queue.put_nowait(shown)
+                queue.put_nowait(item)
             except asyncio.QueueFull:
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()

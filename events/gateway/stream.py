@@ -1,0 +1,90 @@
+"""``GET /v1/events``: the key's namespace's lifecycle events as server-sent events, for tools
+that hold an API key (the console has its own stream, for a signed-in browser).
+
+Each event is sent as it is published on the lifecycle topic, from the moment the stream is
+positioned (``ready``): ``id`` the event's id, ``event`` its type, ``data`` its data (the sync
+as the API shows it). There is no replay: a client that reconnects reads from then on, and
+fills a gap from the REST reads (each event's ``version``). ``reset`` means the stream fell
+behind (or the gateway is stopping) and ends: reconnect. Every ``RECHECK_SECONDS`` the key is
+checked again; a key revoked, expired, or no longer allowed the namespace or ``syncs:read``
+ends the stream with ``end``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Final
+
+from aiohttp import web
+
+from events.auth import SCOPE_READ
+from events.errors import TransientError
+from events.gateway.common import gateway_of, who
+from events.gateway.errors import ApiError
+from events.service.access import AccessDenied
+
+__all__ = ["RECHECK_SECONDS", "add_routes"]
+
+#: How often a stream's key is checked again (a module value, so that tests can shorten it).
+RECHECK_SECONDS: float = 30.0
+_KEEPALIVE_SECONDS: Final = 15.0
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    access = await who(request, SCOPE_READ)
+    hub = gateway_of(request).hub
+    tenant = (access.internal_id, access.namespace_id)
+    queue = await hub.subscribe(tenant, full=True)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # a proxy in front passes each event on at once
+        }
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        await response.prepare(request)
+        await response.write(b"event: ready\ndata: {}\n\n")
+        check_at = loop.time() + RECHECK_SECONDS
+        while not hub.closed:
+            if loop.time() >= check_at:
+                if (why := await _refused(request)) is not None:
+                    await response.write(f"event: end\ndata: {json.dumps(why)}\n\n".encode())
+                    break
+                check_at = loop.time() + RECHECK_SECONDS
+            wait = max(0.0, min(_KEEPALIVE_SECONDS, check_at - loop.time()))
+            try:
+                item = await asyncio.wait_for(queue.get(), wait)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            if item.get("type") != "event":  # fell behind, or the gateway is stopping
+                await response.write(b"event: reset\ndata: {}\n\n")
+                break
+            lines = f"id: {item['id']}\nevent: {item['event']}\ndata: {json.dumps(item['data'])}"
+            await response.write(f"{lines}\n\n".encode())
+    except ConnectionResetError:  # the client went away
+        pass
+    finally:
+        hub.unsubscribe(tenant, queue)
+    with contextlib.suppress(Exception):
+        await response.write_eof()
+    return response
+
+
+async def _refused(request: web.Request) -> dict[str, str] | None:
+    """Why the stream's key may no longer read the namespace (None if it still may)."""
+    try:
+        await who(request, SCOPE_READ)
+    except (ApiError, AccessDenied) as exc:
+        return {"reason": exc.message}
+    except TransientError:
+        return {"reason": "the key could not be checked again; reconnect"}  # fail closed
+    return None
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/events", events)
