@@ -22,15 +22,17 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from events.contract.http import SyncConfigurationModel
 from events.kafka import kafka_options, start_client
 from events.service.settings import Settings
 
-__all__ = ["RESET", "Hub", "full_event", "summary"]
+__all__ = ["RESET", "Hub", "full_event", "serve_stream", "summary"]
 
 log = logging.getLogger("synclife.gateway.console")
 
@@ -38,6 +40,7 @@ log = logging.getLogger("synclife.gateway.console")
 RESET: Final[dict[str, Any]] = {"type": "reset"}
 _QUEUE: Final = 256
 _FETCH_MS: Final = 500
+_KEEPALIVE_SECONDS: Final = 15.0  # a comment on an idle stream, so that proxies keep it
 
 Tenant = tuple[str, str]
 
@@ -214,3 +217,57 @@ class Hub:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._consumer.stop(), 10)
             self._consumer = None
+
+
+async def serve_stream(
+    request: web.Request,
+    hub: Hub,
+    tenant: Tenant,
+    *,
+    full: bool,
+    render: Callable[[dict[str, Any]], bytes],
+    refused: Callable[[], Awaitable[bytes | None]],
+    recheck_seconds: float,
+    headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """``tenant``'s events as server-sent events until the client leaves: ``ready`` once
+    positioned, then each event as ``render`` writes it; ``reset`` (and the end) when the
+    subscriber fell behind or the gateway stops. Every ``recheck_seconds`` ``refused`` says
+    whether the caller may still read (None) or the last frame to send before the end."""
+    queue = await hub.subscribe(tenant, full=full)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # a proxy in front passes each event on at once
+            **(headers or {}),
+        }
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        await response.prepare(request)
+        await response.write(b"event: ready\ndata: {}\n\n")
+        check_at = loop.time() + recheck_seconds
+        while not hub.closed:
+            if loop.time() >= check_at:
+                if (last := await refused()) is not None:
+                    await response.write(last)
+                    break
+                check_at = loop.time() + recheck_seconds
+            wait = max(0.0, min(_KEEPALIVE_SECONDS, check_at - loop.time()))
+            try:
+                item = await asyncio.wait_for(queue.get(), wait)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            if item.get("type") in ("reset", "closing"):
+                await response.write(f"event: reset\ndata: {json.dumps(item)}\n\n".encode())
+                break
+            await response.write(render(item))
+    except ConnectionResetError:  # the client went away
+        pass
+    finally:
+        hub.unsubscribe(tenant, queue)
+    with contextlib.suppress(Exception):
+        await response.write_eof()
+    return response

@@ -12,10 +12,8 @@ ends the stream with ``end``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-from typing import Final
+from typing import Any
 
 from aiohttp import web
 
@@ -23,56 +21,37 @@ from events.auth import SCOPE_READ
 from events.errors import TransientError
 from events.gateway.common import gateway_of, who
 from events.gateway.errors import ApiError
+from events.gateway.live import serve_stream
 from events.service.access import AccessDenied
 
 __all__ = ["RECHECK_SECONDS", "add_routes"]
 
 #: How often a stream's key is checked again (a module value, so that tests can shorten it).
 RECHECK_SECONDS: float = 30.0
-_KEEPALIVE_SECONDS: Final = 15.0
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     access = await who(request, SCOPE_READ)
-    hub = gateway_of(request).hub
-    tenant = (access.internal_id, access.namespace_id)
-    queue = await hub.subscribe(tenant, full=True)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",  # a proxy in front passes each event on at once
-        }
+
+    async def refused() -> bytes | None:
+        why = await _refused(request)
+        return None if why is None else f"event: end\ndata: {json.dumps(why)}\n\n".encode()
+
+    return await serve_stream(
+        request,
+        gateway_of(request).hub,
+        (access.internal_id, access.namespace_id),
+        full=True,
+        render=_frame,
+        refused=refused,
+        recheck_seconds=RECHECK_SECONDS,
     )
-    loop = asyncio.get_running_loop()
-    try:
-        await response.prepare(request)
-        await response.write(b"event: ready\ndata: {}\n\n")
-        check_at = loop.time() + RECHECK_SECONDS
-        while not hub.closed:
-            if loop.time() >= check_at:
-                if (why := await _refused(request)) is not None:
-                    await response.write(f"event: end\ndata: {json.dumps(why)}\n\n".encode())
-                    break
-                check_at = loop.time() + RECHECK_SECONDS
-            wait = max(0.0, min(_KEEPALIVE_SECONDS, check_at - loop.time()))
-            try:
-                item = await asyncio.wait_for(queue.get(), wait)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
-                continue
-            if item.get("type") != "event":  # fell behind, or the gateway is stopping
-                await response.write(b"event: reset\ndata: {}\n\n")
-                break
-            lines = f"id: {item['id']}\nevent: {item['event']}\ndata: {json.dumps(item['data'])}"
-            await response.write(f"{lines}\n\n".encode())
-    except ConnectionResetError:  # the client went away
-        pass
-    finally:
-        hub.unsubscribe(tenant, queue)
-    with contextlib.suppress(Exception):
-        await response.write_eof()
-    return response
+
+
+def _frame(item: dict[str, Any]) -> bytes:
+    return (
+        f"id: {item['id']}\nevent: {item['event']}\ndata: {json.dumps(item['data'])}\n\n".encode()
+    )
 
 
 async def _refused(request: web.Request) -> dict[str, str] | None:

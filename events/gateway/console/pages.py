@@ -6,8 +6,6 @@ key and namespace; the list pages with the keyset cursor of ``POST /v1/syncs/lis
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from datetime import datetime
@@ -37,7 +35,7 @@ from events.gateway.console.session import (
     sign_in,
     verified_form,
 )
-from events.gateway.live import RESET
+from events.gateway.live import serve_stream
 from events.gateway.reads import encode_cursor, page_of
 from events.service.access import AccessDenied
 from events.service.db import acquire
@@ -50,7 +48,6 @@ PAGE_SIZE: Final = 50
 RUNS_SHOWN: Final = 20
 #: The timeline's versions on one page (newest first; ``?before=<version>`` for older ones).
 TIMELINE_SHOWN: Final = 100
-_KEEPALIVE_SECONDS: Final = 15.0
 #: How often a live stream checks again that its session and key still hold.
 RECHECK_SECONDS: float = 30.0
 #: A page of one sync's timeline, newest first: $5 the version to start below (null: from the
@@ -284,45 +281,20 @@ async def events(request: web.Request) -> web.StreamResponse:
     session and its key are checked again: a revoked key, a lost scope or an expired session
     ends the stream with ``signout`` (the page reloads, to the sign-in page)."""
     op = await operator(request, SCOPE_READ)
-    hub = gateway_of(request).hub
-    tenant = (op.access.internal_id, op.access.namespace_id)
-    queue = await hub.subscribe(tenant)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }
+
+    async def refused() -> bytes | None:
+        return None if await _still_signed_in(request, op) else b"event: signout\ndata: {}\n\n"
+
+    return await serve_stream(
+        request,
+        gateway_of(request).hub,
+        (op.access.internal_id, op.access.namespace_id),
+        full=False,
+        render=lambda item: f"event: sync\ndata: {json.dumps(item)}\n\n".encode(),
+        refused=refused,
+        recheck_seconds=RECHECK_SECONDS,
+        headers=SECURITY_HEADERS,
     )
-    response.headers.update(SECURITY_HEADERS)
-    loop = asyncio.get_running_loop()
-    try:
-        await response.prepare(request)
-        await response.write(b"event: ready\ndata: {}\n\n")
-        check_at = loop.time() + RECHECK_SECONDS
-        while not hub.closed:
-            if loop.time() >= check_at:
-                if not await _still_signed_in(request, op):
-                    await response.write(b"event: signout\ndata: {}\n\n")
-                    break
-                check_at = loop.time() + RECHECK_SECONDS
-            wait = max(0.0, min(_KEEPALIVE_SECONDS, check_at - loop.time()))
-            try:
-                item = await asyncio.wait_for(queue.get(), wait)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
-                continue
-            kind = "reset" if item is RESET or item.get("type") in ("reset", "closing") else "sync"
-            await response.write(f"event: {kind}\ndata: {json.dumps(item)}\n\n".encode())
-            if kind == "reset":
-                break
-    except ConnectionResetError:  # the browser went away
-        pass
-    finally:
-        hub.unsubscribe(tenant, queue)
-    with contextlib.suppress(Exception):
-        await response.write_eof()
-    return response
 
 
 async def _still_signed_in(request: web.Request, op: Operator) -> bool:
