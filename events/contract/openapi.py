@@ -423,9 +423,11 @@ def _own_routes(b: _Builder) -> None:
             "summary": "The namespace's lifecycle events, live, as server-sent events",
             "description": "From the moment the stream is positioned (`event: ready`), each "
             "lifecycle event as published: `id` its id, `event` its type, `data` its data (the "
-            "sync as GET shows it). No replay: fill a gap from the reads (`version`). `reset`: "
-            "the stream fell behind, or the gateway stops; reconnect. `end`: the key may no "
-            "longer read the namespace (checked every 30 s). Scope `syncs:read`.",
+            "sync as GET shows it; a bulk operation's events carry the operation's). No "
+            "replay: fill a gap from the reads (`version`). `reset`: the stream fell behind, "
+            "the gateway stops, or the key could not be checked again; reconnect. `end`: the "
+            "key may no longer read the namespace (checked every 30 s). 503: the gateway "
+            "serves its most streams. Scope `syncs:read`.",
             "tags": ["synclife"],
             "security": _SECURITY,
             "responses": {

@@ -4,8 +4,8 @@ server-sent events (the console's ``/console/events``, the API's ``/v1/events``)
 Why Kafka and not Postgres: the lifecycle topic is already the ordered record of every change
 (per sync, by version), written once by the relay and meant to be read by many; brokers serve
 any number of readers from their page cache. Each gateway process runs one consumer (no group:
-every partition, from the end, started when its first browser connects) and fans the events
-out in memory to its browsers, by organization and namespace. Adding gateways or browsers adds
+every partition, from the end, started when its first stream opens) and fans the events out
+in memory to its streams, by organization and namespace. Adding gateways or streams adds
 no load on Postgres, the one writer whose capacity bounds the service; polling
 ``sync_history`` instead would cost every gateway a statement per interval, and rows read by
 commit time are not in ``occurred_at`` order, so a poll by time could miss one.
@@ -13,7 +13,9 @@ commit time are not in ``occurred_at`` order, so a poll by time could miss one.
 An event is reduced to what a row of the console shows (status, holds, version) for a browser,
 and given whole to an API subscriber (``full``: the event as published, the sync as the API
 shows it, without its fencing token). A subscriber whose queue is full gets ``reset`` (reload,
-or read again) rather than blocking the consumer.
+or read again) rather than blocking the consumer. An event that cannot be shown (another
+producer's, or a newer service's) is skipped, for every subscriber alike, and logged without
+its content. At most ``MAX_STREAMS`` subscribers per process (503 past it).
 """
 
 from __future__ import annotations
@@ -29,18 +31,21 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from events.contract.http import SyncConfigurationModel
+from events.errors import TransientError
 from events.kafka import kafka_options, start_client
 from events.service.settings import Settings
 
 __all__ = ["RESET", "Hub", "full_event", "serve_stream", "summary"]
 
-log = logging.getLogger("synclife.gateway.console")
+log = logging.getLogger("synclife.gateway.live")
 
 #: What a subscriber's queue gets when it fell behind: the page should reload.
 RESET: Final[dict[str, Any]] = {"type": "reset"}
 _QUEUE: Final = 256
 _FETCH_MS: Final = 500
 _KEEPALIVE_SECONDS: Final = 15.0  # a comment on an idle stream, so that proxies keep it
+#: Streams one gateway process serves at most (each a connection, a queue, a key check).
+MAX_STREAMS: Final = 1000
 
 Tenant = tuple[str, str]
 
@@ -83,6 +88,11 @@ def summary(event_type: str, data: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _clean(text: str) -> bool:
+    """An event id or type a stream's ``id:`` or ``event:`` line can carry."""
+    return bool(text) and len(text) <= 256 and text.isprintable()
+
+
 def full_event(event_id: str, event_type: str, data: dict[str, Any]) -> dict[str, Any]:
     """What an API subscriber gets of a lifecycle event: its id, its type and its data, the
     sync as the API shows it (no ``lock_token``: fencing tokens stay off HTTP)."""
@@ -111,6 +121,8 @@ class Hub:
     async def subscribe(self, tenant: Tenant, *, full: bool = False) -> Queue:
         """A queue of ``tenant``'s events from now on (the consumer positioned first): the
         console's summaries, or whole events (``full_event``) if ``full``."""
+        if sum(len(q) for q in self._subscribers.values()) >= MAX_STREAMS:
+            raise TransientError(f"this gateway serves {MAX_STREAMS} live streams already")
         await self._start()
         queue: Queue = asyncio.Queue(_QUEUE)
         self._subscribers.setdefault(tenant, {})[queue] = full
@@ -125,14 +137,14 @@ class Hub:
 
     async def _start(self) -> None:
         async with self._starting:
+            if self.closed:
+                raise TransientError("the gateway is stopping")
             if self._consumer is not None:
                 return
-            if self.closed:
-                raise RuntimeError("the gateway is stopping")
             topic = self.settings.lifecycle_topic
             consumer = AIOKafkaConsumer(
                 topic,  # every partition (no group: the consumer assigns them all itself)
-                **kafka_options(self.settings, client_id=f"{self.settings.client_id}-console"),
+                **kafka_options(self.settings, client_id=f"{self.settings.client_id}-live"),
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="latest",
@@ -148,7 +160,7 @@ class Hub:
                     await consumer.stop()
                 raise
             self._consumer = consumer
-            self._task = asyncio.create_task(self._pump(consumer), name="console-lifecycle")
+            self._task = asyncio.create_task(self._pump(consumer), name="live-lifecycle")
 
     async def _pump(self, consumer: AIOKafkaConsumer) -> None:
         try:
@@ -160,7 +172,7 @@ class Hub:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the pages reload; the next one restarts it
-            log.warning("console lifecycle consumer stopped: %s", type(exc).__name__)
+            log.warning("live streams' lifecycle consumer stopped: %s", type(exc).__name__)
             self._consumer = None
             for queues in self._subscribers.values():
                 for queue in queues:
@@ -182,11 +194,19 @@ class Hub:
         if not isinstance(data, dict):
             return
         tenant = (data.get("internal_id"), data.get("namespace_id"))
-        queues = self._subscribers.get(tenant)  # type: ignore[arg-type]
-        if not queues:
+        if not all(isinstance(t, str) for t in tenant):
             return
-        shown = summary(event_type, data) if not all(queues.values()) else None
-        whole = full_event(event_id, event_type, data) if any(queues.values()) else None
+        queues = self._subscribers.get(tenant)  # type: ignore[arg-type]
+        if not queues or not (_clean(event_id) and _clean(event_type)):
+            return  # an id or a type that would not fit on one line of the stream
+        try:
+            shown = summary(event_type, data) if not all(queues.values()) else None
+            whole = full_event(event_id, event_type, data) if any(queues.values()) else None
+        except (ValueError, TypeError, AttributeError) as exc:  # pydantic's errors included
+            # Not one this gateway can show: skipped for its subscribers only, the others
+            # (and the consumer) go on.
+            log.warning("a lifecycle event could not be shown: %s", type(exc).__name__)
+            return
         for queue, full in list(queues.items()):
             item = whole if full else shown
             if item is None:
