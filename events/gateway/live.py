@@ -35,7 +35,7 @@ from events.errors import TransientError
 from events.kafka import kafka_options, start_client
 from events.service.settings import Settings
 
-__all__ = ["RESET", "Hub", "full_event", "serve_stream", "summary"]
+__all__ = ["RESET", "Hub", "full_event", "holds_of", "serve_stream", "summary"]
 
 log = logging.getLogger("synclife.gateway.live")
 
@@ -50,21 +50,27 @@ MAX_STREAMS: Final = 1000
 Tenant = tuple[str, str]
 
 
-def summary(event_type: str, data: dict[str, Any]) -> dict[str, Any] | None:
-    """What the console shows of a lifecycle event: None for one it does not show."""
-    sync = data.get("sync")
-    if not isinstance(sync, dict) or not isinstance(data.get("sync_config_id"), str):
-        return None
+def holds_of(sync: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sync's pause holds (a document from before holds: its one pause)."""
     holds = sync.get("pause_holds") or []
     if not holds and sync.get("paused"):
         holds = [
             {
                 "hold": "pause",
                 "reason": sync.get("pause_reason"),
+                "paused_at": sync.get("paused_at"),
                 "paused_by_user_id": sync.get("paused_by_user_id"),
                 "until": None,
             }
         ]
+    return [h for h in holds if isinstance(h, dict)]
+
+
+def summary(event_type: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """What the console shows of a lifecycle event: None for one it does not show."""
+    sync = data.get("sync")
+    if not isinstance(sync, dict) or not isinstance(data.get("sync_config_id"), str):
+        return None
     return {
         "type": event_type,
         "sync_config_id": data["sync_config_id"],
@@ -80,8 +86,7 @@ def summary(event_type: str, data: dict[str, Any]) -> dict[str, Any] | None:
                 "by": h.get("paused_by_user_id"),
                 "until": h.get("until"),
             }
-            for h in holds
-            if isinstance(h, dict)
+            for h in holds_of(sync)
         ],
         "actor": data.get("actor"),
         "reason": data.get("reason"),

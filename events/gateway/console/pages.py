@@ -35,7 +35,7 @@ from events.gateway.console.session import (
     sign_in,
     verified_form,
 )
-from events.gateway.live import serve_stream
+from events.gateway.live import holds_of, serve_stream
 from events.gateway.reads import encode_cursor, page_of
 from events.service.access import AccessDenied
 from events.service.db import acquire
@@ -104,22 +104,6 @@ def filter_args(org: str, namespace: str, model: NamespaceListRequest) -> tuple[
         model.paused,
         model.is_stale,
     )
-
-
-def holds_of(sync: dict[str, Any]) -> list[dict[str, Any]]:
-    """The sync's pause holds (a document from before holds: its one pause)."""
-    holds = sync.get("pause_holds") or []
-    if not holds and sync.get("paused"):
-        holds = [
-            {
-                "hold": "pause",
-                "reason": sync.get("pause_reason"),
-                "paused_at": sync.get("paused_at"),
-                "paused_by_user_id": sync.get("paused_by_user_id"),
-                "until": None,
-            }
-        ]
-    return [h for h in holds if isinstance(h, dict)]
 
 
 def _row(sync: dict[str, Any], now: datetime) -> dict[str, Any]:
