@@ -199,25 +199,7 @@ def _failure(
             trigger="failures",
             system=True,
         )
-    hold = _failures_hold_of(ch, failures, last_error)
-    return ch.add(
-        EventType.STATUS_CHANGED,
-        {**status_fields(S.SUSPENDED), **hold_fields([hold])},
-        actor=SYSTEM_ACTOR,
-        reason=hold.reason,
-        trigger="auto_suspend",
-        system=True,
-    )
-
-
-def _failures_hold_of(ch: Changes, failures: int, last_error: str) -> PauseHold:
-    reason = f"auto-suspended after {failures} consecutive failures: {last_error}"
-    return PauseHold(
-        hold=FAILURES_HOLD,
-        reason=reason[:MAX_LAST_ERROR],
-        paused_at=ch.now,
-        paused_by_user_id=SYSTEM_ACTOR,
-    )
+    return _suspend_for_failures(ch, failures, last_error)
 
 
 def _failures_hold(
@@ -235,10 +217,23 @@ def _failures_hold(
         or any(h.hold == FAILURES_HOLD for h in sync.pause_holds)
     ):
         return None
-    hold = _failures_hold_of(ch, failures, last_error)
+    return _suspend_for_failures(ch, failures, last_error)
+
+
+def _suspend_for_failures(ch: Changes, failures: int, last_error: str) -> CommandError | None:
+    """The hold ``system:failures`` beside the sync's holds: SUSPENDED from now
+    (``sync.status_changed``), or a change of holds if it was paused already."""
+    reason = f"auto-suspended after {failures} consecutive failures: {last_error}"
+    hold = PauseHold(
+        hold=FAILURES_HOLD,
+        reason=reason[:MAX_LAST_ERROR],
+        paused_at=ch.now,
+        paused_by_user_id=SYSTEM_ACTOR,
+    )
+    paused = ch.sync.status is S.SUSPENDED
     return ch.add(
-        EventType.HOLDS_CHANGED,
-        {**status_fields(S.SUSPENDED), **hold_fields([*sync.pause_holds, hold])},
+        EventType.HOLDS_CHANGED if paused else EventType.STATUS_CHANGED,
+        {**status_fields(S.SUSPENDED), **hold_fields([*ch.sync.pause_holds, hold])},
         actor=SYSTEM_ACTOR,
         reason=hold.reason,
         trigger="auto_suspend",
